@@ -1,0 +1,14 @@
+"""Code shared by the MAE self pre-training bundles.
+
+In the repository this package is ``shared``; inside each bundle it is reachable as ``scripts`` (``bundles/*/scripts``
+links here, and the packaging tool copies it in), which is where MONAI bundles and MONAI Label look for custom code.
+Modules import each other relatively so both names work.
+"""
+
+from . import checkpoint, encoder_transfer, mae, masking, optim, patches, visualization
+from .checkpoint import AtomicCheckpointSaver
+from .encoder_transfer import MAEEncoderLoader, load_mae_encoder
+from .mae import MAEReconstructionNet, MaskedAutoencoderViT, mae_loss
+from .masking import RandPatchMaskd
+from .optim import param_groups
+from .visualization import ReconstructionSnapshotHandler

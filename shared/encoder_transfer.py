@@ -1,0 +1,245 @@
+"""Carry a pre-trained MAE encoder into MONAI's ``UNETR`` (segmentation) or ``ViT`` (classification).
+
+What is carried: the patch embedding, the position embedding (interpolated when the target's patch grid differs,
+e.g. another ROI), every transformer block, the final norm and, for a ``ViT`` classifier, the class token. What is
+not: the MAE decoder. Every target encoder tensor must be found in the checkpoint, or the load is refused unless
+``strict=False`` is asked for; the returned :class:`TransferReport` lists what was loaded, skipped and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "TransferReport",
+    "read_state_dict",
+    "extract_encoder_state",
+    "interpolate_position_embedding",
+    "load_mae_encoder",
+    "MAEEncoderLoader",
+]
+
+POSITION_EMBEDDING_KEY = "patch_embedding.position_embeddings"
+ENCODER_PREFIXES = ("patch_embedding.", "blocks.", "norm.")
+CLS_TOKEN_KEY = "cls_token"
+CHECKPOINT_WRAPPER_KEYS = ("model", "network", "state_dict")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TransferReport:
+    """Which keys a transfer loaded, which it interpolated, which it skipped (with the reason) and which target
+    encoder keys it could not fill (with the reason)."""
+
+    loaded: list[str] = field(default_factory=list)
+    interpolated: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"loaded {len(self.loaded)} encoder tensors"]
+        lines += [f"  interpolated {k}: {why}" for k, why in self.interpolated.items()]
+        lines += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
+        lines += [f"  NOT loaded {k}: {why}" for k, why in self.missing.items()]
+        return "\n".join(lines)
+
+
+def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Read a state dict safely from a ``.pt``/``.pth`` file (``weights_only=True``), a ``.safetensors`` file or a
+    mapping; unwrap ``{"model": ...}``-style checkpoints and DDP's ``module.`` prefix.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file holds no state dict.
+    """
+    if isinstance(checkpoint, Mapping):
+        state = dict(checkpoint)
+        source = "the given mapping"
+    else:
+        source = os.fspath(checkpoint)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"MAE checkpoint {source!r} does not exist.")
+        if source.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(source)
+        else:
+            try:
+                state = torch.load(source, map_location="cpu", weights_only=True)
+            except Exception as e:  # torch raises several types for corrupt or unsafe files
+                raise ValueError(f"Cannot read MAE checkpoint {source!r}: {e}") from e
+    for wrapper in CHECKPOINT_WRAPPER_KEYS:
+        if isinstance(state.get(wrapper), Mapping):
+            state = dict(state[wrapper])
+            break
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source} does not hold a state dict of tensors (keys: {list(state)[:5]}...).")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def extract_encoder_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Pick the encoder tensors out of a state dict, named as in ``monai.networks.nets.ViT``.
+
+    Accepts a :class:`MaskedAutoencoderViT` state dict (``encoder.*`` and ``cls_token``), a ``UNETR`` state dict
+    (``vit.*``) or a plain ViT/encoder state dict.
+
+    Returns:
+        the encoder state and, for every other key, why it was left out.
+    """
+    for prefix in ("encoder.", "vit."):
+        if any(k.startswith(prefix) for k in state):
+            break
+    else:
+        prefix = ""
+    encoder, skipped = {}, {}
+    for key, value in state.items():
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if name.startswith(ENCODER_PREFIXES) or name == CLS_TOKEN_KEY:
+            encoder[name] = value
+        else:
+            skipped[key] = "not part of the encoder (MAE decoder or task head)"
+    return encoder, skipped
+
+
+def interpolate_position_embedding(
+    position_embedding: torch.Tensor, target_grid: tuple[int, ...], source_grid: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Resample a ``(1, N, C)`` patch position embedding to another patch grid.
+
+    Args:
+        position_embedding: ``(1, prod(source_grid), C)``.
+        target_grid: patch grid of the target network, e.g. ``(8, 8, 8)``.
+        source_grid: patch grid the embedding was made for; taken as isotropic (``N ** (1 / dims)`` per axis)
+            when None.
+
+    Returns:
+        ``(1, prod(target_grid), C)``, (bi/tri)linearly interpolated.
+    """
+    dims = len(target_grid)
+    num_tokens, channels = position_embedding.shape[1:]
+    if source_grid is None:
+        side = round(num_tokens ** (1 / dims))
+        if side**dims != num_tokens:
+            raise ValueError(
+                f"Cannot infer the patch grid of a {num_tokens}-token position embedding; pass source_grid."
+            )
+        source_grid = (side,) * dims
+    grid = position_embedding.reshape(1, *source_grid, channels).movedim(-1, 1).float()
+    mode = "bilinear" if dims == 2 else "trilinear"
+    resized = F.interpolate(grid, size=tuple(target_grid), mode=mode, align_corners=False)
+    return resized.movedim(1, -1).reshape(1, math.prod(target_grid), channels).to(position_embedding.dtype)
+
+
+def _target_vit(network: nn.Module) -> nn.Module:
+    """The ViT inside ``network``: ``UNETR.vit``, or the network itself for a ``ViT``."""
+    vit = getattr(network, "vit", network)
+    if not hasattr(vit, "patch_embedding") or not hasattr(vit, "blocks"):
+        raise TypeError(f"{type(network).__name__} is neither a MONAI ViT nor a network with a `.vit` encoder.")
+    return vit
+
+
+def _patch_grid(network: nn.Module, vit: nn.Module) -> tuple[int, ...]:
+    """Patch grid of the target: ``UNETR.feat_size``, else isotropic from the number of position tokens."""
+    if hasattr(network, "feat_size"):
+        return tuple(network.feat_size)
+    dims = vit.patch_embedding.patch_embeddings.weight.dim() - 2
+    num_tokens = vit.patch_embedding.position_embeddings.shape[1]
+    side = round(num_tokens ** (1 / dims))
+    if side**dims != num_tokens:
+        raise ValueError(f"Cannot infer the patch grid of {type(network).__name__}; pass target_grid.")
+    return (side,) * dims
+
+
+def load_mae_encoder(
+    network: nn.Module,
+    checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
+    strict: bool = True,
+    source_grid: tuple[int, ...] | None = None,
+    target_grid: tuple[int, ...] | None = None,
+) -> TransferReport:
+    """Load a pre-trained MAE encoder into a MONAI ``UNETR`` or ``ViT``, in place.
+
+    Args:
+        network: ``monai.networks.nets.UNETR`` (its ``.vit`` is filled) or ``monai.networks.nets.ViT``.
+        checkpoint: a file written by the MAE pre-training (full MAE state dict, exported encoder, or a MONAI
+            checkpoint dict with a ``model``/``network``/``state_dict`` entry), or such a mapping.
+        strict: refuse (``ValueError``) when a target encoder tensor (the class token included) cannot be filled.
+        source_grid: patch grid of the pre-training ROI when it is not isotropic and differs from the target's.
+        target_grid: patch grid of ``network``; ``UNETR.feat_size``, or isotropic, when None.
+
+    Returns:
+        the :class:`TransferReport`.
+    """
+    vit = _target_vit(network)
+    encoder_state, skipped = extract_encoder_state(read_state_dict(checkpoint))
+    report = TransferReport(skipped=skipped)
+    new_state = vit.state_dict()
+    for key, target in new_state.items():
+        if not (key.startswith(ENCODER_PREFIXES) or key == CLS_TOKEN_KEY):
+            continue  # e.g. the classification head: trained from scratch
+        if key not in encoder_state:
+            report.missing[key] = "not in the checkpoint"
+            continue
+        value = encoder_state.pop(key)
+        if key == POSITION_EMBEDDING_KEY and value.shape != target.shape and value.shape[-1] == target.shape[-1]:
+            grid = target_grid or _patch_grid(network, vit)
+            report.interpolated[key] = f"{value.shape[1]} tokens resampled to the {grid} patch grid"
+            value = interpolate_position_embedding(value, grid, source_grid)
+        if value.shape != target.shape:
+            report.missing[key] = f"shape {tuple(value.shape)} in the checkpoint, {tuple(target.shape)} in the network"
+            continue
+        new_state[key] = value.to(target.dtype)
+        report.loaded.append(key)
+    for key in encoder_state:
+        report.skipped[key] = "the target network has no such tensor"
+    if report.missing and strict:
+        raise ValueError(
+            "Refusing a partial MAE encoder load (pass strict=False to allow it):\n" + report.summary()
+        )
+    vit.load_state_dict(new_state, strict=True)
+    return report
+
+
+class MAEEncoderLoader:
+    """Ignite-style handler that initialises a network's encoder from an MAE checkpoint.
+
+    The weights are loaded when the handler is attached (i.e. when the trainer is built), so any resume
+    ``CheckpointLoader`` that fires later at ``Events.STARTED`` still wins. Use it in a bundle's ``train#handlers``::
+
+        {"_target_": "scripts.encoder_transfer.MAEEncoderLoader", "load_path": "@pretrained_encoder",
+         "network": "@network", "_disabled_": "$not @pretrained_encoder"}
+
+    Args:
+        load_path: the MAE checkpoint.
+        network: the ``UNETR`` or ``ViT`` (a DDP-wrapped one works too).
+        strict: see :func:`load_mae_encoder`.
+        source_grid: see :func:`load_mae_encoder`.
+    """
+
+    def __init__(
+        self,
+        load_path: str,
+        network: nn.Module,
+        strict: bool = True,
+        source_grid: tuple[int, ...] | None = None,
+    ) -> None:
+        self.load_path = load_path
+        self.network = network
+        self.strict = strict
+        self.source_grid = source_grid
+        self.report: TransferReport | None = None
+
+    def attach(self, engine) -> None:
+        """Load the encoder now; ``engine`` is only used for its logger."""
+        network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
+        self.report = load_mae_encoder(network, self.load_path, strict=self.strict, source_grid=self.source_grid)
+        getattr(engine, "logger", logger).info(f"MAE encoder from {self.load_path}: {self.report.summary()}")

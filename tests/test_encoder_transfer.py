@@ -1,0 +1,124 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine
+from monai.networks.nets import UNETR, ViT
+
+from shared.encoder_transfer import MAEEncoderLoader, interpolate_position_embedding, load_mae_encoder
+from tests.conftest import TINY_ENCODER, tiny_mae
+
+
+def _trained_mae(steps=3, **kwargs):
+    net = tiny_mae(num_layers=12, **kwargs)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    spatial = net.img_size
+    for _ in range(steps):
+        opt.zero_grad()
+        net(torch.rand(2, net.in_channels, *spatial))["loss"].backward()
+        opt.step()
+    return net
+
+
+def _unetr(img_size=32, in_channels=1):
+    return UNETR(in_channels, 14, img_size, feature_size=8, **TINY_ENCODER)
+
+
+def test_trained_encoder_loads_into_unetr_with_every_tensor_equal(tmp_path):
+    mae = _trained_mae()
+    path = tmp_path / "mae.pt"
+    torch.save(mae.state_dict(), path)
+    unetr = _unetr()
+    decoder_before = {k: v.clone() for k, v in unetr.state_dict().items() if not k.startswith("vit.")}
+    report = load_mae_encoder(unetr, path)
+    encoder_state = mae.encoder.state_dict()
+    assert sorted(report.loaded) == sorted(encoder_state)
+    for key, value in encoder_state.items():
+        assert torch.equal(unetr.vit.state_dict()[key], value), key
+    for key, value in decoder_before.items():  # the CNN decoder is untouched
+        assert torch.equal(unetr.state_dict()[key], value), key
+    assert not report.missing and not report.interpolated
+    assert "decoder_embed.weight" in report.skipped and "mask_token" in report.skipped
+
+
+def test_vit_classifier_gets_position_embedding_and_class_token():
+    mae = _trained_mae(img_size=64, spatial_dims=2, cls_token=True, in_channels=3)
+    vit = ViT(3, 64, 16, num_layers=12, spatial_dims=2, classification=True, num_classes=14, **TINY_ENCODER)
+    head_before = vit.classification_head[0].weight.clone()
+    report = load_mae_encoder(vit, mae.state_dict())
+    assert torch.equal(vit.cls_token, mae.cls_token)
+    assert torch.equal(vit.patch_embedding.position_embeddings, mae.encoder.patch_embedding.position_embeddings)
+    for key, value in mae.encoder.state_dict().items():
+        assert torch.equal(vit.state_dict()[key], value), key
+    assert len(report.loaded) == len(mae.encoder.state_dict()) + 1
+    assert torch.equal(vit.classification_head[0].weight, head_before)
+
+
+def test_position_embedding_is_interpolated_to_another_roi():
+    mae = tiny_mae(img_size=32, num_layers=12)  # grid 2^3
+    unetr = _unetr(img_size=64)  # grid 4^3
+    report = load_mae_encoder(unetr, mae.state_dict())
+    assert "patch_embedding.position_embeddings" in report.interpolated
+    source = mae.encoder.patch_embedding.position_embeddings.detach()
+    expected = F.interpolate(source.reshape(1, 2, 2, 2, -1).permute(0, 4, 1, 2, 3), size=(4, 4, 4), mode="trilinear")
+    expected = expected.permute(0, 2, 3, 4, 1).reshape(1, 64, -1)
+    torch.testing.assert_close(unetr.vit.patch_embedding.position_embeddings.detach(), expected)
+
+
+def test_interpolation_to_the_same_grid_is_identity_and_anisotropic_grids_work():
+    pe = torch.randn(1, 4 * 6 * 2, 12)
+    torch.testing.assert_close(interpolate_position_embedding(pe, (4, 6, 2), (4, 6, 2)), pe)
+    assert interpolate_position_embedding(pe, (8, 6, 4), (4, 6, 2)).shape == (1, 192, 12)
+    with pytest.raises(ValueError, match="source_grid"):
+        interpolate_position_embedding(pe, (8, 8, 8))
+
+
+def test_partial_load_is_refused_unless_asked():
+    state = tiny_mae(img_size=32, num_layers=12).state_dict()
+    del state["encoder.blocks.3.mlp.linear1.weight"]
+    unetr = _unetr()
+    with pytest.raises(ValueError, match="blocks.3.mlp.linear1.weight"):
+        load_mae_encoder(unetr, state)
+    report = load_mae_encoder(unetr, state, strict=False)
+    assert list(report.missing) == ["blocks.3.mlp.linear1.weight"]
+
+
+def test_mismatched_width_or_channels_is_refused():
+    with pytest.raises(ValueError, match="shape"):
+        load_mae_encoder(_unetr(in_channels=4), tiny_mae(img_size=32, num_layers=12).state_dict())
+
+
+def test_3d_mae_without_class_token_into_a_classifier_needs_strict_false():
+    state = tiny_mae(img_size=32, num_layers=12).state_dict()
+    vit = ViT(1, 32, 16, num_layers=12, classification=True, **TINY_ENCODER)
+    with pytest.raises(ValueError, match="cls_token"):
+        load_mae_encoder(vit, state)
+    assert list(load_mae_encoder(vit, state, strict=False).missing) == ["cls_token"]
+
+
+def test_wrapped_checkpoints_and_plain_encoder_state(tmp_path):
+    mae = tiny_mae(img_size=32, num_layers=12)
+    ddp_style = {"module." + k: v for k, v in mae.state_dict().items()}
+    torch.save({"model": ddp_style, "epoch": 3}, tmp_path / "ckpt.pt")
+    assert not load_mae_encoder(_unetr(), tmp_path / "ckpt.pt").missing
+    assert not load_mae_encoder(_unetr(), mae.encoder.state_dict()).missing
+    assert not load_mae_encoder(_unetr(), _unetr().state_dict()).missing  # a UNETR checkpoint ("vit.*")
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_mae_encoder(_unetr(), tmp_path / "nope.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_mae_encoder(_unetr(), tmp_path / "bad.pt")
+    with pytest.raises(TypeError, match="ViT"):
+        load_mae_encoder(torch.nn.Linear(2, 2), {})
+
+
+def test_handler_loads_when_attached(tmp_path):
+    mae = tiny_mae(img_size=32, num_layers=12)
+    torch.save(mae.state_dict(), tmp_path / "mae.pt")
+    unetr = _unetr()
+    loader = MAEEncoderLoader(str(tmp_path / "mae.pt"), unetr)
+    loader.attach(Engine(lambda e, b: None))
+    assert len(loader.report.loaded) == len(mae.encoder.state_dict())
+    assert torch.equal(unetr.vit.blocks[5].attn.qkv.weight, mae.encoder.blocks[5].attn.qkv.weight)

@@ -1,0 +1,149 @@
+import pytest
+import torch
+from monai.networks.nets import UNETR, ViT
+
+from shared.patches import patchify
+from tests.conftest import TINY_ENCODER, tiny_mae
+
+
+@pytest.mark.parametrize(
+    "spatial_dims,in_channels,img_size,num_patches",
+    [(3, 1, 32, 8), (3, 4, (32, 48, 16), 6), (2, 1, 64, 16), (2, 3, (32, 64), 8)],
+)
+def test_output_shapes(spatial_dims, in_channels, img_size, num_patches):
+    net = tiny_mae(in_channels, img_size, spatial_dims)
+    spatial = (img_size,) * spatial_dims if isinstance(img_size, int) else img_size
+    x = torch.rand(2, in_channels, *spatial)
+    out = net(x)
+    assert out["loss"].shape == () and torch.isfinite(out["loss"])
+    assert out["pred"].shape == (2, num_patches, in_channels * 16**spatial_dims)
+    assert out["mask"].shape == (2, num_patches) and out["mask"].dtype == torch.bool
+    assert out["reconstruction"].shape == x.shape
+
+
+@pytest.mark.parametrize("mask_ratio,expected", [(0.75, 162), (0.875, 189), (0.125, 27), (0.5, 108)])
+def test_mask_ratio_is_the_exact_hidden_fraction(mask_ratio, expected):
+    net = tiny_mae(img_size=96, mask_ratio=mask_ratio)
+    mask = net.random_masking(5, "cpu")
+    assert mask.sum(dim=1).tolist() == [expected] * 5
+    assert not torch.equal(mask[0], mask[1])  # independent per sample
+
+
+def test_encoder_sees_the_visible_patches_only():
+    net = tiny_mae(img_size=(64, 64, 32), mask_ratio=0.75)  # 32 patches, 8 visible
+    mask = net.random_masking(2, "cpu")
+    assert net.forward_encoder(torch.rand(2, 1, 64, 64, 32), mask).shape == (2, 8, TINY_ENCODER["hidden_size"])
+    net = tiny_mae(img_size=(64, 64, 32), cls_token=True)
+    assert net.forward_encoder(torch.rand(2, 1, 64, 64, 32), mask).shape == (2, 9, TINY_ENCODER["hidden_size"])
+
+
+def test_visible_patch_content_only_reaches_the_encoder_through_visible_positions():
+    """Changing hidden patches of the input must not change the prediction (the encoder never sees them)."""
+    net = tiny_mae(img_size=32).eval()
+    x = torch.rand(1, 1, 32, 32, 32)
+    mask = torch.tensor([[True, False, True, True, False, True, True, True]])
+    y = x.clone()
+    y[..., :16, :16, :16] += 1.0  # patch 0 is hidden
+    torch.testing.assert_close(net(x, mask)["pred"], net(y, mask)["pred"])
+    y = x.clone()
+    y[..., :16, :16, 16:] += 1.0  # patch 1 is visible
+    assert not torch.allclose(net(x, mask)["pred"], net(y, mask)["pred"])
+
+
+def test_loss_ignores_visible_patches():
+    net = tiny_mae(img_size=32)
+    x = torch.rand(2, 1, 32, 32, 32)
+    mask = net.random_masking(2, "cpu")
+    pred = torch.rand(2, 8, 16**3)
+    loss = net.forward_loss(x, pred, mask)
+    worse_visible = pred + 10.0 * (~mask).unsqueeze(-1)
+    torch.testing.assert_close(net.forward_loss(x, worse_visible, mask), loss)
+    worse_hidden = pred + 10.0 * mask.unsqueeze(-1)
+    assert net.forward_loss(x, worse_hidden, mask) > loss + 50
+    perfect = patchify(x, net.patch_size)
+    assert net.forward_loss(x, perfect, mask) == 0
+
+
+def test_given_mask_is_used():
+    net = tiny_mae(img_size=(64, 32, 32))
+    mask = net.random_masking(2, "cpu")
+    assert torch.equal(net(torch.rand(2, 1, 64, 32, 32), mask)["mask"], mask)
+
+
+def test_norm_pix_loss_normalises_each_channel_of_each_patch():
+    net = tiny_mae(in_channels=2, img_size=32, norm_pix_loss=True)
+    x = torch.rand(2, 2, 32, 32, 32)
+    x[:, 1] = 100 * x[:, 1] + 50  # a channel on another scale
+    target = net.normalize_patches(patchify(x, net.patch_size))
+    per_channel = net.split_channels(target)
+    torch.testing.assert_close(per_channel.mean(-1), torch.zeros(per_channel.shape[:3]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(per_channel.std(-1, unbiased=False), torch.ones(per_channel.shape[:3]), atol=1e-3, rtol=0)
+    # predicting the normalised target exactly gives zero loss and reconstructs the image
+    mask = net.random_masking(2, "cpu")
+    assert net.forward_loss(x, target, mask) == 0
+    torch.testing.assert_close(net.reconstruct(x, target), x, rtol=1e-4, atol=1e-3)
+
+
+def test_every_channel_is_reconstructed():
+    net = tiny_mae(in_channels=4, img_size=32)
+    out = net(torch.rand(1, 4, 32, 32, 32))
+    assert out["reconstruction"].shape[1] == 4
+    assert net.decoder_pred.out_features == 4 * 16**3
+
+
+def test_backward_reaches_encoder_and_decoder():
+    net = tiny_mae(img_size=32, cls_token=True)
+    net(torch.rand(2, 1, 32, 32, 32))["loss"].backward()
+    assert net.encoder.patch_embedding.patch_embeddings.weight.grad.abs().sum() > 0
+    assert net.cls_token.grad.abs().sum() > 0
+    assert net.mask_token.grad.abs().sum() > 0
+    assert not net.encoder.patch_embedding.position_embeddings.requires_grad  # fixed sin-cos
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_runs_under_bf16_autocast(spatial_dims):
+    """MONAI's MaskedAutoEncoderViT fails here ("Index put requires the source and destination dtypes match")."""
+    net = tiny_mae(img_size=32, spatial_dims=spatial_dims, cls_token=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.rand(2, 1, *(32,) * spatial_dims))
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_forward_creates_no_host_side_tensor():
+    """On the meta device any CPU-side tensor (or .item() host sync) in the forward pass raises."""
+    with torch.device("meta"):
+        net = tiny_mae(img_size=(32, 48, 32), cls_token=True, norm_pix_loss=True)
+    out = net(torch.empty(2, 1, 32, 48, 32, device="meta"))
+    assert all(v.device.type == "meta" for v in out.values())
+
+
+def test_attention_uses_scaled_dot_product_attention():
+    net = tiny_mae(img_size=32)
+    assert all(b.attn.use_flash_attention for b in [*net.encoder.blocks, *net.decoder_blocks])
+    eager = tiny_mae(img_size=32, use_flash_attention=False)
+    eager.load_state_dict(net.state_dict())
+    x, mask = torch.rand(2, 1, 32, 32, 32), net.random_masking(2, "cpu")
+    torch.testing.assert_close(net(x, mask)["pred"], eager(x, mask)["pred"], rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_loads_strictly_into_monai_vit_and_unetr():
+    net = tiny_mae(img_size=32, num_layers=12)
+    encoder_state = net.encoder.state_dict()
+    unetr = UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER)
+    unetr.vit.load_state_dict(encoder_state, strict=True)
+    vit = ViT(1, 32, 16, num_layers=12, **TINY_ENCODER)
+    vit.load_state_dict(encoder_state, strict=True)
+    for key, value in encoder_state.items():
+        assert torch.equal(unetr.vit.state_dict()[key], value), key
+        assert torch.equal(vit.state_dict()[key], value), key
+
+
+def test_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="spatial_dims"):
+        tiny_mae(spatial_dims=1)
+    with pytest.raises(ValueError, match="must divide"):
+        tiny_mae(img_size=40)
+    with pytest.raises(ValueError, match="at least one"):
+        tiny_mae(img_size=32, mask_ratio=0.99)
