@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
@@ -46,16 +47,25 @@ class AtomicCheckpointSaver:
     MONAI Label and ``ckpt_export`` expect for ``models/model.pt``); with several it holds ``{name: state_dict}``,
     which MONAI's ``CheckpointLoader`` restores.
 
+    Under ``torch.distributed`` only rank 0 writes.
+
     Args:
         save_path: the checkpoint file, overwritten each time.
         save_dict: objects with ``state_dict()``, e.g. ``{"model": net, "optimizer": opt, "trainer": trainer}``.
             A ``DistributedDataParallel`` model is saved unwrapped.
         save_interval: epochs between saves; 0 saves only at the end.
         on_completed: also save when the run completes.
+        only_best: attached to an evaluator, save only when its key metric has just improved (MONAI's
+            ``engine.state.best_metric_epoch``), as ``CheckpointSaver(save_key_metric=True)`` does.
     """
 
     def __init__(
-        self, save_path: str, save_dict: Mapping[str, object], save_interval: int = 1, on_completed: bool = True
+        self,
+        save_path: str,
+        save_dict: Mapping[str, object],
+        save_interval: int = 1,
+        on_completed: bool = True,
+        only_best: bool = False,
     ) -> None:
         if not save_dict:
             raise ValueError("save_dict must name at least one object to save.")
@@ -63,6 +73,7 @@ class AtomicCheckpointSaver:
         self.save_dict = dict(save_dict)
         self.save_interval = save_interval
         self.on_completed = on_completed
+        self.only_best = only_best
 
     def attach(self, engine: Engine) -> None:
         if self.save_interval > 0:
@@ -75,5 +86,9 @@ class AtomicCheckpointSaver:
         return next(iter(states.values())) if len(states) == 1 else states
 
     def __call__(self, engine: Engine) -> None:
+        if idist.get_rank() != 0:
+            return
+        if self.only_best and getattr(engine.state, "best_metric_epoch", -1) != engine.state.epoch:
+            return
         save_atomically(self.state(), self.save_path)
         engine.logger.info(f"epoch {engine.state.epoch}: saved {self.save_path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
@@ -71,7 +72,8 @@ class ReconstructionSnapshotHandler:
     """Every ``interval`` epochs, save a :func:`reconstruction_panel` of the first sample of the last iteration as
     ``<output_dir>/reconstruction_epoch<NNNN>.png`` and, when a ``summary_writer`` is given, to TensorBoard.
 
-    Needs a trainer built with ``decollate=False`` whose network returns the dict of :class:`MaskedAutoencoderViT`.
+    Only rank 0 writes under ``torch.distributed``. Needs a trainer built with ``decollate=False`` whose network
+    returns the dict of :class:`MaskedAutoencoderViT`.
 
     Args:
         output_dir: folder for the PNG files.
@@ -102,6 +104,8 @@ class ReconstructionSnapshotHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
+        if idist.get_rank() != 0:
+            return
         output = engine.state.output
         if not isinstance(output, dict) or not isinstance(output.get("pred"), dict):
             raise TypeError("ReconstructionSnapshotHandler needs decollate=False and an MAE network output dict.")

@@ -1,0 +1,147 @@
+"""Per-case, per-class Dice and HD95 with class names, written as CSV and JSON by an evaluator handler.
+
+MONAI's ``MetricsSaver`` names classes ``class0, class1, ...`` and its ``HausdorffDistance`` handler measures in
+voxels. :class:`SegmentationMetricsSaver` computes both metrics per case from the evaluator's (decollated) output,
+with HD95 in millimetres from the label's voxel spacing, and writes them under the organ or region names.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+__all__ = ["case_metrics", "summarize", "SegmentationMetricsSaver"]
+
+
+def case_metrics(
+    pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float] | None, include_background: bool
+) -> dict[str, np.ndarray]:
+    """Dice and HD95 (in the units of ``spacing``) of one case.
+
+    Args:
+        pred: ``(C, *spatial)`` one-hot (or multi-label) prediction.
+        label: ``(C, *spatial)`` one-hot (or multi-label) reference.
+        spacing: voxel size per spatial axis; voxels when None.
+        include_background: score channel 0 too.
+
+    Returns:
+        ``{"dice": (K,), "hd95": (K,)}`` with ``K`` the scored classes; NaN where the reference class is empty.
+    """
+    pred, label = pred[None].float(), label[None].float()
+    dice = compute_dice(pred, label, include_background=include_background, ignore_empty=True)
+    hd95 = compute_hausdorff_distance(
+        pred, label, include_background=include_background, percentile=95, spacing=spacing
+    )
+    empty = label.flatten(2).sum(-1) == 0
+    if not include_background:
+        empty = empty[:, 1:]
+    hd95 = hd95.masked_fill(empty, float("nan"))
+    return {"dice": dice[0].cpu().numpy(), "hd95": hd95[0].cpu().numpy()}
+
+
+def summarize(per_case: list[dict[str, np.ndarray]], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean over cases per class (ignoring NaN) and the mean over classes, for each metric."""
+    summary = {}
+    for metric in ("dice", "hd95"):
+        values = np.stack([case[metric] for case in per_case])
+        with np.errstate(all="ignore"):
+            per_class = np.nanmean(values, axis=0) if values.size else np.array([])
+        row = {name: float(v) for name, v in zip(class_names, per_class)}
+        finite = [v for v in row.values() if not math.isnan(v)]
+        row["mean"] = float(np.mean(finite)) if finite else float("nan")
+        summary[metric] = row
+    return summary
+
+
+def _nan_to_none(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """JSON has no NaN: a class without reference voxels in any case gets null."""
+    return {m: {k: (None if math.isnan(v) else v) for k, v in row.items()} for m, row in summary.items()}
+
+
+class SegmentationMetricsSaver:
+    """Evaluator handler: per-case, per-class Dice and HD95 under class names, saved as
+    ``<output_dir>/metrics_per_case.csv`` and ``<output_dir>/metrics_summary.json``.
+
+    Reads the decollated ``pred`` and ``label`` of every iteration (one-hot or multi-label, in the space they are
+    compared in, e.g. after ``Invertd``), the voxel spacing from the label's affine and the case name from the
+    image's ``filename_or_obj``. Under ``torch.distributed`` each rank scores its cases and rank 0 writes all.
+
+    Args:
+        output_dir: folder for the files.
+        class_names: names of the scored channels (without the background when ``include_background`` is False).
+        include_background: score channel 0 too (e.g. BraTS's three region channels).
+    """
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], include_background: bool = False) -> None:
+        self.output_dir = output_dir
+        self.class_names = list(class_names)
+        self.include_background = include_background
+        self.cases: list[str] = []
+        self.per_case: list[dict[str, np.ndarray]] = []
+        self.summary: dict[str, dict[str, float]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def reset(self, engine: Engine) -> None:
+        self.cases, self.per_case = [], []
+
+    def record(self, engine: Engine) -> None:
+        for item in engine.state.output:
+            pred, label = item["pred"], item["label"]
+            scores = case_metrics(pred, label, self._spacing(label), self.include_background)
+            if len(scores["dice"]) != len(self.class_names):
+                raise ValueError(f"{len(scores['dice'])} scored channels but {len(self.class_names)} class names.")
+            self.per_case.append(scores)
+            self.cases.append(self._case_name(item.get("image", pred), default=f"case{len(self.cases)}"))
+
+    def write(self, engine: Engine) -> None:
+        cases, per_case = self._gather()
+        if idist.get_rank() != 0 or not per_case:
+            return
+        self.summary = summarize(per_case, self.class_names)
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "metrics_per_case.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["case", "metric", *self.class_names])
+            for name, scores in zip(cases, per_case):
+                for metric in ("dice", "hd95"):
+                    writer.writerow([name, metric, *(f"{v:.4f}" for v in scores[metric])])
+        with open(os.path.join(self.output_dir, "metrics_summary.json"), "w") as f:
+            json.dump({"num_cases": len(per_case), **_nan_to_none(self.summary)}, f, indent=4)
+        engine.logger.info(
+            f"mean Dice {self.summary['dice']['mean']:.4f}, mean HD95 {self.summary['hd95']['mean']:.2f} "
+            f"over {len(per_case)} cases, written to {self.output_dir}"
+        )
+
+    def _gather(self) -> tuple[list[str], list[dict[str, np.ndarray]]]:
+        """Every rank's cases and scores, in rank order."""
+        if idist.get_world_size() == 1:
+            return self.cases, self.per_case
+        gathered: list = [None] * idist.get_world_size()
+        torch.distributed.all_gather_object(gathered, (self.cases, self.per_case))
+        return sum((c for c, _ in gathered), []), sum((p for _, p in gathered), [])
+
+    @staticmethod
+    def _spacing(label: torch.Tensor) -> list[float] | None:
+        affine = getattr(label, "affine", None)
+        if affine is None:
+            return None
+        spatial_dims = label.dim() - 1
+        return torch.linalg.norm(affine[:spatial_dims, :spatial_dims].float(), dim=0).tolist()
+
+    @staticmethod
+    def _case_name(image: torch.Tensor, default: str) -> str:
+        filename = getattr(image, "meta", {}).get("filename_or_obj")
+        return os.path.basename(str(filename)) if filename else default
