@@ -1,0 +1,524 @@
+"""Brain tumour data in the BraTS 2021 and the MSD Task01 layouts: datalists, label -> region channels and back.
+
+Both public layouts hold the same four MRI contrasts and the same three tumour sub-regions, but with different files
+and different label values:
+
+============  ==============================================  ==============================================
+              BraTS 2021 (``"brats2021"``)                     MSD Task01_BrainTumour (``"msd"``)
+============  ==============================================  ==============================================
+files         ``BraTS2021_XXXXX/BraTS2021_XXXXX_<c>.nii.gz``,  ``dataset.json``, ``imagesTr/BRATS_XXX.nii.gz``
+              one 3-D file per contrast ``c`` in flair, t1,    (4-D, channel last: FLAIR, T1w, t1gd, T2w),
+              t1ce, t2, and ``..._seg.nii.gz``                 ``labelsTr/BRATS_XXX.nii.gz``, ``imagesTs/``
+labels        1 necrotic tumour core, 2 oedema, 4 enhancing    1 oedema, 2 non-enhancing tumour, 3 enhancing
+TC            1 | 4                                            2 | 3
+WT            1 | 2 | 4                                        1 | 2 | 3
+ET            4                                                3
+============  ==============================================  ==============================================
+
+The MSD mapping follows the data set's own ``dataset.json``. The MONAI ``brats_segmentation_3d`` tutorial and the
+SelfMedMAE code it was copied into take MSD label 2 as the enhancing tumour (ET = 2); that is wrong
+(Project-MONAI/tutorials#1355), and MONAI's ``ConvertToMultiChannelBasedOnBratsClasses`` (ET = 4) gives an empty ET
+on MSD labels. Here a label whose values do not fit the declared layout raises instead of giving empty regions.
+
+Channel order of the images is FLAIR, T1, T1ce (T1Gd), T2 for both layouts; the region channels are TC, WT, ET.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import ImageMetaKey
+
+__all__ = [
+    "REGION_NAMES",
+    "MODALITY_NAMES",
+    "BratsLayout",
+    "LAYOUTS",
+    "get_layout",
+    "labels_to_regions",
+    "regions_to_labels",
+    "ConvertBratsLabelsToRegionsd",
+    "ConvertBratsRegionsToLabelsd",
+    "brats2021_cases",
+    "msd_cases",
+    "split_cases",
+    "brats_datalist",
+    "brats_inference_datalist",
+    "case_name_formatter",
+]
+
+logger = logging.getLogger(__name__)
+
+REGION_NAMES = ("TC", "WT", "ET")
+"""Names of the three region channels, in channel order: tumour core, whole tumour, enhancing tumour."""
+
+MODALITY_NAMES = ("FLAIR", "T1", "T1ce", "T2")
+"""Names of the four image channels, in channel order (MSD: FLAIR, T1w, t1gd, T2w)."""
+
+BRATS2021_SUFFIXES = ("flair", "t1", "t1ce", "t2")
+"""BraTS 2021 file suffixes of the image channels, in channel order."""
+
+SPLIT_RECORD_KEY = "split"
+"""Key of the record a generated datalist file keeps of how it was made (its absence marks a hand-made file)."""
+
+
+@dataclass(frozen=True)
+class BratsLayout:
+    """Label convention of a brain tumour data set layout.
+
+    Attributes:
+        name: layout name (``"brats2021"`` or ``"msd"``).
+        labels: label value -> sub-region name, background excluded.
+        regions: for each of TC, WT, ET, the label values it is the union of.
+        enhancing: label written for the enhancing tumour.
+        core: label written for the tumour core that is not enhancing (necrotic / non-enhancing tumour).
+        oedema: label written for the whole tumour outside the core (peritumoral oedema).
+    """
+
+    name: str
+    labels: Mapping[int, str]
+    regions: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    enhancing: int
+    core: int
+    oedema: int
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        """Every label value allowed in a label map of this layout, background (0) included."""
+        return (0, *sorted(self.labels))
+
+
+LAYOUTS: dict[str, BratsLayout] = {
+    "brats2021": BratsLayout(
+        name="brats2021",
+        labels={1: "necrotic tumour core", 2: "peritumoral oedema", 4: "enhancing tumour"},
+        regions=((1, 4), (1, 2, 4), (4,)),
+        enhancing=4,
+        core=1,
+        oedema=2,
+    ),
+    "msd": BratsLayout(
+        name="msd",
+        labels={1: "edema", 2: "non-enhancing tumor", 3: "enhancing tumour"},
+        regions=((2, 3), (1, 2, 3), (3,)),
+        enhancing=3,
+        core=2,
+        oedema=1,
+    ),
+}
+"""The supported layouts by name."""
+
+
+def get_layout(layout: str | BratsLayout) -> BratsLayout:
+    """The :class:`BratsLayout` called ``layout``; raises ``ValueError`` naming the supported ones otherwise."""
+    if isinstance(layout, BratsLayout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"dataset_layout must be one of {sorted(LAYOUTS)}, got {layout!r}.")
+    return LAYOUTS[layout]
+
+
+def _source_name(img: object) -> str:
+    meta = getattr(img, "meta", None) or {}
+    return str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, "")) or "<label without a file name>"
+
+
+def labels_to_regions(
+    label: torch.Tensor | np.ndarray, layout: str | BratsLayout, dtype: torch.dtype | np.dtype = torch.uint8
+) -> torch.Tensor | np.ndarray:
+    """Turn a label map into the three region channels TC, WT, ET, after checking its values.
+
+    Args:
+        label: ``(1, *spatial)`` or ``(*spatial)`` label map with the layout's values (integer-valued floats are fine).
+        layout: ``"brats2021"``, ``"msd"`` or a :class:`BratsLayout`.
+        dtype: dtype of the output (a torch dtype for tensors, a numpy dtype for arrays).
+
+    Returns:
+        ``(3, *spatial)`` binary TC, WT, ET of ``label``'s type (a ``MetaTensor`` keeps its metadata).
+
+    Raises:
+        ValueError: ``label`` holds values the layout does not have (e.g. 4 in an MSD label, or 3 in a BraTS 2021
+            one: the data set is not in the declared layout); the message names the file and the values.
+    """
+    lay = get_layout(layout)
+    if label.ndim >= 4 and label.shape[0] == 1:
+        label = label[0]
+    is_tensor = isinstance(label, torch.Tensor)
+    values = torch.unique(label).tolist() if is_tensor else np.unique(label).tolist()
+    unexpected = sorted(v for v in values if v not in lay.values)
+    if unexpected:
+        shown = ", ".join(f"{int(v)}" if float(v).is_integer() else f"{v}" for v in unexpected[:10])
+        raise ValueError(
+            f"{_source_name(label)}: label values {{{shown}}} are not labels of the {lay.name!r} layout "
+            f"(allowed: {list(lay.values)}). Check dataset_layout: BraTS 2021 uses 1/2/4 (4 = enhancing), MSD Task01 "
+            "uses 1/2/3 (3 = enhancing)."
+        )
+    channels = []
+    for members in lay.regions:
+        region = label == members[0]
+        for value in members[1:]:
+            region = region | (label == value)
+        channels.append(region)
+    if is_tensor:
+        return torch.stack(channels, dim=0).to(dtype)
+    return np.stack(channels, axis=0).astype(dtype if not isinstance(dtype, torch.dtype) else np.uint8)
+
+
+def regions_to_labels(regions: torch.Tensor | np.ndarray, layout: str | BratsLayout) -> torch.Tensor | np.ndarray:
+    """Turn binary region channels TC, WT, ET into one label map with the layout's label values.
+
+    Regions are painted from the outside in: WT gets the oedema label, TC overwrites it with the (necrotic /
+    non-enhancing) core label, ET overwrites that with the enhancing label. So ET -> enhancing, TC minus ET ->
+    core, WT minus TC -> oedema; a prediction where the regions are not nested (e.g. ET outside TC) keeps the
+    innermost region.
+
+    Args:
+        regions: ``(3, *spatial)`` binary (``> 0.5`` counts as inside) TC, WT, ET.
+        layout: ``"brats2021"``, ``"msd"`` or a :class:`BratsLayout`.
+
+    Returns:
+        ``(1, *spatial)`` uint8 label map of ``regions``'s type (a ``MetaTensor`` keeps its metadata).
+    """
+    lay = get_layout(layout)
+    if regions.shape[0] != 3:
+        raise ValueError(f"expected 3 region channels (TC, WT, ET), got shape {tuple(regions.shape)}.")
+    tc, wt, et = (regions[i] > 0.5 for i in range(3))
+    if isinstance(regions, torch.Tensor):
+        out = torch.zeros_like(regions[:1], dtype=torch.uint8)
+    else:
+        out = np.zeros_like(regions[:1], dtype=np.uint8)
+    out[0][wt] = lay.oedema
+    out[0][tc] = lay.core
+    out[0][et] = lay.enhancing
+    return out
+
+
+class ConvertBratsLabelsToRegionsd(MapTransform):
+    """Dictionary transform: label map -> region channels TC, WT, ET, after checking the label values.
+
+    See :func:`labels_to_regions`. Put it after ``LoadImaged``/``EnsureChannelFirstd`` (and after any resampling of
+    the label, which is cheaper on one channel than on three).
+
+    Args:
+        keys: label keys.
+        layout: ``"brats2021"`` (labels 1/2/4) or ``"msd"`` (labels 1/2/3).
+        dtype: output dtype; uint8 keeps cached training data small.
+        allow_missing_keys: don't raise when a key is missing.
+
+    Raises:
+        ValueError: on an unknown layout, or (when called) on label values the layout does not have.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        layout: str,
+        dtype: torch.dtype = torch.uint8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.layout = get_layout(layout)
+        self.dtype = dtype
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = labels_to_regions(d[key], self.layout, self.dtype)
+        return d
+
+
+class ConvertBratsRegionsToLabelsd(MapTransform):
+    """Dictionary transform: binary region channels TC, WT, ET -> one label map with the layout's label values.
+
+    See :func:`regions_to_labels`: ET -> enhancing, TC minus ET -> necrotic / non-enhancing core, WT minus TC ->
+    oedema (BraTS 2021: 4, 1, 2; MSD: 3, 2, 1). Use it after thresholding (and after ``Invertd``).
+
+    Args:
+        keys: region keys.
+        layout: ``"brats2021"`` or ``"msd"``.
+        allow_missing_keys: don't raise when a key is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, layout: str, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.layout = get_layout(layout)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = regions_to_labels(d[key], self.layout)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# finding cases and building datalists
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _nifti(folder: str, stem: str) -> str | None:
+    """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists."""
+    for ext in (".nii.gz", ".nii"):
+        path = os.path.join(folder, stem + ext)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def brats2021_cases(dataset_dir: str, labelled: bool = True) -> list[dict]:
+    """The cases of a BraTS 2021 folder (the content of ``TrainingData`` or ``ValidationData``).
+
+    A case is a sub-folder ``<name>`` holding ``<name>_{flair,t1,t1ce,t2}.nii.gz`` (and ``<name>_seg.nii.gz``).
+
+    Args:
+        dataset_dir: folder holding the case folders.
+        labelled: require (and return) the ``_seg`` label of each case.
+
+    Returns:
+        ``[{"image": [flair, t1, t1ce, t2], "label": seg}, ...]`` (no ``label`` when ``labelled`` is False) with
+        absolute paths, sorted by case name.
+
+    Raises:
+        FileNotFoundError: no case folder found (the message says when the folder looks like MSD), or a case folder
+            lacks files (the message lists them).
+    """
+    root = os.path.abspath(dataset_dir)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset_dir {root!r} does not exist.")
+    cases, incomplete = [], []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder) or _nifti(folder, f"{name}_flair") is None:
+            continue
+        stems = [f"{name}_{s}" for s in BRATS2021_SUFFIXES] + ([f"{name}_seg"] if labelled else [])
+        paths = [_nifti(folder, stem) for stem in stems]
+        missing = [stem for stem, path in zip(stems, paths) if path is None]
+        if missing:
+            incomplete.append(f"{name}: missing {', '.join(missing)}")
+            continue
+        case = {"image": paths[:4]}
+        if labelled:
+            case["label"] = paths[4]
+        cases.append(case)
+    if incomplete:
+        raise FileNotFoundError(f"incomplete BraTS 2021 cases in {root}:\n  " + "\n  ".join(incomplete))
+    if not cases:
+        hint = (
+            " It holds a dataset.json: is it an MSD Task01 folder (dataset_layout 'msd')?"
+            if os.path.isfile(os.path.join(root, "dataset.json"))
+            else ""
+        )
+        raise FileNotFoundError(
+            f"no BraTS 2021 case folders (<name>/<name>_flair.nii.gz ...) in {root}.{hint}"
+        )
+    return cases
+
+
+def msd_cases(dataset_dir: str, section: str = "training") -> list[dict]:
+    """The cases of an MSD Task01_BrainTumour folder, read from its ``dataset.json``.
+
+    Args:
+        dataset_dir: the ``Task01_BrainTumour`` folder.
+        section: ``"training"`` (labelled) or ``"test"`` (image paths only). When ``dataset.json`` has no test list,
+            the files in ``imagesTs`` are used.
+
+    Returns:
+        ``[{"image": path, "label": path}, ...]`` (``"image"`` only for ``"test"``) with absolute paths, sorted by
+        image path.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json`` (the message says when the folder looks like BraTS 2021), or it lists
+            files that do not exist.
+    """
+    root = os.path.abspath(dataset_dir)
+    json_file = os.path.join(root, "dataset.json")
+    if not os.path.isfile(json_file):
+        looks_brats = os.path.isdir(root) and any(
+            os.path.isdir(os.path.join(root, n)) and _nifti(os.path.join(root, n), f"{n}_flair")
+            for n in os.listdir(root)
+        )
+        hint = " It holds BraTS 2021 case folders: use dataset_layout 'brats2021'." if looks_brats else ""
+        raise FileNotFoundError(f"no MSD dataset.json in {root}.{hint}")
+    with open(json_file) as f:
+        entries = json.load(f).get(section)
+    if section == "test" and not entries:
+        folder = os.path.join(root, "imagesTs")
+        entries = sorted(f for f in os.listdir(folder) if f.endswith((".nii", ".nii.gz"))) if os.path.isdir(folder) else []
+        entries = [os.path.join("imagesTs", f) for f in entries]
+    if not entries:
+        raise FileNotFoundError(f"{json_file} lists no {section!r} cases.")
+    cases = []
+    for entry in entries:
+        entry = {"image": entry} if isinstance(entry, str) else dict(entry)
+        case = {k: os.path.normpath(os.path.join(root, entry[k])) for k in ("image", "label") if k in entry}
+        if section != "training":
+            case.pop("label", None)
+        elif "label" not in case:
+            raise ValueError(f"{json_file}: training entry {entry} has no label.")
+        missing = [p for p in case.values() if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f"{json_file} lists files that do not exist: {missing[:5]}")
+        cases.append(case)
+    return sorted(cases, key=lambda c: c["image"])
+
+
+def split_cases(cases: Sequence[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Deterministic training/validation split: shuffle with ``random.Random(seed)``, the first
+    ``round(val_fraction * n)`` cases (at least 1 and at most ``n - 1`` when ``val_fraction > 0`` and ``n >= 2``)
+    are validation; both lists keep the input order.
+
+    Returns:
+        ``(training, validation)``.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    n = len(cases)
+    num_val = int(round(val_fraction * n))
+    if val_fraction > 0 and n >= 2:
+        num_val = min(max(num_val, 1), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val_ids = set(order[:num_val])
+    training = [c for i, c in enumerate(cases) if i not in val_ids]
+    validation = [c for i, c in enumerate(cases) if i in val_ids]
+    return training, validation
+
+
+def _relative(case: dict, root: str) -> dict:
+    def rel(p):
+        return [os.path.relpath(x, root) for x in p] if isinstance(p, list) else os.path.relpath(p, root)
+
+    return {k: rel(v) for k, v in case.items()}
+
+
+def _absolute(case: dict, root: str) -> dict:
+    def ab(p):
+        return [os.path.normpath(os.path.join(root, x)) for x in p] if isinstance(p, list) else os.path.normpath(
+            os.path.join(root, p)
+        )
+
+    return {k: (ab(v) if k in ("image", "label") else v) for k, v in case.items()}
+
+
+def _write_json_atomically(obj: dict, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=4)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def brats_datalist(
+    dataset_dir: str,
+    layout: str,
+    datalist_file: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 12345,
+) -> dict[str, list[dict]]:
+    """The training/validation datalist of a labelled BraTS 2021 or MSD Task01 folder, cached as JSON.
+
+    BraTS 2021 ships no datalist and MSD only an unsplit ``training`` list (no validation list), so both are split
+    here the same way (:func:`split_cases`, deterministic in ``seed`` and ``val_fraction``). The result is written
+    to ``datalist_file`` in the decathlon format (``{"training": [...], "validation": [...]}``, paths relative to
+    ``dataset_dir``, so ``monai.data.load_decathlon_datalist(datalist_file, True, "training", base_dir=dataset_dir)``
+    reads it too) with a ``"split"`` record of how it was made.
+
+    - ``datalist_file`` exists and has no ``"split"`` record: it was written by hand; it is used as it is.
+    - otherwise the split is (re)computed from the files on disk and the file is (re)written atomically when its
+      content changed, e.g. after a change of ``seed``, ``val_fraction``, ``layout`` or of the cases.
+
+    Args:
+        dataset_dir: BraTS 2021: the folder of case folders (``TrainingData``); MSD: ``Task01_BrainTumour``.
+        layout: ``"brats2021"`` or ``"msd"``.
+        datalist_file: where to cache the datalist; not written when None or empty.
+        val_fraction: fraction of the labelled cases held out for validation.
+        seed: seed of the split.
+
+    Returns:
+        ``{"training": [...], "validation": [...]}``, each item ``{"image": ..., "label": ...}`` with absolute paths;
+        ``image`` is a list of four files (FLAIR, T1, T1ce, T2) for BraTS 2021 and one 4-D file for MSD.
+    """
+    lay = get_layout(layout)
+    root = os.path.abspath(dataset_dir)
+    if datalist_file and os.path.isfile(datalist_file):
+        with open(datalist_file) as f:
+            cached = json.load(f)
+        if SPLIT_RECORD_KEY not in cached:
+            logger.info(f"using the hand-made datalist {datalist_file}")
+            return {s: [_absolute(c, root) for c in cached.get(s, [])] for s in ("training", "validation")}
+    cases = brats2021_cases(root, labelled=True) if lay.name == "brats2021" else msd_cases(root, "training")
+    training, validation = split_cases(cases, val_fraction, seed)
+    if datalist_file:
+        record = {
+            SPLIT_RECORD_KEY: {
+                "dataset_layout": lay.name,
+                "dataset_dir": root,
+                "val_fraction": val_fraction,
+                "seed": seed,
+                "num_cases": len(cases),
+                "image_channels": list(MODALITY_NAMES),
+                "labels": {str(k): v for k, v in lay.labels.items()},
+                "regions": {name: list(members) for name, members in zip(REGION_NAMES, lay.regions)},
+            },
+            "training": [_relative(c, root) for c in training],
+            "validation": [_relative(c, root) for c in validation],
+        }
+        previous = None
+        if os.path.isfile(datalist_file):
+            with open(datalist_file) as f:
+                previous = json.load(f)
+        if previous != record:
+            if previous is not None:
+                logger.warning(f"{datalist_file} was made with other settings or cases; rewriting it.")
+            _write_json_atomically(record, datalist_file)
+    logger.info(f"{lay.name} datalist of {root}: {len(training)} training, {len(validation)} validation cases")
+    return {"training": training, "validation": validation}
+
+
+def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
+    """The cases to segment in ``dataset_dir``, labels not needed.
+
+    - ``"brats2021"``: every case folder with the four contrast files (``image`` is the list FLAIR, T1, T1ce, T2);
+    - ``"msd"``: the ``test`` list of ``dataset.json`` (or the files of ``imagesTs``) (``image`` is one 4-D file).
+
+    Returns:
+        ``[{"image": ...}, ...]`` with absolute paths.
+    """
+    lay = get_layout(layout)
+    if lay.name == "brats2021":
+        return brats2021_cases(dataset_dir, labelled=False)
+    return msd_cases(dataset_dir, "test")
+
+
+def case_name_formatter(metadict: dict, saver: object) -> dict:
+    """``output_name_formatter`` for ``SaveImaged``: names the output after the case, not after its first file.
+
+    A BraTS 2021 case is loaded from four files and its metadata carries the FLAIR file name
+    (``BraTS2021_00000_flair.nii.gz``); this drops the contrast suffix, so the output is ``BraTS2021_00000_<postfix>``.
+    MSD names (``BRATS_485.nii.gz``) are kept.
+    """
+    name = os.path.basename(str(metadict.get(ImageMetaKey.FILENAME_OR_OBJ, getattr(saver, "_data_index", 0))))
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    for suffix in BRATS2021_SUFFIXES:
+        if name.endswith("_" + suffix):
+            name = name[: -len(suffix) - 1]
+            break
+    return {"subject": name, "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}

@@ -1,0 +1,570 @@
+"""NIH ChestX-ray14: the data-entry CSV, the official lists, image discovery, a patient-wise validation split, a
+cached datalist, and a chest X-ray reader for PNG, JPEG and DICOM.
+
+Public layout (``dataset_dir``)::
+
+    Data_Entry_2017_v2020.csv   (or Data_Entry_2017.csv)   Image Index, Finding Labels, ..., Patient ID, ...
+    train_val_list.txt          one image name per line (official patient-wise split)
+    test_list.txt
+    images/00000001_000.png ... (flat), or images_001/images/*.png ... images_012/images/*.png (the archives)
+
+Labels are 14 floats in :data:`FINDINGS` order (1 = finding present); ``No Finding`` is all zeros. The validation
+set is a patient-wise sample of ``train_val_list.txt``: every image of a patient goes to the same split, chosen by
+``seed`` and ``val_fraction`` alone. :func:`prepare_datalist` builds the training/validation/test lists once and
+caches them as JSON next to a fingerprint of its inputs (CSV, lists, image folders, split settings); a changed input
+or ``rebuild=True`` rebuilds the cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Hashable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+from monai.utils import ImageMetaKey
+
+__all__ = [
+    "FINDINGS",
+    "NO_FINDING",
+    "CSV_NAMES",
+    "Entry",
+    "find_data_entry_csv",
+    "read_data_entry",
+    "parse_finding_labels",
+    "read_image_list",
+    "find_images",
+    "split_patients",
+    "build_datalist",
+    "prepare_datalist",
+    "is_dicom",
+    "read_xray",
+    "list_xray_files",
+    "LoadXRayd",
+    "ToUint8d",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The 14 findings, in the order of the ChestX-ray8/14 papers and most later work (the label vector's order).
+FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+NO_FINDING = "No Finding"
+#: Data-entry file names, in order of preference (the 2020 revision first).
+CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+TRAIN_VAL_LIST = "train_val_list.txt"
+TEST_LIST = "test_list.txt"
+DATALIST_VERSION = 1
+
+_IMAGE_COLUMN, _LABEL_COLUMN, _PATIENT_COLUMN = "Image Index", "Finding Labels", "Patient ID"
+_FINDING_KEYS = {name.lower(): i for i, name in enumerate(FINDINGS)}
+_NO_FINDING_KEY = "no_finding"
+_XRAY_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+class Entry(NamedTuple):
+    """One row of the data-entry CSV."""
+
+    image: str
+    patient: str
+    labels: tuple[float, ...]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CSV and list files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def find_data_entry_csv(dataset_dir: str) -> str:
+    """Path of the data-entry CSV in ``dataset_dir`` (``Data_Entry_2017_v2020.csv`` preferred).
+
+    Raises:
+        FileNotFoundError: neither file exists.
+    """
+    for name in CSV_NAMES:
+        path = os.path.join(dataset_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"No {' or '.join(CSV_NAMES)} in {dataset_dir!r}: is this the ChestX-ray14 folder?")
+
+
+def _finding_key(label: str) -> str:
+    return label.strip().replace(" ", "_").lower()
+
+
+def parse_finding_labels(text: str) -> tuple[float, ...]:
+    """``"Effusion|Mass"`` -> 14 floats in :data:`FINDINGS` order. ``"No Finding"`` -> all zeros.
+
+    Spelling is matched case-insensitively, with a space accepted for the underscore (``Pleural Thickening``).
+
+    Raises:
+        ValueError: an empty field, an unknown finding, or ``No Finding`` together with a finding.
+    """
+    keys = [_finding_key(part) for part in text.split("|")]
+    if any(not k for k in keys):
+        raise ValueError(f"empty finding in {text!r}")
+    labels = [0.0] * len(FINDINGS)
+    if _NO_FINDING_KEY in keys:
+        if len(keys) > 1:
+            raise ValueError(f"'No Finding' combined with findings in {text!r}")
+        return tuple(labels)
+    for key, part in zip(keys, text.split("|")):
+        index = _FINDING_KEYS.get(key)
+        if index is None:
+            raise ValueError(f"unknown finding {part.strip()!r} (expected one of {', '.join(FINDINGS)} or '{NO_FINDING}')")
+        labels[index] = 1.0
+    return tuple(labels)
+
+
+def read_data_entry(path: str) -> list[Entry]:
+    """Read ``Data_Entry_2017(_v2020).csv`` by column name with the ``csv`` module.
+
+    The header's bracketed fields contain commas (``OriginalImage[Width,Height]``), so they count as two columns
+    each; only ``Image Index``, ``Finding Labels`` and ``Patient ID`` are read. A trailing comma (an extra empty
+    field on the header or the rows, as in some copies of the 2017 file) is accepted; blank lines are skipped.
+    Patient IDs are normalised (``"00012"`` -> ``"12"``).
+
+    Raises:
+        ValueError: naming the file and the line, for a missing column, a short row, a row with extra non-empty
+            fields, an empty image name or patient ID, a duplicate image, or an invalid ``Finding Labels``.
+    """
+    entries: list[Entry] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        while header and not header[-1]:
+            header.pop()  # trailing comma(s)
+        columns = {}
+        for name in (_IMAGE_COLUMN, _LABEL_COLUMN, _PATIENT_COLUMN):
+            if name not in header:
+                raise ValueError(f"{path}, line 1: no {name!r} column in the header {header}.")
+            columns[name] = header.index(name)
+        i_image, i_labels, i_patient = columns[_IMAGE_COLUMN], columns[_LABEL_COLUMN], columns[_PATIENT_COLUMN]
+        needed = max(columns.values()) + 1
+        width = len(header)
+        label_cache: dict[str, tuple[float, ...]] = {}
+        seen: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) < needed:
+                raise ValueError(
+                    f"{path}, line {line}: {len(row)} fields, but the {_PATIENT_COLUMN!r}/{_LABEL_COLUMN!r} columns "
+                    f"need at least {needed}: {row}"
+                )
+            if len(row) > width and "".join(row[width:]).strip():
+                raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {width}: {row}")
+            image = row[i_image].strip()
+            patient = row[i_patient].strip()
+            if not image:
+                raise ValueError(f"{path}, line {line}: empty {_IMAGE_COLUMN!r}.")
+            if not patient:
+                raise ValueError(f"{path}, line {line}: empty {_PATIENT_COLUMN!r} for {image}.")
+            if patient.isdigit():
+                patient = str(int(patient))
+            text = row[i_labels]
+            labels = label_cache.get(text)
+            if labels is None:
+                try:
+                    labels = label_cache[text] = parse_finding_labels(text)
+                except ValueError as e:
+                    raise ValueError(f"{path}, line {line}: {_LABEL_COLUMN!r} of {image}: {e}.") from None
+            if image in seen:
+                raise ValueError(f"{path}, line {line}: {image} already listed on line {seen[image]}.")
+            seen[image] = line
+            entries.append(Entry(image, patient, labels))
+    return entries
+
+
+def read_image_list(path: str) -> list[str]:
+    """Image names of ``train_val_list.txt`` / ``test_list.txt``: one per line (first token), blank lines skipped,
+    duplicates dropped, order kept."""
+    names: dict[str, None] = {}
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            token = line.strip().split()
+            if token:
+                names.setdefault(token[0], None)
+    return list(names)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image discovery, split and datalist
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _image_folders(dataset_dir: str) -> list[str]:
+    """Folders (relative to ``dataset_dir``) that may hold the images: ``images/``, ``images_NNN/images/`` (the
+    official archives) and ``images_NNN/`` (archives extracted flat), sorted."""
+    folders = []
+    if os.path.isdir(os.path.join(dataset_dir, "images")):
+        folders.append("images")
+    with os.scandir(dataset_dir) as it:
+        archives = sorted(e.name for e in it if e.is_dir() and e.name.startswith("images_"))
+    for name in archives:
+        inner = os.path.join(name, "images")
+        folders.append(inner if os.path.isdir(os.path.join(dataset_dir, inner)) else name)
+    return folders
+
+
+def find_images(dataset_dir: str) -> dict[str, str]:
+    """Map every image file name to its path relative to ``dataset_dir``, searching :func:`_image_folders`.
+
+    A name found in two folders keeps the first (``images/`` before the archives) and is logged.
+    """
+    found: dict[str, str] = {}
+    duplicates = 0
+    for folder in _image_folders(dataset_dir):
+        with os.scandir(os.path.join(dataset_dir, folder)) as it:
+            for e in it:
+                if not e.is_file():
+                    continue
+                if e.name in found:
+                    duplicates += 1
+                    continue
+                found[e.name] = f"{folder}/{e.name}"
+    if duplicates:
+        logger.warning(f"{duplicates} image names occur in more than one folder of {dataset_dir}; the first is used.")
+    return found
+
+
+def _patient_sort_key(patient: str) -> tuple[int, int | str]:
+    return (0, int(patient)) if patient.isdigit() else (1, patient)
+
+
+def split_patients(patients: Sequence[str], val_fraction: float, seed: int) -> set[str]:
+    """The validation patients: ``round(val_fraction * n)`` of the ``n`` distinct patients (at least one and at
+    most ``n - 1`` when ``0 < val_fraction < 1`` and ``n >= 2``), drawn by ``random.Random(seed)`` from the sorted
+    patient list, so the split depends only on the patients, the fraction and the seed."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    unique = sorted(set(patients), key=_patient_sort_key)
+    num_val = int(round(val_fraction * len(unique)))
+    if val_fraction > 0 and len(unique) >= 2:
+        num_val = min(max(num_val, 1), len(unique) - 1)
+    random.Random(seed).shuffle(unique)
+    return set(unique[:num_val])
+
+
+def build_datalist(
+    dataset_dir: str, val_fraction: float = 0.1, seed: int = 0, csv_file: str | None = None
+) -> dict:
+    """Training, validation and test lists of ``{"image": <path relative to dataset_dir>, "label": [14 floats]}``.
+
+    Training and validation come from ``train_val_list.txt`` (validation patient-wise, see :func:`split_patients`),
+    test from ``test_list.txt``. Listed images without a CSV row or without a file are left out and counted in
+    ``stats``; a patient found in both official lists is removed from training and validation (test is kept as
+    published) and counted too.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...], "class_names": [...], "stats": {...}}``.
+
+    Raises:
+        FileNotFoundError: the CSV or a list file is missing, or no listed image exists.
+        ValueError: a malformed CSV (see :func:`read_data_entry`).
+    """
+    csv_path = csv_file or find_data_entry_csv(dataset_dir)
+    entries = {e.image: e for e in read_data_entry(csv_path)}
+    lists = {}
+    for key, name in (("train_val", TRAIN_VAL_LIST), ("test", TEST_LIST)):
+        path = os.path.join(dataset_dir, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing (the official split of ChestX-ray14).")
+        lists[key] = read_image_list(path)
+    files = find_images(dataset_dir)
+    stats = {"csv_rows": len(entries), "images_found": len(files), "not_in_csv": 0, "missing_files": 0}
+
+    def usable(names: list[str]) -> list[Entry]:
+        out = []
+        for name in names:
+            if name not in entries:
+                stats["not_in_csv"] += 1
+            elif name not in files:
+                stats["missing_files"] += 1
+            else:
+                out.append(entries[name])
+        return out
+
+    train_val, test = usable(lists["train_val"]), usable(lists["test"])
+    if not train_val and not test:
+        raise FileNotFoundError(
+            f"None of the listed images was found under {dataset_dir} (searched {_image_folders(dataset_dir)})."
+        )
+    test_patients = {e.patient for e in test}
+    overlap = {e.patient for e in train_val} & test_patients
+    if overlap:
+        logger.warning(
+            f"{len(overlap)} patients are in both {TRAIN_VAL_LIST} and {TEST_LIST}; their {TRAIN_VAL_LIST} images "
+            "are left out of training and validation."
+        )
+        train_val = [e for e in train_val if e.patient not in overlap]
+    stats["patients_in_both_lists"] = len(overlap)
+    val_patients = split_patients([e.patient for e in train_val], val_fraction, seed)
+
+    def item(e: Entry) -> dict:
+        return {"image": files[e.image], "label": list(e.labels)}
+
+    data = {
+        "training": [item(e) for e in train_val if e.patient not in val_patients],
+        "validation": [item(e) for e in train_val if e.patient in val_patients],
+        "test": [item(e) for e in test],
+    }
+    for split, items in data.items():
+        stats[f"{split}_images"] = len(items)
+        stats[f"{split}_positives"] = dict(zip(FINDINGS, map(int, np.sum([i["label"] for i in items], 0))))
+    stats["training_patients"] = len({e.patient for e in train_val}) - len(val_patients)
+    stats["validation_patients"] = len(val_patients)
+    stats["test_patients"] = len(test_patients)
+    if stats["missing_files"] or stats["not_in_csv"]:
+        logger.warning(
+            f"{stats['missing_files']} listed images have no file and {stats['not_in_csv']} no CSV row; left out."
+        )
+    return {**data, "class_names": list(FINDINGS), "stats": stats}
+
+
+def _stat(path: str) -> list:
+    st = os.stat(path)
+    return [os.path.basename(path), st.st_size, st.st_mtime_ns]
+
+
+def _fingerprint(dataset_dir: str, csv_path: str, val_fraction: float, seed: int) -> dict:
+    """What the datalist depends on: file sizes and modification times of the CSV and the lists, modification times
+    of the image folders (changed by adding or removing files), the split settings and the format version."""
+    dataset_dir = os.path.abspath(dataset_dir)
+    return {
+        "version": DATALIST_VERSION,
+        "dataset_dir": dataset_dir,
+        "csv": [os.path.abspath(csv_path), *_stat(csv_path)[1:]],
+        "lists": [_stat(os.path.join(dataset_dir, n)) for n in (TRAIN_VAL_LIST, TEST_LIST)],
+        "image_folders": [[f, os.stat(os.path.join(dataset_dir, f)).st_mtime_ns] for f in _image_folders(dataset_dir)],
+        "val_fraction": float(val_fraction),
+        "seed": int(seed),
+    }
+
+
+def _write_json_atomically(data: dict, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def prepare_datalist(
+    dataset_dir: str,
+    datalist_file: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    rebuild: bool = False,
+    csv_file: str | None = None,
+) -> dict:
+    """The datalist of :func:`build_datalist`, with image paths joined to ``dataset_dir``, read from the cache file
+    ``datalist_file`` when it is up to date, else built and written there (atomically, so concurrent ranks are safe).
+
+    Args:
+        dataset_dir: the ChestX-ray14 folder.
+        datalist_file: cache file (JSON); None disables caching.
+        val_fraction: fraction of the ``train_val_list.txt`` patients that form the validation set.
+        seed: seed of the patient-wise split.
+        rebuild: rebuild even if the cache is up to date.
+        csv_file: the data-entry CSV; found in ``dataset_dir`` when None.
+
+    Returns:
+        ``{"training", "validation", "test": [{"image": abs path, "label": [14 floats]}], "class_names", "stats"}``.
+    """
+    csv_path = csv_file or find_data_entry_csv(dataset_dir)
+    fingerprint = _fingerprint(dataset_dir, csv_path, val_fraction, seed)
+    data = None
+    if datalist_file and not rebuild and os.path.isfile(datalist_file):
+        try:
+            with open(datalist_file) as f:
+                cached = json.load(f)
+            if cached.get("fingerprint") == fingerprint:
+                data = cached
+        except (OSError, ValueError):
+            data = None
+    if data is None:
+        data = build_datalist(dataset_dir, val_fraction, seed, csv_path)
+        data["fingerprint"] = fingerprint
+        if datalist_file:
+            _write_json_atomically(data, datalist_file)
+        logger.info(
+            f"ChestX-ray14 datalist built from {dataset_dir}: {data['stats']['training_images']} training, "
+            f"{data['stats']['validation_images']} validation, {data['stats']['test_images']} test images"
+            + (f", cached in {datalist_file}" if datalist_file else "")
+        )
+    root = os.path.abspath(dataset_dir)
+    out = {k: v for k, v in data.items() if k not in ("training", "validation", "test")}
+    for split in ("training", "validation", "test"):
+        out[split] = [{"image": os.path.join(root, i["image"]), "label": i["label"]} for i in data[split]]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading chest X-rays
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def is_dicom(path: str) -> bool:
+    """A ``.dcm``/``.dicom`` file, or any file with the DICOM preamble magic ``DICM`` at byte 128."""
+    if path.lower().endswith((".dcm", ".dicom")):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _minmax(array: np.ndarray) -> np.ndarray:
+    low, high = float(array.min()), float(array.max())
+    if high <= low:
+        return np.zeros(array.shape, np.float32)
+    return ((array - low) / (high - low)).astype(np.float32)
+
+
+def _first(value) -> float:
+    """First value of a possibly multi-valued DICOM element."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def _read_dicom(path: str, use_window: bool) -> np.ndarray:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    try:
+        pixels = ds.pixel_array
+    except Exception as e:  # compressed data without a decoder plugin, no pixel data, ...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise RuntimeError(f"Cannot decode the pixels of DICOM {path} (transfer syntax {syntax}): {e}") from e
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if samples > 1:  # colour DICOM (pydicom returns RGB): luminance-like average
+        pixels = pixels.mean(axis=-1)
+    values = pixels.astype(np.float64)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    values = values * (_first(slope) if slope is not None else 1.0) + (_first(intercept) if intercept is not None else 0.0)
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if use_window and center is not None and width is not None and _first(width) > 0:
+        low = _first(center) - _first(width) / 2.0
+        image = np.clip((values - low) / _first(width), 0.0, 1.0).astype(np.float32)
+    else:
+        image = _minmax(values)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        image = 1.0 - image  # MONOCHROME1: low values are bright
+    return image
+
+
+def _read_picture(path: str) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as picture:
+        picture = ImageOps.exif_transpose(picture)
+        if picture.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            return _minmax(np.asarray(picture, dtype=np.float64))
+        if picture.mode != "L":
+            picture = picture.convert("L")
+        return np.asarray(picture, dtype=np.float32) / 255.0
+
+
+def read_xray(path: str, use_dicom_window: bool = True) -> np.ndarray:
+    """Read a chest X-ray as a ``(H, W)`` float32 array in [0, 1], bright = dense (bone), as in ChestX-ray14.
+
+    - PNG/JPEG, 8-bit: ``value / 255`` (colour images are converted to grey; EXIF orientation is applied).
+    - PNG, 16-bit (or 32-bit / float): scaled from the image's own minimum and maximum to [0, 1].
+    - DICOM: rescale slope and intercept applied; then the first VOI window (``WindowCenter``/``WindowWidth``) when
+      present and ``use_dicom_window``, else the image's own minimum and maximum, gives [0, 1]; ``MONOCHROME1`` is
+      inverted. The first frame of a multi-frame file is read. A VOI LUT table is not applied.
+    """
+    return _read_dicom(path, use_dicom_window) if is_dicom(path) else _read_picture(path)
+
+
+def list_xray_files(input_dir: str, recursive: bool = True) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every PNG, JPEG and DICOM file (by extension, or by the DICOM magic for files
+    without an extension) under ``input_dir``, sorted."""
+    found = []
+    if recursive:
+        walker = ((root, names) for root, _, names in os.walk(input_dir))
+    else:
+        walker = [(input_dir, [n for n in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, n))])]
+    for root, names in walker:
+        for name in names:
+            path = os.path.join(root, name)
+            lower = name.lower()
+            if lower.endswith(_XRAY_EXTENSIONS) or ("." not in name and is_dicom(path)):
+                found.append(path)
+    return [{"image": p} for p in sorted(found)]
+
+
+class LoadXRayd(MapTransform):
+    """Load chest X-rays (PNG, JPEG, DICOM; see :func:`read_xray`) as ``(1, H, W)`` float32 MetaTensors in [0, 1],
+    with ``filename_or_obj`` and ``spatial_shape`` in the metadata. Rows come first (``H``), so axis 1 of the
+    output is vertical and axis 2 horizontal (left-right flips are ``spatial_axis=1``).
+
+    Args:
+        keys: keys holding file paths.
+        use_dicom_window: use the DICOM VOI window when present (see :func:`read_xray`).
+        allow_missing_keys: don't raise when a key is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, use_dicom_window: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.use_dicom_window = use_dicom_window
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = os.fspath(d[key])
+            pixels = read_xray(path, self.use_dicom_window)
+            meta = {
+                ImageMetaKey.FILENAME_OR_OBJ: path,
+                "spatial_shape": np.asarray(pixels.shape),
+                "original_channel_dim": "no_channel",
+            }
+            d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(pixels))[None], affine=torch.eye(3), meta=meta)
+        return d
+
+
+class ToUint8d(MapTransform):
+    """``round(clip(x, 0, 1) * 255)`` as uint8: stores a resized [0, 1] image in a quarter of the memory (the
+    training configs cache images this way; ChestX-ray14 itself is 8-bit)."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = (torch.as_tensor(d[key]).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        return d

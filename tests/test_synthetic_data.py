@@ -1,0 +1,310 @@
+# Copyright (c) MONAI Consortium
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Tests of ``tools/synthetic_data.py``: layouts, datalists, MONAI loading, label sets, affines, determinism, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.data import load_decathlon_datalist
+from monai.transforms import LoadImaged
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL = REPO / "tools" / "synthetic_data.py"
+sys.path.insert(0, str(TOOL.parent))
+import synthetic_data as sd  # noqa: E402
+
+BTCV_SHAPE = (64, 64, 32)
+BRAIN_SHAPE = (64, 64, 48)
+CXR_SIZE = 64
+BTCV_KEYS = {
+    "description",
+    "labels",
+    "licence",
+    "modality",
+    "name",
+    "numTest",
+    "numTraining",
+    "reference",
+    "release",
+    "tensorImageSize",
+    "test",
+    "training",
+    "validation",
+}
+MSD_KEYS = {
+    "name",
+    "description",
+    "reference",
+    "licence",
+    "release",
+    "tensorImageSize",
+    "modality",
+    "labels",
+    "numTraining",
+    "numTest",
+    "training",
+    "test",
+}
+CXR_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Relative path -> content of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _make_btcv(out: Path, seed: int = 0) -> str:
+    return sd.make_btcv(str(out), num_train=2, num_val=1, num_test=1, shape=BTCV_SHAPE, seed=seed)
+
+
+def _make_brats(out: Path, layout: str, seed: int = 0) -> str:
+    num_test = 1 if layout == "msd" else None
+    return sd.make_brats(str(out), layout=layout, num_cases=2, num_test=num_test, shape=BRAIN_SHAPE, seed=seed)
+
+
+def _make_cxr14(out: Path, seed: int = 0) -> str:
+    return sd.make_cxr14(str(out), num_images=24, num_patients=10, size=CXR_SIZE, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def btcv_dir(tmp_path_factory) -> Path:
+    return Path(_make_btcv(tmp_path_factory.mktemp("btcv")))
+
+
+@pytest.fixture(scope="module")
+def brats_dir(tmp_path_factory) -> Path:
+    return Path(_make_brats(tmp_path_factory.mktemp("brats2021"), "brats2021"))
+
+
+@pytest.fixture(scope="module")
+def msd_dir(tmp_path_factory) -> Path:
+    return Path(_make_brats(tmp_path_factory.mktemp("msd"), "msd"))
+
+
+@pytest.fixture(scope="module")
+def cxr_dir(tmp_path_factory) -> Path:
+    return Path(_make_cxr14(tmp_path_factory.mktemp("cxr14")))
+
+
+# ------------------------------------------------------------------------------------------------ BTCV
+
+
+def test_btcv_layout_and_datalist(btcv_dir):
+    assert sorted(_files(btcv_dir)) == [
+        "dataset_0.json",
+        "imagesTr/img0001.nii.gz",
+        "imagesTr/img0002.nii.gz",
+        "imagesTr/img0003.nii.gz",
+        "imagesTs/img0061.nii.gz",
+        "labelsTr/label0001.nii.gz",
+        "labelsTr/label0002.nii.gz",
+        "labelsTr/label0003.nii.gz",
+    ]
+    meta = json.loads((btcv_dir / "dataset_0.json").read_text())
+    assert set(meta) == BTCV_KEYS
+    assert meta["labels"] == sd.BTCV_LABELS and list(meta["labels"].values())[1:4] == ["spleen", "rkid", "lkid"]
+    assert meta["modality"] == {"0": "CT"} and meta["tensorImageSize"] == "3D" and meta["name"] == "btcv"
+    assert meta["training"][0] == {"image": "imagesTr/img0001.nii.gz", "label": "labelsTr/label0001.nii.gz"}
+    assert meta["validation"] == [{"image": "imagesTr/img0003.nii.gz", "label": "labelsTr/label0003.nii.gz"}]
+    assert meta["test"] == ["imagesTs/img0061.nii.gz"]
+    assert (meta["numTraining"], meta["numTest"]) == (3, 1)
+    for split, count in (("training", 2), ("validation", 1)):
+        items = load_decathlon_datalist(str(btcv_dir / "dataset_0.json"), True, split, base_dir=str(btcv_dir))
+        assert len(items) == count
+        assert all(Path(item[key]).is_file() for item in items for key in ("image", "label"))
+
+
+def test_btcv_images_labels_and_affine(btcv_dir):
+    items = load_decathlon_datalist(str(btcv_dir / "dataset_0.json"), True, "training", base_dir=str(btcv_dir))
+    loader = LoadImaged(keys=["image", "label"], ensure_channel_first=True)
+    for item in items:
+        data = loader(item)
+        assert tuple(data["image"].shape) == (1, *BTCV_SHAPE) and tuple(data["label"].shape) == (1, *BTCV_SHAPE)
+        assert set(np.unique(data["label"].numpy()).tolist()) == set(range(14))
+        image, label = nib.load(item["image"]), nib.load(item["label"])
+        assert image.get_data_dtype() == np.int16 and label.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(image.affine, label.affine)
+        affine = image.affine
+        assert not np.allclose(affine, np.eye(4))
+        assert affine[0, 0] < 0 and affine[1, 1] < 0 and affine[2, 2] > 0 and np.abs(affine[:3, 3]).min() > 0
+        spacing = image.header.get_zooms()
+        assert 0.7 <= spacing[0] == spacing[1] <= 0.9 and 2.5 <= spacing[2] <= 5.0
+        hu, lab = np.asarray(image.dataobj), np.asarray(label.dataobj)
+        assert hu.min() <= -950 and hu.max() >= 300  # air and bone
+        assert 60 < hu[lab == 6].mean() < 160  # liver
+        # anatomy in world (RAS+: x to the patient's right, y anterior): liver right of and anterior to the spleen
+        liver, spleen = (affine[:3, :3] @ np.argwhere(lab == i).mean(0) + affine[:3, 3] for i in (6, 1))
+        assert liver[0] > spleen[0] and liver[1] > spleen[1]
+
+
+@pytest.mark.parametrize("shape, seeds", [((128, 128, 64), (0, 1)), ((64, 64, 32), range(6))])
+def test_btcv_all_organs_present(shape, seeds):
+    for seed in seeds:
+        _, label, _ = sd.btcv_phantom(shape, seed)
+        assert set(np.unique(label).tolist()) == set(range(14)), (shape, seed)
+
+
+# ------------------------------------------------------------------------------------------------ BraTS
+
+
+def test_brats2021_layout_and_loading(brats_dir):
+    names = sorted(_files(brats_dir))
+    assert names == [
+        f"BraTS2021_{i:05d}/BraTS2021_{i:05d}_{m}.nii.gz" for i in (0, 1) for m in ("flair", "seg", "t1", "t1ce", "t2")
+    ]
+    loader = LoadImaged(keys=["image", "label"], ensure_channel_first=True)
+    for case in ("BraTS2021_00000", "BraTS2021_00001"):
+        folder = brats_dir / case
+        item = {
+            "image": [str(folder / f"{case}_{m}.nii.gz") for m in ("flair", "t1ce", "t1", "t2")],
+            "label": str(folder / f"{case}_seg.nii.gz"),
+        }
+        data = loader(item)
+        assert tuple(data["image"].shape) == (4, *BRAIN_SHAPE) and tuple(data["label"].shape) == (1, *BRAIN_SHAPE)
+        image, label = data["image"].numpy(), data["label"].numpy()[0]
+        assert set(np.unique(label).tolist()) == {0, 1, 2, 4}
+        assert np.all(image[:, 0, 0, 0] == 0)  # skull-stripped background
+        flair, t1ce, t1 = image[0], image[1], image[2]
+        normal = (label == 0) & (t1 > 0)
+        assert t1ce[label == 4].mean() > 1.1 * t1ce[normal].mean()  # enhancing rim bright on T1ce
+        assert flair[label == 2].mean() > 1.2 * flair[normal].mean()  # oedema bright on FLAIR
+        assert t1[label == 1].mean() < 0.7 * t1[normal].mean()  # necrosis dark on T1
+        seg = nib.load(item["label"])
+        assert seg.get_data_dtype() == np.uint8 and seg.header.get_zooms() == (1.0, 1.0, 1.0)
+
+
+def test_msd_layout_and_loading(msd_dir):
+    assert sorted(_files(msd_dir)) == [
+        "dataset.json",
+        "imagesTr/BRATS_001.nii.gz",
+        "imagesTr/BRATS_002.nii.gz",
+        "imagesTs/BRATS_003.nii.gz",
+        "labelsTr/BRATS_001.nii.gz",
+        "labelsTr/BRATS_002.nii.gz",
+    ]
+    meta = json.loads((msd_dir / "dataset.json").read_text())
+    assert set(meta) == MSD_KEYS
+    assert meta["name"] == "BRATS" and meta["tensorImageSize"] == "4D"
+    assert meta["modality"] == {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
+    assert meta["labels"] == {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}
+    assert meta["training"][0] == {"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}
+    assert meta["test"] == ["./imagesTs/BRATS_003.nii.gz"] and (meta["numTraining"], meta["numTest"]) == (2, 1)
+    assert nib.load(str(msd_dir / "imagesTr/BRATS_001.nii.gz")).shape == (*BRAIN_SHAPE, 4)
+    items = load_decathlon_datalist(str(msd_dir / "dataset.json"), True, "training", base_dir=str(msd_dir))
+    loader = LoadImaged(keys=["image", "label"], ensure_channel_first=True)
+    for item in items:
+        data = loader(item)
+        assert tuple(data["image"].shape) == (4, *BRAIN_SHAPE) and tuple(data["label"].shape) == (1, *BRAIN_SHAPE)
+        image, label = data["image"].numpy(), data["label"].numpy()[0]
+        assert set(np.unique(label).tolist()) == {0, 1, 2, 3}
+        normal = (label == 0) & (image[1] > 0)
+        assert image[0][label == 1].mean() > 1.2 * image[0][normal].mean()  # FLAIR: edema bright
+        assert image[2][label == 3].mean() > image[2][label == 2].mean()  # t1gd: enhancing > necrotic core
+
+
+def test_brats_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError):
+        sd.make_brats(str(tmp_path), layout="brats2023")
+    with pytest.raises(ValueError):
+        sd.make_brats(str(tmp_path), layout="brats2021", num_test=1)
+
+
+# ------------------------------------------------------------------------------------------------ ChestX-ray14
+
+
+def test_cxr14_layout_csv_and_split(cxr_dir):
+    assert sorted(p.name for p in cxr_dir.iterdir()) == [
+        "Data_Entry_2017.csv",
+        "images",
+        "test_list.txt",
+        "train_val_list.txt",
+    ]
+    lines = (cxr_dir / "Data_Entry_2017.csv").read_text().splitlines()
+    assert lines[0] == CXR_HEADER
+    rows = list(csv.reader(lines[1:]))
+    assert len(rows) == 24 and all(len(row) == 11 for row in rows)
+    assert sorted(p.name for p in (cxr_dir / "images").iterdir()) == sorted(row[0] for row in rows)
+    valid = set(sd.CXR14_FINDINGS)
+    for name, findings, follow_up, patient, age, gender, view, *_ in rows:
+        assert re.fullmatch(r"\d{8}_\d{3}\.png", name)
+        assert name == f"{int(patient):08d}_{int(follow_up):03d}.png"
+        labels = findings.split("|")
+        assert labels == ["No Finding"] or (set(labels) <= valid and len(set(labels)) == len(labels))
+        assert 0 <= int(age) <= 95 and gender in ("M", "F") and view in ("PA", "AP")
+        with Image.open(cxr_dir / "images" / name) as image:
+            assert image.mode == "L" and image.size == (CXR_SIZE, CXR_SIZE)
+    patients = [int(row[3]) for row in rows]
+    assert max(patients.count(p) for p in set(patients)) > 1  # follow-ups
+    train_val = (cxr_dir / "train_val_list.txt").read_text().split()
+    test = (cxr_dir / "test_list.txt").read_text().split()
+    assert train_val and test and sorted(train_val + test) == sorted(row[0] for row in rows)
+    assert not {n[:8] for n in train_val} & {n[:8] for n in test}
+
+
+def test_cxr14_findings_leave_a_trace():
+    normal = sd.chest_xray_phantom(CXR_SIZE, ["No Finding"], "PA", 3).astype(float)
+    assert normal.shape == (CXR_SIZE, CXR_SIZE)
+    for finding in sd.CXR14_FINDINGS:
+        diff = np.abs(sd.chest_xray_phantom(CXR_SIZE, [finding], "PA", 3).astype(float) - normal)
+        assert (diff > 25).sum() >= 4, finding
+    with pytest.raises(ValueError):
+        sd.chest_xray_phantom(CXR_SIZE, ["Infiltrate"])
+
+
+# ------------------------------------------------------------------------------------------------ determinism, CLI
+
+
+@pytest.mark.parametrize(
+    "make, fixture",
+    [(_make_btcv, "btcv_dir"), (lambda out, seed: _make_brats(out, "msd", seed), "msd_dir"), (_make_cxr14, "cxr_dir")],
+)
+def test_determinism(make, fixture, request, tmp_path):
+    reference = _files(request.getfixturevalue(fixture))
+    assert _files(Path(make(tmp_path / "same", seed=0))) == reference
+    other = _files(Path(make(tmp_path / "other", seed=1)))
+    images = {content for name, content in reference.items() if name.endswith((".nii.gz", ".png"))}
+    assert images.isdisjoint(content for name, content in other.items() if name.endswith((".nii.gz", ".png")))
+
+
+def test_btcv_case_independent_of_set_size(btcv_dir, tmp_path):
+    single = sd.make_btcv(str(tmp_path), num_train=1, num_val=0, num_test=0, shape=BTCV_SHAPE, seed=0)
+    for name in ("imagesTr/img0001.nii.gz", "labelsTr/label0001.nii.gz"):
+        assert (Path(single) / name).read_bytes() == (btcv_dir / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["btcv", "--num_train", "1", "--num_val", "1", "--num_test", "0", "--shape", "[48,48,24]"], "dataset_0.json"),
+        (["brats", "--layout", "msd", "--num_cases", "1", "--num_test", "0", "--shape", "[32,32,24]"], "dataset.json"),
+        (["cxr14", "--num_images", "3", "--size", "32"], "Data_Entry_2017.csv"),
+    ],
+)
+def test_command_line(args, expected, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), args[0], "--out_dir", str(out), *args[1:]], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / expected).is_file()

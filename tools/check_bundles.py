@@ -1,0 +1,582 @@
+"""Offline MONAI model-zoo checks for the bundles of this repository: one command runs them all.
+
+For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json``), or the ones named, this:
+
+1. checks the sources: ``version`` is a key of ``changelog``, every JSON file is 4-space formatted (the zoo's
+   pre-commit rule), and ``scripts`` resolves to the repository's single ``shared/`` module;
+2. packages the bundle with ``tools/package_bundles.py`` and extracts the zip into a temporary folder, so that the
+   remaining checks see the bundle as a user who downloaded it does (``scripts/`` a real copy, no run outputs);
+3. checks the required files (``configs/metadata.json``, ``LICENSE``, ``configs/inference.json``, and
+   ``models/model.pt`` or a ``large_files.yml``); a bundle that ships no weights gets TEMPORARY random-initialised
+   weights in the temporary copy (status ``TEMP``), which the export checks need and which are never packaged;
+4. in a separate Python process with ``PYTHONPATH=<bundle root>`` (as ``verify_net_in_out`` and ``ckpt_export``
+   need, and without the repository on the path) runs the checks of the zoo's ``ci/verify_bundle.py``:
+   ``verify_metadata`` against the metadata schema (offline: the schema file is given, by default
+   ``<repo>/../shared/schemas/meta_schema_20240725.json``), ``verify_net_in_out``, ``ckpt_export`` to TorchScript
+   (scripting first, then ``use_trace=True`` with an input shape from the metadata) and ``torch.jit.load`` of the
+   export (plus a shipped ``models/model.ts``, if any).
+
+A network that neither scripts nor traces fails, unless the bundle is in ``EXCLUDE_VERIFY_TORCHSCRIPT`` (the zoo's
+``exclude_verify_torchscript_list``, with the documented reason), which turns the result into ``EXCLUDED``: never a
+pass. Results are printed as a table; the exit status is 1 when any check has status ``FAIL``.
+
+Command line (python-fire)::
+
+    python tools/check_bundles.py                                      # every bundle, paper-size networks
+    python tools/check_bundles.py --bundles mae_pretrain_ct --device cpu
+    python tools/check_bundles.py --overrides '{"*": {"network_def#num_layers": 2}}'
+    python tools/check_bundles.py --schema /path/to/meta_schema_20240725.json --work_dir /tmp/checked
+
+``overrides`` maps a bundle name (or ``"*"`` for every bundle) to config overrides (``{"network_def#hidden_size":
+48, "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32, 32]}``), applied to ``configs/inference.json``
+and its metadata in every check, e.g. to make the networks small in tests. From Python, :func:`check` returns the
+list of :class:`CheckResult`.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import operator
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import fire
+
+try:
+    from tools import package_bundles
+except ImportError:  # run as a script (python tools/check_bundles.py): tools/ is on sys.path
+    import package_bundles
+
+__all__ = [
+    "CheckResult",
+    "DEFAULT_SCHEMA",
+    "EXCLUDE_VERIFY_TORCHSCRIPT",
+    "check",
+    "check_bundle",
+    "check_sources",
+    "check_required_files",
+    "package_and_extract",
+    "run_in_bundle_env",
+    "create_random_weights",
+    "fake_input_shape",
+    "format_table",
+    "has_failures",
+]
+
+REPO_ROOT = package_bundles.REPO_ROOT
+DEFAULT_SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+
+PASS, FAIL, TEMP, EXCLUDED, SKIP, WARN = "PASS", "FAIL", "TEMP", "EXCLUDED", "SKIP", "WARN"
+
+# Bundles whose network cannot be exported to TorchScript, with the reason (the zoo's exclude_verify_torchscript_list;
+# the bundle's README must say that TorchScript is not supported). Export is still attempted and reported.
+EXCLUDE_VERIFY_TORCHSCRIPT: dict[str, str] = {}
+
+INFERENCE_CONFIG = "configs/inference.json"
+METADATA = "configs/metadata.json"
+NET_ID = "network_def"
+EXPORT_PATH = "models/verify_model.ts"  # the name the zoo's verify_bundle.py exports to
+
+
+@dataclass
+class CheckResult:
+    """One row of the results table.
+
+    Attributes:
+        bundle: bundle name.
+        check: check name.
+        status: ``PASS``, ``FAIL``, ``TEMP`` (passed on temporary random weights), ``EXCLUDED`` (documented
+            exclusion, not a pass), ``WARN`` or ``SKIP`` (not run because an earlier check failed).
+        detail: one line on what was checked or what went wrong.
+    """
+
+    bundle: str
+    check: str
+    status: str
+    detail: str = ""
+
+
+def has_failures(results: Sequence[CheckResult]) -> bool:
+    """Whether any result has status ``FAIL``."""
+    return any(r.status == FAIL for r in results)
+
+
+def _short_error(error: BaseException, limit: int = 200) -> str:
+    """``Type: first non-empty line of the message``, shortened to ``limit`` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks on the sources and the packaged bundle (this process)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_sources(name: str, bundles_dir: str | os.PathLike) -> list[CheckResult]:
+    """Version/changelog, JSON formatting and the ``scripts`` link (to ``<bundles_dir>/../shared``) of a bundle."""
+    bundle_dir = Path(bundles_dir) / name
+    shared_dir = Path(bundles_dir).resolve().parent / "shared"
+    results = []
+    try:
+        version = package_bundles.check_version(package_bundles.read_metadata(bundle_dir), name)
+        results.append(CheckResult(name, "version", PASS, f"version {version} is in changelog"))
+    except (ValueError, OSError) as e:
+        results.append(CheckResult(name, "version", FAIL, _short_error(e, 300)))
+    json_files = [src for arc, src in package_bundles.collect_files(bundle_dir).items() if arc.endswith(".json")]
+    errors = package_bundles.json_format_errors(json_files)
+    if errors:
+        results.append(CheckResult(name, "json_format", FAIL, "; ".join(errors)))
+    else:
+        results.append(CheckResult(name, "json_format", PASS, f"{len(json_files)} JSON files 4-space formatted"))
+    results.append(_check_scripts_link(name, bundle_dir, shared_dir))
+    return results
+
+
+def _check_scripts_link(name: str, bundle_dir: Path, shared_dir: Path) -> CheckResult:
+    """``scripts`` should be a symbolic link to the single shared module (a real folder is a diverging copy)."""
+    scripts = bundle_dir / "scripts"
+    if not scripts.exists() and not scripts.is_symlink():
+        return CheckResult(name, "scripts_link", PASS, "no scripts/ (bundle uses MONAI components only)")
+    if not scripts.is_symlink():
+        return CheckResult(name, "scripts_link", WARN, f"scripts/ is a real folder, not a link to {shared_dir}")
+    if scripts.resolve() != shared_dir.resolve():
+        return CheckResult(name, "scripts_link", FAIL, f"scripts -> {scripts.resolve()}, expected {shared_dir}")
+    return CheckResult(name, "scripts_link", PASS, f"scripts -> {os.readlink(scripts)}")
+
+
+def package_and_extract(name: str, bundles_dir: str | os.PathLike, work_dir: str | os.PathLike) -> tuple[Path, CheckResult]:
+    """Package a bundle into ``<work_dir>/dist`` and extract the zip into ``<work_dir>/bundles`` as a download would.
+
+    Returns:
+        the extracted bundle root and the ``package`` result row.
+
+    Raises:
+        ValueError: from the packaging checks.
+    """
+    work_dir = Path(work_dir)
+    result = package_bundles.package_bundle(name, work_dir / "dist", bundles_dir)
+    with zipfile.ZipFile(result.zip_path) as zf:
+        top = {n.split("/", 1)[0] for n in zf.namelist()}
+        if top != {name}:
+            raise ValueError(f"the zip's top-level entries are {sorted(top)}, expected only {name}/")
+        zf.extractall(work_dir / "bundles")
+    detail = f"{result.zip_path.name} sha1 {result.checksum[:12]}; weights: {result.weights}"
+    return work_dir / "bundles" / name, CheckResult(name, "package", PASS, detail)
+
+
+def check_required_files(name: str, bundle_root: str | os.PathLike) -> list[CheckResult]:
+    """The zoo's necessary and preferred files, and a ``scripts`` package that imports as one."""
+    root = Path(bundle_root)
+    missing = [f for f in (METADATA, "LICENSE", INFERENCE_CONFIG) if not (root / f).is_file()]
+    if (root / "scripts").is_dir() and not (root / "scripts" / "__init__.py").is_file():
+        missing.append("scripts/__init__.py")
+    if missing:
+        return [CheckResult(name, "required_files", FAIL, f"missing {missing}")]
+    large = [f for f in package_bundles.LARGE_FILES_NAMES if (root / f).is_file()]
+    weights = "models/model.pt" if (root / "models" / "model.pt").is_file() else (large[0] if large else "none")
+    return [CheckResult(name, "required_files", PASS, f"metadata.json, LICENSE, inference.json; weights: {weights}")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks in the bundle's own environment (a subprocess with PYTHONPATH=<bundle root>)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bundle_env(bundle_root: str | os.PathLike) -> dict[str, str]:
+    """The environment a user of the downloaded bundle has: ``PYTHONPATH=<bundle root>`` and nothing from here."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(Path(bundle_root).resolve())
+    return env
+
+
+def run_in_bundle_env(bundle_root: str | os.PathLike, function: str, /, timeout: float = 3600, **kwargs: Any) -> Any:
+    """Call a function of this module in a new Python process with ``PYTHONPATH=<bundle root>``, cwd the bundle root.
+
+    Args:
+        bundle_root: the (extracted) bundle.
+        function: name of a module-level function of this module taking JSON-serialisable keyword arguments and
+            returning a JSON-serialisable value.
+        timeout: seconds before the process is killed.
+        kwargs: the function's arguments.
+
+    Returns:
+        the function's return value.
+
+    Raises:
+        RuntimeError: when the process fails, with the end of its output.
+    """
+    with tempfile.TemporaryDirectory(prefix="check_bundles_call_") as tmp:
+        request, response = Path(tmp, "request.json"), Path(tmp, "response.json")
+        request.write_text(json.dumps({"function": function, "kwargs": kwargs, "response": str(response)}))
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); import check_bundles; "
+            "check_bundles._serve_request(sys.argv[2])"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(request)],
+            cwd=bundle_root,
+            env=bundle_env(bundle_root),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0 or not response.is_file():
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            raise RuntimeError(f"{function} in {bundle_root} failed (exit {proc.returncode}):\n{tail}")
+        return json.loads(response.read_text())
+
+
+def _serve_request(request_file: str) -> None:
+    """Subprocess side of :func:`run_in_bundle_env`."""
+    request = json.loads(Path(request_file).read_text())
+    if request["function"] not in __all__ and not request["function"].startswith("_worker"):
+        raise ValueError(f"not callable from run_in_bundle_env: {request['function']}")
+    result = globals()[request["function"]](**request["kwargs"])
+    Path(request["response"]).write_text(json.dumps(result))
+
+
+def _parser(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]):
+    """A ``ConfigParser`` of the bundle's inference config and metadata with ``overrides`` and ``bundle_root``."""
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_root)
+    parser = ConfigParser()
+    parser.read_config(str(root / INFERENCE_CONFIG))
+    parser.read_meta(str(root / METADATA))
+    parser["bundle_root"] = str(root)
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def create_random_weights(
+    bundle_root: str, overrides: Mapping[str, Any] | None = None, path: str = "models/model.pt", seed: int = 0
+) -> str:
+    """Save the state dict of a freshly initialised ``network_def`` (inference config + overrides) to ``path``.
+
+    Must run where ``scripts`` is importable (see :func:`run_in_bundle_env`). Returns the file written.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    network = _parser(bundle_root, overrides or {}).get_parsed_content(NET_ID)
+    target = Path(bundle_root) / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), target)
+    return str(target)
+
+
+_SHAPE_OPS: dict[type, Callable] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                                    ast.Pow: operator.pow, ast.FloorDiv: operator.floordiv}
+
+
+def _shape_entry(entry: int | str, n: int = 1, p: int = 1, any_size: int = 1) -> int:
+    """One ``spatial_shape`` entry of the metadata as an int: ``96``, ``"8*n"``, ``"2**p"`` or ``"*"``."""
+    if isinstance(entry, int):
+        return entry
+    if entry.strip() == "*":
+        return any_size
+    names = {"n": n, "p": p}
+
+    def evaluate(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in names:
+            return names[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _SHAPE_OPS:
+            return _SHAPE_OPS[type(node.op)](evaluate(node.left), evaluate(node.right))
+        raise ValueError(f"unsupported spatial_shape entry {entry!r}")
+
+    return int(evaluate(ast.parse(entry, mode="eval").body))
+
+
+def fake_input_shape(parser: Any, n: int = 1, p: int = 1, any_size: int = 1) -> list[int]:
+    """``[1, C, *spatial]`` of the metadata's ``inputs.image`` (after overrides), as ``verify_net_in_out`` builds it."""
+    prefix = "_meta_#network_data_format#inputs#image#"
+    channels = int(parser[prefix + "num_channels"])
+    return [1, channels, *(_shape_entry(s, n, p, any_size) for s in parser[prefix + "spatial_shape"])]
+
+
+def _weights_in_ckpt_key(path: Path) -> str:
+    """``"model"`` for a ``{"model": state_dict, ...}`` checkpoint, ``""`` for a bare state dict."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return "model" if isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping) else ""
+
+
+def _worker_weights(root: Path, overrides: Mapping[str, Any], download_large_files: bool) -> dict:
+    """Make sure ``models/model.pt`` exists in the temporary copy; temporary random weights when none ship."""
+    weights = root / "models" / "model.pt"
+    large = [f for f in package_bundles.LARGE_FILES_NAMES if (root / f).is_file()]
+    if weights.is_file():
+        return {"status": PASS, "detail": f"models/model.pt ({weights.stat().st_size / 2**20:.2f} MB) ships"}
+    note = "no weights ship with the bundle"
+    if large:
+        from monai.bundle import ConfigParser
+
+        entries = ConfigParser.load_config_file(str(root / large[0])).get("large_files", [])
+        bad = [e for e in entries if not {"path", "url"} <= set(e)]
+        if bad or not entries:
+            return {"status": FAIL, "detail": f"{large[0]}: entries need 'path' and 'url': {bad or entries}"}
+        if download_large_files:
+            from monai.bundle import download_large_files as download
+
+            download(bundle_path=str(root))
+            return {"status": PASS, "detail": f"downloaded the files of {large[0]}"}
+        note = f"{large[0]} lists {[e['path'] for e in entries]}, not downloaded (offline; --download_large_files)"
+    create_random_weights(str(root), overrides)
+    return {"status": TEMP, "detail": f"{note}: TEMPORARY random-initialised models/model.pt in the temporary copy"}
+
+
+def _worker_export(root: Path, overrides: Mapping[str, Any], input_shape: list[int], excluded: str | None) -> list[dict]:
+    """``ckpt_export`` by scripting, else by tracing; then ``torch.jit.load`` of the export and a forward pass."""
+    import torch
+    from monai.bundle import ckpt_export
+
+    parser = _parser(root, overrides)
+    ts_path = root / EXPORT_PATH
+    common = {
+        "net_id": NET_ID,
+        "filepath": str(ts_path),
+        "ckpt_file": str(root / "models" / "model.pt"),
+        "meta_file": str(root / METADATA),
+        "config_file": str(root / INFERENCE_CONFIG),
+        "key_in_ckpt": _weights_in_ckpt_key(root / "models" / "model.pt"),
+        "bundle_root": str(root),
+        **overrides,
+    }
+    errors = []
+    for mode, extra in (("script", {"use_trace": False}), ("trace", {"use_trace": True, "input_shape": input_shape})):
+        try:
+            ckpt_export(**common, **extra)
+            break
+        except Exception as e:  # any export error is a result, not a crash
+            errors.append(f"{mode}: {_short_error(e, 400)}")
+    else:
+        detail = "neither scripting nor tracing works: " + " | ".join(errors)
+        if excluded:
+            return [{"check": "torchscript", "status": EXCLUDED, "detail": f"documented exclusion ({excluded}); {detail}"}]
+        return [{"check": "torchscript", "status": FAIL, "detail": detail + " (fix it, or document an exclusion)"}]
+    detail = f"ckpt_export by {mode}" + (f" (script failed: {errors[0][8:]})" if errors else "")
+    if excluded:
+        detail += f"; listed in EXCLUDE_VERIFY_TORCHSCRIPT ({excluded}) but it exports: remove it from the list"
+    rows = [{"check": "torchscript", "status": PASS, "detail": detail}]
+    model = torch.jit.load(str(ts_path), map_location="cpu").eval()
+    with torch.no_grad():
+        out = model(torch.rand(*input_shape))
+    channels = parser["_meta_#network_data_format#outputs#pred#num_channels"]
+    if out.shape[1] != channels:
+        rows.append({"check": "jit_load", "status": FAIL, "detail": f"output {tuple(out.shape)}, {channels} channels expected"})
+    else:
+        rows.append({"check": "jit_load", "status": PASS, "detail": f"torch.jit.load + forward {input_shape} -> {list(out.shape)}"})
+    return rows
+
+
+def _worker_checks(
+    bundle_root: str,
+    schema: str,
+    overrides: Mapping[str, Any],
+    device: str | None,
+    torchscript_exclusion: str | None,
+    download_large_files: bool,
+) -> list[dict]:
+    """All checks that need the bundle's ``scripts``: run by :func:`run_in_bundle_env`. Returns result rows."""
+    import torch
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    root = Path(bundle_root)
+    rows: list[dict] = []
+
+    def step(check_name: str, function: Callable[[], dict | list[dict]]) -> bool:
+        start = time.perf_counter()
+        try:
+            out = function()
+        except Exception as e:  # a failing check is a result, the next checks still run where they can
+            rows.append({"check": check_name, "status": FAIL, "detail": _short_error(e, 300)})
+            traceback.print_exc()
+            return False
+        new_rows = out if isinstance(out, list) else [dict(out, check=check_name)]
+        for row in new_rows:
+            rows.append(dict(row, detail=f"{row['detail']} [{time.perf_counter() - start:.1f}s]"))
+        return all(r["status"] != FAIL for r in new_rows)
+
+    def metadata() -> dict:
+        url = json.loads((root / METADATA).read_text())["schema"]
+        if Path(url).name != Path(schema).name:
+            raise ValueError(f"metadata names schema {Path(url).name}, the schema file given is {schema}")
+        verify_metadata(meta_file=str(root / METADATA), filepath=schema)
+        return {"status": PASS, "detail": f"valid against {Path(schema).name}"}
+
+    def net_in_out() -> dict:
+        verify_net_in_out(net_id=NET_ID, meta_file=str(root / METADATA), config_file=str(root / INFERENCE_CONFIG),
+                          device=device or ("cuda:0" if torch.cuda.is_available() else "cpu"), bundle_root=str(root),
+                          **overrides)
+        return {"status": PASS, "detail": f"input {fake_input_shape(_parser(root, overrides))}: channels and dtype match"}
+
+    def shipped_ts() -> dict:
+        torch.jit.load(str(root / "models" / "model.ts"), map_location="cpu")
+        return {"status": PASS, "detail": "models/model.ts loads with torch.jit.load"}
+
+    step("verify_metadata", metadata)
+    weights_ok = step("weights", lambda: _worker_weights(root, overrides, download_large_files))
+    step("verify_net_in_out", net_in_out)
+    if weights_ok:
+        input_shape = fake_input_shape(_parser(root, overrides))
+        step("torchscript", lambda: _worker_export(root, overrides, input_shape, torchscript_exclusion))
+    else:
+        rows.append({"check": "torchscript", "status": SKIP, "detail": "no usable models/model.pt"})
+    if (root / "models" / "model.ts").is_file():
+        step("model_ts", shipped_ts)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _overrides_for(name: str, overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """``overrides["*"]`` updated with ``overrides[name]``."""
+    overrides = overrides or {}
+    unknown = [k for k, v in overrides.items() if not isinstance(v, Mapping)]
+    if unknown:
+        raise ValueError(f"overrides must map a bundle name or '*' to a dict of config overrides, got keys {unknown}")
+    return {**overrides.get("*", {}), **overrides.get(name, {})}
+
+
+def check_bundle(
+    name: str,
+    work_dir: str | os.PathLike,
+    bundles_dir: str | os.PathLike = package_bundles.BUNDLES_DIR,
+    schema: str | os.PathLike = DEFAULT_SCHEMA,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    torchscript_exclusions: Mapping[str, str] | None = None,
+    download_large_files: bool = False,
+    timeout: float = 3600,
+) -> list[CheckResult]:
+    """All checks of one bundle; the packaged copy goes to ``work_dir``. See :func:`check` for the arguments."""
+    results = check_sources(name, bundles_dir)
+    if has_failures(results):
+        return results + [CheckResult(name, "package", SKIP, "source checks failed")]
+    try:
+        bundle_root, row = package_and_extract(name, bundles_dir, work_dir)
+    except (ValueError, OSError) as e:
+        return results + [CheckResult(name, "package", FAIL, _short_error(e, 300))]
+    results.append(row)
+    results += check_required_files(name, bundle_root)
+    if has_failures(results):
+        return results
+    exclusions = EXCLUDE_VERIFY_TORCHSCRIPT if torchscript_exclusions is None else torchscript_exclusions
+    try:
+        rows = run_in_bundle_env(
+            bundle_root,
+            "_worker_checks",
+            timeout=timeout,
+            bundle_root=str(bundle_root),
+            schema=str(Path(schema).resolve()),
+            overrides=dict(overrides or {}),
+            device=device,
+            torchscript_exclusion=exclusions.get(name),
+            download_large_files=download_large_files,
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return results + [CheckResult(name, "bundle_checks", FAIL, _short_error(e, 600))]
+    return results + [CheckResult(name, **row) for row in rows]
+
+
+def format_table(results: Sequence[CheckResult], width: int = 150) -> str:
+    """The results as a fixed-width text table, details cut to ``width`` characters."""
+    header = CheckResult("bundle", "check", "status", "detail")
+    rows = [header, *results]
+    w_bundle = max(len(r.bundle) for r in rows)
+    w_check = max(len(r.check) for r in rows)
+    w_status = max(len(r.status) for r in rows)
+    lines = []
+    for i, r in enumerate(rows):
+        detail = r.detail if len(r.detail) <= width else r.detail[: width - 3] + "..."
+        lines.append(f"{r.bundle:<{w_bundle}}  {r.check:<{w_check}}  {r.status:<{w_status}}  {detail}")
+        if i == 0:
+            lines.append("-" * min(len(lines[0]) + 40, w_bundle + w_check + w_status + 6 + width))
+    return "\n".join(lines)
+
+
+def check(
+    bundles: str | Sequence[str] | None = None,
+    schema: str = str(DEFAULT_SCHEMA),
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | None = None,
+    torchscript_exclusions: Mapping[str, str] | None = None,
+    download_large_files: bool = False,
+    work_dir: str | None = None,
+    bundles_dir: str = str(package_bundles.BUNDLES_DIR),
+    timeout: float = 3600,
+    quiet: bool = False,
+) -> list[CheckResult]:
+    """Run the offline model-zoo checks on the bundles (all, or the ones named) and print a table of results.
+
+    Args:
+        bundles: bundle names (comma-separated string or list); None checks every bundle.
+        schema: the metadata JSON schema file (default ``<repo>/../shared/schemas/meta_schema_20240725.json``);
+            its file name must be the one in the metadata's ``schema`` URL.
+        overrides: ``{bundle name or "*": {config id: value}}`` applied to the inference config and metadata.
+        device: device of ``verify_net_in_out`` (default: cuda:0 if available, else cpu).
+        torchscript_exclusions: ``{bundle: reason}`` of documented TorchScript exclusions; default
+            ``EXCLUDE_VERIFY_TORCHSCRIPT``.
+        download_large_files: download the files of a bundle's ``large_files.yml`` (needs the network); by default
+            a bundle without ``models/model.pt`` is checked on temporary random weights.
+        work_dir: where the packaged copies go (kept); default a temporary folder, removed afterwards.
+        bundles_dir: folder holding the bundles.
+        timeout: seconds allowed for the checks of one bundle in its subprocess.
+        quiet: do not print the table.
+
+    Returns:
+        the results, one :class:`CheckResult` per bundle and check.
+    """
+    names = package_bundles.select_bundles(bundles, bundles_dir)
+    if not Path(schema).is_file():
+        raise FileNotFoundError(f"metadata schema {schema} not found; pass --schema <path>.")
+    results: list[CheckResult] = []
+    with tempfile.TemporaryDirectory(prefix="check_bundles_") as tmp:
+        for name in names:
+            target = Path(work_dir or tmp) / name
+            results += check_bundle(
+                name, target, bundles_dir, schema, _overrides_for(name, overrides), device,
+                torchscript_exclusions, download_large_files, timeout,
+            )
+    if not quiet:
+        print(format_table(results))
+        long_rows = [r for r in results if r.status in (FAIL, EXCLUDED, WARN) and len(r.detail) > 150]
+        for r in long_rows:
+            print(f"\n{r.bundle} / {r.check} ({r.status}):\n    {r.detail}")
+        counts = {s: sum(r.status == s for r in results) for s in (PASS, TEMP, EXCLUDED, WARN, SKIP, FAIL)}
+        print(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no results")
+    return results
+
+
+@functools.wraps(check)
+def main(*args: Any, **kwargs: Any) -> None:
+    """Command line entry: :func:`check`, exiting with status 1 when any check failed."""
+    try:
+        results = check(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"check_bundles: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(1 if has_failures(results) else 0)
+
+
+if __name__ == "__main__":
+    fire.Fire(main, name="check_bundles")

@@ -1,0 +1,470 @@
+"""Package the bundles of this repository as the MONAI model zoo publishes them.
+
+For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json``), or the ones named, this writes
+``<dist_dir>/<name>_v<version>.zip``: a top-level folder ``<name>/`` holding the bundle's files, with the shared
+module copied in as the bundle's ``scripts/`` (in the repository ``bundles/<name>/scripts`` is a symbolic link to
+``shared/``; the zip holds real files), and without test, cache or run-output files (see ``EXCLUDED_DIRS`` and the
+other ``EXCLUDED_*`` constants). Zips are deterministic (fixed timestamps and permissions, sorted entries), so the
+same sources always give the same checksum. ``<dist_dir>/model_info.json`` is then updated in the zoo's format::
+
+    {"<name>_v<version>": {"checksum": "<sha1 of the zip>", "source": "<base_url>/<name>_v<version>.zip"}}
+
+Weights: when ``models/model.pt`` is larger than ``large_file_threshold_mb`` (the zoo's pre-commit limit, 1 MB) and
+a ``weights_url`` is given, the zip gets a ``large_files.yml`` (path, url, hash_val, hash_type) instead of the file,
+and the file must be uploaded to that URL. Without a URL the weights go into the zip, and the tool says so.
+
+Before packaging, each bundle's ``version`` must be a key of its ``changelog`` and every JSON file must be formatted
+as the zoo's ``pretty-format-json --indent=4 --no-sort-keys`` pre-commit hook leaves it; otherwise packaging fails.
+
+Command line (python-fire)::
+
+    python tools/package_bundles.py                                   # every bundle, into dist/
+    python tools/package_bundles.py --bundles mae_pretrain_ct --dist_dir /tmp/dist
+    python tools/package_bundles.py --base_url https://example.org/bundles \\
+        --weights_url "https://example.org/weights/{name}_v{version}_model.pt"
+
+``weights_url`` is a URL template (``{name}`` and ``{version}`` are filled in per bundle) or, from Python, a dict
+``{bundle name: URL}``. Without ``base_url`` the ``source`` in ``model_info.json`` is the zip's local ``file://``
+URI. From Python: ``package(bundles=["mae_pretrain_ct"], dist_dir="dist")`` returns one :class:`PackageResult` per
+bundle.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+import fire
+
+__all__ = [
+    "REPO_ROOT",
+    "PackageResult",
+    "discover_bundles",
+    "select_bundles",
+    "read_metadata",
+    "check_version",
+    "json_format_errors",
+    "check_json_format",
+    "is_excluded",
+    "collect_files",
+    "write_deterministic_zip",
+    "package_bundle",
+    "update_model_info",
+    "package",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES_DIR = REPO_ROOT / "bundles"
+
+# timestamp of every zip entry: the zoo's `touch -t 202205300000` before zipping
+ZIP_DATE_TIME = (2022, 5, 30, 0, 0, 0)
+# folders never packaged, wherever they are: caches, tests, version control
+EXCLUDED_DIRS = frozenset(
+    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".git", "tests", "test", ".benchmarks"}
+)
+# top-level folders of a bundle that hold run outputs
+EXCLUDED_TOP_DIRS = frozenset({"runs", "eval", "logs", "mlruns", "dist"})
+# file name patterns never packaged (dot files include the atomic saver's `.tmp_*.pt`)
+EXCLUDED_FILE_PATTERNS = (
+    ".*",
+    "*.pyc",
+    "*.pyo",
+    "*~",
+    "events.out.tfevents*",
+    "test_*.py",
+    "*_test.py",
+    "conftest.py",
+)
+# bundle-relative path patterns of training checkpoints and check outputs
+EXCLUDED_PATH_PATTERNS = ("models/checkpoint*.pt", "models/*.ckpt", "models/verify_model.ts")
+WEIGHTS_PATH = "models/model.pt"
+LARGE_FILE_THRESHOLD_MB = 1.0
+LARGE_FILES_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
+HASH_TYPE = "sha256"
+
+
+@dataclass
+class PackageResult:
+    """What :func:`package_bundle` wrote for one bundle.
+
+    Attributes:
+        name: bundle name (folder name).
+        version: bundle version from ``configs/metadata.json``.
+        zip_path: the zip written.
+        checksum: sha1 of the zip (the zoo's ``model_info.json`` checksum).
+        weights: how the weights were handled, in words.
+        notes: other things the user should know (e.g. a large file inside the zip).
+    """
+
+    name: str
+    version: str
+    zip_path: Path
+    checksum: str
+    weights: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The ``model_info.json`` key, ``<name>_v<version>``."""
+        return f"{self.name}_v{self.version}"
+
+
+def discover_bundles(bundles_dir: str | os.PathLike = BUNDLES_DIR) -> list[str]:
+    """Names of the bundles under ``bundles_dir``: every folder with a ``configs/metadata.json``, sorted."""
+    root = Path(bundles_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "configs" / "metadata.json").is_file())
+
+
+def select_bundles(bundles: str | Sequence[str] | None, bundles_dir: str | os.PathLike = BUNDLES_DIR) -> list[str]:
+    """The bundles to work on: all of them when ``bundles`` is None, else the ones named.
+
+    Args:
+        bundles: None, a name, a comma-separated string of names or a sequence of names.
+        bundles_dir: folder holding the bundles.
+
+    Raises:
+        ValueError: when a name is not a bundle (no ``configs/metadata.json``) or no bundle is found.
+    """
+    available = discover_bundles(bundles_dir)
+    if bundles is None:
+        if not available:
+            raise ValueError(f"no bundle (folder with configs/metadata.json) under {bundles_dir}.")
+        return available
+    names = bundles.split(",") if isinstance(bundles, str) else [str(b) for b in bundles]
+    names = [n.strip() for n in names if n.strip()]
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        raise ValueError(f"not a bundle under {bundles_dir}: {unknown}; bundles found: {available}.")
+    return names
+
+
+def read_metadata(bundle_dir: str | os.PathLike) -> dict:
+    """The bundle's ``configs/metadata.json`` as a dict."""
+    with open(Path(bundle_dir) / "configs" / "metadata.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_version(metadata: Mapping, name: str = "") -> str:
+    """Return ``metadata["version"]`` after checking that it is a key of ``metadata["changelog"]``.
+
+    Raises:
+        ValueError: when ``version`` or ``changelog`` is missing or the version has no changelog entry.
+    """
+    version = metadata.get("version")
+    changelog = metadata.get("changelog")
+    if not isinstance(version, str) or not version:
+        raise ValueError(f"{name}: configs/metadata.json has no 'version' string.")
+    if not isinstance(changelog, Mapping) or version not in changelog:
+        keys = sorted(changelog) if isinstance(changelog, Mapping) else changelog
+        raise ValueError(
+            f"{name}: version {version!r} is not a key of 'changelog' ({keys}) in configs/metadata.json; "
+            "add a changelog entry for it."
+        )
+    return version
+
+
+def _pretty_json(text: str) -> str:
+    """``text`` as the zoo's ``pretty-format-json --autofix --no-sort-keys --indent=4`` hook writes it."""
+    data = json.loads(text, object_pairs_hook=lambda pairs: dict(pairs))
+    return json.dumps(data, indent=4, ensure_ascii=True) + "\n"
+
+
+def json_format_errors(files: Iterable[str | os.PathLike]) -> list[str]:
+    """Messages for the JSON files that are invalid or not 4-space formatted (empty list when all are fine)."""
+    errors = []
+    for path in sorted(Path(f) for f in files):
+        text = path.read_text(encoding="utf-8")
+        try:
+            pretty = _pretty_json(text)
+        except json.JSONDecodeError as e:
+            errors.append(f"{path}: invalid JSON ({e})")
+            continue
+        if text != pretty:
+            line = next(
+                (i + 1 for i, (a, b) in enumerate(zip(text.splitlines(), pretty.splitlines())) if a != b),
+                min(len(text.splitlines()), len(pretty.splitlines())) + 1,
+            )
+            errors.append(f"{path}: not formatted as 4-space indented JSON (first difference at line {line})")
+    return errors
+
+
+def check_json_format(bundle_dir: str | os.PathLike) -> None:
+    """Check every JSON file that would be packaged from ``bundle_dir``.
+
+    Raises:
+        ValueError: listing the offending files (the zoo's pre-commit hook
+            ``pretty-format-json --autofix --no-sort-keys --indent=4`` fixes them).
+    """
+    files = [src for arc, src in collect_files(bundle_dir).items() if arc.endswith(".json")]
+    errors = json_format_errors(files)
+    if errors:
+        raise ValueError(
+            "JSON files must be 4-space indented with a final newline, as the model zoo's pre-commit "
+            "`pretty-format-json --indent=4 --no-sort-keys` leaves them:\n  " + "\n  ".join(errors)
+        )
+
+
+def is_excluded(rel_path: str | PurePosixPath) -> bool:
+    """Whether a bundle-relative path (``/``-separated) is a test, cache or run-output file that is not packaged."""
+    path = PurePosixPath(rel_path)
+    if any(part in EXCLUDED_DIRS for part in path.parts[:-1]):
+        return True
+    if len(path.parts) > 1 and path.parts[0] in EXCLUDED_TOP_DIRS:
+        return True
+    if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in EXCLUDED_FILE_PATTERNS):
+        return True
+    return any(fnmatch.fnmatchcase(str(path), pattern) for pattern in EXCLUDED_PATH_PATTERNS)
+
+
+def collect_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
+    """The files to package, as ``{bundle-relative posix path: source file}``, sorted by path.
+
+    Symbolic links are followed (``scripts -> ../../shared`` becomes a real ``scripts/`` folder); excluded files
+    (:func:`is_excluded`) and folders are skipped.
+    """
+    root = Path(bundle_dir)
+    files: dict[str, Path] = {}
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        rel_folder = Path(folder).relative_to(root)
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not d.startswith("."))
+        for name in names:
+            rel = (rel_folder / name).as_posix()
+            if not is_excluded(rel) and os.path.isfile(os.path.join(folder, name)):
+                files[rel] = Path(folder, name)
+    return dict(sorted(files.items()))
+
+
+def _file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_deterministic_zip(zip_path: str | os.PathLike, entries: Mapping[str, bytes | os.PathLike]) -> str:
+    """Write a zip whose bytes depend only on the entries: sorted names, fixed timestamps and permissions.
+
+    Args:
+        zip_path: zip file to write (its folder is created).
+        entries: ``{name in the zip: file path or bytes}``.
+
+    Returns:
+        the sha1 of the zip written.
+    """
+    zip_path = Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name in sorted(entries):
+            source = entries[name]
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            executable = not isinstance(source, bytes) and os.access(source, os.X_OK)
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+            info.create_system = 3  # unix, so that the permissions below are used on extraction
+            info.external_attr = (0o100755 if executable else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compresslevel=9)
+    return _file_digest(zip_path, "sha1")
+
+
+def _weights_url_for(weights_url: str | Mapping[str, str] | None, name: str, version: str) -> str | None:
+    """The weights URL of one bundle from a template string or a ``{name: url}`` mapping, validated.
+
+    Raises:
+        ValueError: for a URL that is not an absolute http(s)/ftp URL, or a template with unknown fields.
+    """
+    if weights_url is None:
+        return None
+    if isinstance(weights_url, Mapping):
+        url = weights_url.get(name)
+        if url is None:
+            return None
+    else:
+        try:
+            url = str(weights_url).format(name=name, version=version)
+        except (KeyError, IndexError) as e:
+            raise ValueError(f"weights_url {weights_url!r}: only {{name}} and {{version}} can be filled in.") from e
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https", "ftp") or not parsed.netloc or not parsed.path.strip("/"):
+        raise ValueError(f"{name}: weights URL {url!r} is not an absolute http(s) URL of a file.")
+    if any(c in url for c in "<>{} "):
+        raise ValueError(f"{name}: weights URL {url!r} looks like a placeholder; give the real download URL.")
+    return url
+
+
+def _large_files_yaml(entries: Sequence[Mapping[str, str]]) -> bytes:
+    """``large_files.yml`` content in the zoo's layout; values are written as (YAML-compatible) JSON strings."""
+    lines = ["large_files:"]
+    for entry in entries:
+        keys = ("path", "url", "hash_val", "hash_type")
+        lines.append(f"  - {keys[0]}: {json.dumps(entry[keys[0]])}")
+        lines.extend(f"    {key}: {json.dumps(entry[key])}" for key in keys[1:])
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _existing_large_files(files: Mapping[str, Path]) -> list[str]:
+    """Names of the large-files lists (``large_files.yml``...) the bundle already has at its root."""
+    return [name for name in LARGE_FILES_NAMES if name in files]
+
+
+def _plan_weights(
+    name: str, version: str, files: dict[str, Path], weights_url: str | Mapping[str, str] | None, threshold_mb: float
+) -> tuple[dict[str, bytes], str, list[str]]:
+    """Decide what happens to ``models/model.pt``; removes it from ``files`` when it goes to ``large_files.yml``.
+
+    Returns:
+        extra zip entries (bundle-relative name -> bytes), a sentence on the weights, notes.
+    """
+    url = _weights_url_for(weights_url, name, version)
+    existing = _existing_large_files(files)
+    weights = files.get(WEIGHTS_PATH)
+    if existing:
+        if url is not None:
+            raise ValueError(f"{name}: the bundle already has {existing}; do not also give a weights_url for it.")
+        files.pop(WEIGHTS_PATH, None)
+        return {}, f"listed in the bundle's own {existing[0]} (downloaded by the user)", []
+    if weights is None:
+        return {}, "no models/model.pt in the bundle: the zip holds no weights", []
+    size_mb = weights.stat().st_size / 2**20
+    if size_mb > threshold_mb and url is not None:
+        files.pop(WEIGHTS_PATH)
+        entry = {"path": WEIGHTS_PATH, "url": url, "hash_val": _file_digest(weights, HASH_TYPE), "hash_type": HASH_TYPE}
+        return (
+            {"large_files.yml": _large_files_yaml([entry])},
+            f"in large_files.yml ({size_mb:.1f} MB; upload {weights} to {url})",
+            [],
+        )
+    sentence = f"models/model.pt included in the zip ({size_mb:.2f} MB)"
+    notes = []
+    if size_mb > threshold_mb:
+        notes.append(
+            f"{sentence}: no weights_url given; the model zoo wants files over {threshold_mb:g} MB in large_files.yml"
+        )
+    return {}, sentence, notes
+
+
+def package_bundle(
+    name: str,
+    dist_dir: str | os.PathLike,
+    bundles_dir: str | os.PathLike = BUNDLES_DIR,
+    weights_url: str | Mapping[str, str] | None = None,
+    large_file_threshold_mb: float = LARGE_FILE_THRESHOLD_MB,
+) -> PackageResult:
+    """Check one bundle and write ``<dist_dir>/<name>_v<version>.zip``.
+
+    Args:
+        name: bundle folder name under ``bundles_dir``.
+        dist_dir: output folder.
+        bundles_dir: folder holding the bundles.
+        weights_url: URL (template with ``{name}``/``{version}``, or ``{name: url}``) where ``models/model.pt``
+            will be downloadable; only used when the file is larger than ``large_file_threshold_mb``.
+        large_file_threshold_mb: size above which weights go to ``large_files.yml`` (the zoo's 1 MB limit).
+
+    Raises:
+        ValueError: version not in changelog, badly formatted JSON, missing ``scripts/__init__.py``, bad URL.
+    """
+    bundle_dir = Path(bundles_dir) / name
+    version = check_version(read_metadata(bundle_dir), name)
+    check_json_format(bundle_dir)
+    files = collect_files(bundle_dir)
+    if any(arc.startswith("scripts/") for arc in files) and "scripts/__init__.py" not in files:
+        raise ValueError(f"{name}: scripts/ has no __init__.py; configs cannot import it as a package.")
+    extra, weights, notes = _plan_weights(name, version, files, weights_url, large_file_threshold_mb)
+    entries: dict[str, bytes | os.PathLike] = {f"{name}/{arc}": src for arc, src in files.items()}
+    entries.update({f"{name}/{arc}": data for arc, data in extra.items()})
+    zip_path = Path(dist_dir) / f"{name}_v{version}.zip"
+    checksum = write_deterministic_zip(zip_path, entries)
+    return PackageResult(name, version, zip_path, checksum, weights, tuple(notes))
+
+
+def update_model_info(
+    dist_dir: str | os.PathLike, results: Iterable[PackageResult], base_url: str | None = None
+) -> Path:
+    """Add the packaged versions to ``<dist_dir>/model_info.json`` (existing entries of other versions are kept).
+
+    Args:
+        dist_dir: folder holding the zips and ``model_info.json``.
+        results: what :func:`package_bundle` returned.
+        base_url: URL of the folder the zips will be served from; None gives each zip's local ``file://`` URI.
+
+    Returns:
+        the path of ``model_info.json``.
+    """
+    info_path = Path(dist_dir) / "model_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    for result in results:
+        if base_url:
+            source = f"{base_url.rstrip('/')}/{result.zip_path.name}"
+        else:
+            source = result.zip_path.resolve().as_uri()
+        info[result.key] = {"checksum": result.checksum, "source": source}
+    info_path.write_text(json.dumps(dict(sorted(info.items())), indent=4) + "\n", encoding="utf-8")
+    return info_path
+
+
+def package(
+    bundles: str | Sequence[str] | None = None,
+    dist_dir: str = str(REPO_ROOT / "dist"),
+    base_url: str | None = None,
+    weights_url: str | Mapping[str, str] | None = None,
+    large_file_threshold_mb: float = LARGE_FILE_THRESHOLD_MB,
+    bundles_dir: str = str(BUNDLES_DIR),
+    quiet: bool = False,
+) -> list[PackageResult]:
+    """Package the bundles (all, or the ones named) into ``dist_dir`` and update its ``model_info.json``.
+
+    Args:
+        bundles: bundle names (comma-separated string or list); None packages every bundle.
+        dist_dir: output folder (default ``<repo>/dist``).
+        base_url: URL the zips will be published under, for ``model_info.json``'s ``source``.
+        weights_url: where ``models/model.pt`` will be downloadable: a template with ``{name}`` and ``{version}``,
+            or ``{bundle name: url}``. Without it the weights are packaged in the zip.
+        large_file_threshold_mb: weights larger than this go to ``large_files.yml`` when a URL is known.
+        bundles_dir: folder holding the bundles (default ``<repo>/bundles``).
+        quiet: do not print the summary.
+
+    Returns:
+        one :class:`PackageResult` per bundle. Nothing is written when any bundle fails its checks.
+    """
+    names = select_bundles(bundles, bundles_dir)
+    for name in names:  # check everything first, so that a bad bundle leaves no partial dist/
+        bundle_dir = Path(bundles_dir) / name
+        check_version(read_metadata(bundle_dir), name)
+        check_json_format(bundle_dir)
+    results = [
+        package_bundle(name, dist_dir, bundles_dir, weights_url, large_file_threshold_mb) for name in names
+    ]
+    info_path = update_model_info(dist_dir, results, base_url)
+    if not quiet:
+        for r in results:
+            print(f"{r.zip_path}  sha1 {r.checksum}\n    weights: {r.weights}")
+            for note in r.notes:
+                print(f"    NOTE: {note}")
+        print(f"{info_path} updated" + ("" if base_url else " (no --base_url: sources are local file:// URIs)"))
+    return results
+
+
+@functools.wraps(package)
+def main(*args, **kwargs) -> None:
+    """Command line entry: :func:`package`, with a one-line error and exit status 1 when a bundle fails a check."""
+    try:
+        package(*args, **kwargs)
+    except ValueError as e:
+        print(f"package_bundles: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    fire.Fire(main, name="package_bundles")
