@@ -352,8 +352,8 @@ def msd_cases(dataset_dir: str, section: str = "training") -> list[dict]:
         entries = json.load(f).get(section)
     if section == "test" and not entries:
         folder = os.path.join(root, "imagesTs")
-        entries = sorted(f for f in os.listdir(folder) if f.endswith((".nii", ".nii.gz"))) if os.path.isdir(folder) else []
-        entries = [os.path.join("imagesTs", f) for f in entries]
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        entries = [os.path.join("imagesTs", f) for f in names if f.endswith((".nii", ".nii.gz"))]
     if not entries:
         raise FileNotFoundError(f"{json_file} lists no {section!r} cases.")
     cases = []

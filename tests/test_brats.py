@@ -1,0 +1,371 @@
+"""The `unetr_brats_seg` bundle and `shared/brats.py`: label conventions of both public layouts (pinned), datalists,
+and every config (pretrain -> train -> evaluate -> inference) run in-process on synthetic data of both layouts
+with tiny networks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import MetaTensor
+from monai.transforms import LoadImage, ResampleToMatch
+
+from shared.brats import (
+    ConvertBratsLabelsToRegionsd,
+    ConvertBratsRegionsToLabelsd,
+    brats_datalist,
+    brats_inference_datalist,
+    case_name_formatter,
+    labels_to_regions,
+    regions_to_labels,
+    split_cases,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "unetr_brats_seg"
+CONFIGS = BUNDLE / "configs"
+sys.path.insert(0, str(REPO / "tools"))
+import synthetic_data  # noqa: E402
+
+LAYOUTS = ("brats2021", "msd")
+LABEL_VALUES = {"brats2021": {0, 1, 2, 4}, "msd": {0, 1, 2, 3}}
+SHAPE = (48, 48, 32)  # the three sub-regions are present from about this size
+
+# UNETR always has 12 transformer layers: a narrow 12-layer ViT and 32^3 crops
+ENCODER = {"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4}
+MAE_NET = {**ENCODER, "network_def#num_layers": 12, "network_def#decoder_hidden_size": 24,
+           "network_def#decoder_num_layers": 1, "network_def#decoder_num_heads": 2}
+SEG_NET = {**ENCODER, "network_def#feature_size": 8}
+COMMON = {"roi_size": [32, 32, 32], "num_workers": 0}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# label conventions, pinned
+# ---------------------------------------------------------------------------------------------------------------
+
+# one voxel per label value, in this order: background, then the layout's labels
+PINNED = {
+    # BraTS 2021: 1 necrotic core, 2 oedema, 4 enhancing. TC = 1|4, WT = 1|2|4, ET = 4
+    "brats2021": ([0, 1, 2, 4], {"TC": [0, 1, 0, 1], "WT": [0, 1, 1, 1], "ET": [0, 0, 0, 1]}),
+    # MSD Task01 dataset.json: 1 edema, 2 non-enhancing tumour, 3 enhancing. TC = 2|3, WT = 1|2|3, ET = 3
+    "msd": ([0, 1, 2, 3], {"TC": [0, 0, 1, 1], "WT": [0, 1, 1, 1], "ET": [0, 0, 0, 1]}),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_label_to_region_mapping_is_pinned(layout):
+    values, expected = PINNED[layout]
+    label = torch.tensor(values, dtype=torch.float32).reshape(1, 4, 1, 1)
+    regions = labels_to_regions(label, layout)
+    assert regions.shape == (3, 4, 1, 1) and regions.dtype == torch.uint8
+    for channel, name in enumerate(("TC", "WT", "ET")):
+        assert regions[channel].flatten().tolist() == expected[name], name
+    numpy_regions = labels_to_regions(np.array(values).reshape(1, 4, 1, 1), layout)
+    assert np.array_equal(numpy_regions, regions.numpy())
+
+
+def test_msd_label_2_is_not_enhancing():
+    """The copied tutorial transform takes MSD label 2 as ET; per dataset.json 2 is non-enhancing tumour (core)."""
+    regions = labels_to_regions(torch.tensor([[2.0]]).reshape(1, 1, 1, 1), "msd").flatten().tolist()
+    assert regions == [1, 1, 0]  # TC yes, WT yes, ET no
+    regions = labels_to_regions(torch.tensor([[3.0]]).reshape(1, 1, 1, 1), "msd").flatten().tolist()
+    assert regions == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "declared, values, unexpected", [("msd", [0, 1, 2, 4], "{4}"), ("brats2021", [0, 1, 2, 3], "{3}")]
+)
+def test_labels_of_the_other_layout_raise_naming_file_and_values(declared, values, unexpected):
+    label = MetaTensor(torch.tensor(values, dtype=torch.float32).reshape(1, 4, 1, 1),
+                       meta={"filename_or_obj": "/data/case_007_seg.nii.gz"})
+    with pytest.raises(ValueError, match="case_007_seg.nii.gz") as error:
+        ConvertBratsLabelsToRegionsd("label", declared)({"label": label})
+    assert unexpected in str(error.value) and declared in str(error.value)
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="brats2021"):
+        ConvertBratsLabelsToRegionsd("label", "brats2023")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_regions_back_to_labels_restore_the_layout_values(layout):
+    values, _ = PINNED[layout]
+    rng = np.random.default_rng(0)
+    label = torch.from_numpy(rng.choice(values, size=(1, 6, 5, 4)).astype(np.float32))
+    restored = ConvertBratsRegionsToLabelsd("pred", layout)({"pred": labels_to_regions(label, layout)})["pred"]
+    assert restored.shape == (1, 6, 5, 4) and restored.dtype == torch.uint8
+    assert torch.equal(restored, label.to(torch.uint8))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_regions_to_labels_paints_enhancing_over_core_over_oedema(layout):
+    enhancing, core, oedema = {"brats2021": (4, 1, 2), "msd": (3, 2, 1)}[layout]
+    # voxels: none, WT only, TC+WT, ET+TC+WT, ET alone (not nested), TC alone (not nested)
+    regions = torch.tensor([[0, 0, 1, 1, 0, 1], [0, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0]], dtype=torch.float32)
+    labels = regions_to_labels(regions.reshape(3, 6, 1, 1), layout).flatten().tolist()
+    assert labels == [0, oedema, core, enhancing, enhancing, core]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# datalists
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def data(request, tmp_path_factory) -> tuple[str, Path]:
+    """Synthetic data in one of the two layouts: 2 labelled cases (1 training, 1 validation), MSD with 1 test case."""
+    layout = request.param
+    out = tmp_path_factory.mktemp(layout)
+    extra = {"num_test": 1} if layout == "msd" else {}
+    synthetic_data.make_brats(str(out), layout=layout, num_cases=2, shape=SHAPE, seed=0, **extra)
+    return layout, out
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    cases = [{"image": f"c{i}"} for i in range(10)]
+    train, val = split_cases(cases, 0.2, seed=7)
+    assert (train, val) == split_cases(cases, 0.2, seed=7)
+    assert len(val) == 2 and len(train) == 8
+    assert sorted(c["image"] for c in train + val) == sorted(c["image"] for c in cases)
+    assert split_cases(cases, 0.2, seed=8)[1] != val
+    assert len(split_cases(cases[:2], 0.01, seed=0)[1]) == 1  # at least one validation case
+    assert split_cases(cases, 0.0, seed=0) == (cases, [])
+
+
+def test_datalist_of_each_layout_is_split_cached_and_rebuilt(data, tmp_path):
+    layout, root = data
+    cache = tmp_path / "datalist.json"
+    datalist = brats_datalist(str(root), layout, str(cache), val_fraction=0.3, seed=1)
+    assert len(datalist["training"]) == 1 and len(datalist["validation"]) == 1
+    case = datalist["training"][0]
+    if layout == "brats2021":  # four files per case, in channel order FLAIR, T1, T1ce, T2
+        name = Path(case["label"]).parent.name
+        assert [Path(p).name for p in case["image"]] == [f"{name}_{s}.nii.gz" for s in ("flair", "t1", "t1ce", "t2")]
+        assert Path(case["label"]).name == f"{name}_seg.nii.gz"
+    else:  # one 4-D file; label from dataset.json
+        assert Path(case["image"]).parent.name == "imagesTr" and Path(case["label"]).parent.name == "labelsTr"
+    # cached in the decathlon format, relative to dataset_dir; same call -> same content
+    saved = json.loads(cache.read_text())
+    assert saved["split"]["dataset_layout"] == layout and saved["split"]["seed"] == 1
+    assert brats_datalist(str(root), layout, str(cache), val_fraction=0.3, seed=1) == datalist
+    from monai.data import load_decathlon_datalist
+    assert load_decathlon_datalist(str(cache), True, "validation", base_dir=str(root)) == datalist["validation"]
+    # another seed rewrites the cache; a hand-made file (no "split" record) is used as it is
+    others = [brats_datalist(str(root), layout, str(cache), val_fraction=0.3, seed=s)["validation"] for s in range(6)]
+    assert json.loads(cache.read_text())["split"]["seed"] == 5
+    assert any(v != datalist["validation"] for v in others)
+    hand_made = {"training": saved["training"][:1], "validation": saved["validation"]}
+    cache.write_text(json.dumps(hand_made))
+    used = brats_datalist(str(root), layout, str(cache), val_fraction=0.5, seed=3)
+    assert used["training"] == datalist["training"][:1] and used["validation"] == datalist["validation"]
+
+
+def test_folder_of_the_other_layout_gets_a_hint(data):
+    layout, root = data
+    other = "msd" if layout == "brats2021" else "brats2021"
+    with pytest.raises(FileNotFoundError, match=f"dataset_layout '{layout}'"):
+        brats_datalist(str(root), other)
+
+
+def test_inference_datalist_and_output_names(data):
+    layout, root = data
+    cases = brats_inference_datalist(str(root), layout)
+    if layout == "brats2021":
+        assert len(cases) == 2 and all(len(c["image"]) == 4 and "label" not in c for c in cases)
+        assert case_name_formatter({"filename_or_obj": cases[0]["image"][0]}, None)["subject"] == "BraTS2021_00000"
+    else:
+        assert [Path(c["image"]).name for c in cases] == ["BRATS_003.nii.gz"]
+        assert case_name_formatter({"filename_or_obj": cases[0]["image"]}, None)["subject"] == "BRATS_003"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the bundle's configs, in-process
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bundle_on_path():
+    """`scripts` (-> shared/) importable while configs are parsed, as `ConfigWorkflow.run()` arranges."""
+    sys.path.insert(0, str(BUNDLE))
+    yield
+    sys.path.remove(str(BUNDLE))
+
+
+def workflow(configs: list[str], bundle_root: Path, workflow_type: str | None = None, **override) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=[str(CONFIGS / c) for c in configs], meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False, workflow_type=workflow_type, bundle_root=str(bundle_root), **override,
+    )
+    wf.initialize()
+    return wf
+
+
+def run(wf: ConfigWorkflow) -> None:
+    wf.run()
+    wf.finalize()
+
+
+def _cause(error: BaseException) -> str:
+    """Messages of an exception and the exceptions it was raised from (MONAI wraps transform errors)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
+
+
+@pytest.fixture(scope="module")
+def pretrained(data, tmp_path_factory) -> Path:
+    layout, root = data
+    bundle_root = tmp_path_factory.mktemp(f"bundle_{layout}")
+    wf = workflow(["pretrain.json"], bundle_root, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
+                  batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
+    wf.check_properties()
+    run(wf)
+    return bundle_root
+
+
+@pytest.fixture(scope="module")
+def trained(data, pretrained) -> dict:
+    """Fine-tune from the MAE; record the UNETR encoder right after the MAE weights were loaded, before training."""
+    layout, root = data
+    wf = workflow(["train.json"], pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
+                  val_interval=1, batch_size=1, num_samples=1, warmup_epochs=1, **COMMON, **SEG_NET)
+    wf.check_properties()
+    parser = wf.parser
+    parser.get_parsed_content("train#trainer")  # builds the trainer: MAEEncoderLoader loads when attached
+    loaded = {k: v.clone() for k, v in parser.get_parsed_content("network").vit.state_dict().items()}
+    run(wf)
+    return {"layout": layout, "root": root, "bundle_root": pretrained, "loaded": loaded,
+            "pretrained_encoder": parser.get_parsed_content("pretrained_encoder")}
+
+
+def test_pretraining_writes_mae_weights_checkpoint_pictures_and_datalist(pretrained):
+    assert (pretrained / "models" / "mae.pt").is_file() and (pretrained / "models" / "mae_checkpoint.pt").is_file()
+    assert list((pretrained / "runs" / "pretrain").glob("reconstruction_epoch0001.png"))
+    datalist = json.loads((pretrained / "runs" / "datalist.json").read_text())
+    assert len(datalist["training"]) == 1 and len(datalist["validation"]) == 1
+    state = torch.load(pretrained / "models" / "mae.pt", weights_only=True)
+    assert state["encoder.patch_embedding.patch_embeddings.weight"].shape[1] == 4  # every channel is an input
+    assert state["decoder_pred.weight"].shape[0] == 4 * 16**3  # ... and is reconstructed
+
+
+def test_encoder_from_pretraining_loads_into_unetr_with_every_tensor_equal(trained):
+    mae_file = trained["bundle_root"] / "models" / "mae.pt"
+    assert trained["pretrained_encoder"] == str(mae_file)  # the default picks up the pre-training output
+    encoder = {k[len("encoder."):]: v for k, v in torch.load(mae_file, weights_only=True).items()
+               if k.startswith("encoder.")}
+    loaded = trained["loaded"]
+    assert sorted(loaded) == sorted(encoder)
+    for key, value in encoder.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_training_writes_best_model_and_checkpoint(trained):
+    models = trained["bundle_root"] / "models"
+    assert (models / "model.pt").is_file() and (models / "checkpoint.pt").is_file()
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert state["out.conv.conv.weight"].shape[:2] == (3, 8)  # TC, WT, ET from feature_size 8
+
+
+def test_without_mae_weights_training_starts_from_scratch(data, tmp_path):
+    layout, root = data
+    wf = workflow(["train.json"], tmp_path, dataset_dir=str(root), dataset_layout=layout, **COMMON, **SEG_NET)
+    assert wf.parser.get_parsed_content("pretrained_encoder") == ""
+    handlers = wf.parser.get_parsed_content("train#handlers")
+    assert not any(type(h).__name__ == "MAEEncoderLoader" for h in handlers)  # disabled, so dropped
+
+
+def test_evaluate_writes_region_dice_and_hd95(trained, tmp_path):
+    wf = workflow(["train.json", "evaluate.json"], trained["bundle_root"], "train",
+                  dataset_dir=str(trained["root"]), dataset_layout=trained["layout"], eval_output_dir=str(tmp_path),
+                  **COMMON, **SEG_NET)
+    run(wf)
+    summary = json.loads((tmp_path / "metrics_summary.json").read_text())
+    assert summary["num_cases"] == 1
+    for metric in ("dice", "hd95"):
+        assert set(summary[metric]) == {"TC", "WT", "ET", "mean"}
+    assert all(0.0 <= v <= 1.0 for v in summary["dice"].values() if v is not None)
+    with open(tmp_path / "metrics_per_case.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["case", "metric", "TC", "WT", "ET"]
+    assert [r[1] for r in rows[1:]] == ["dice", "hd95"]
+
+
+def test_inference_writes_label_maps_in_the_input_geometry(trained, tmp_path):
+    """BraTS 2021 input: four 3-D files per case (a folder of one case folder, as `ValidationData`); MSD input: one
+    4-D file (the `imagesTs` case of dataset.json)."""
+    layout, root = trained["layout"], trained["root"]
+    if layout == "brats2021":
+        (tmp_path / "cases").mkdir()
+        (tmp_path / "cases" / "BraTS2021_00001").symlink_to(root / "BraTS2021_00001", target_is_directory=True)
+        root = tmp_path / "cases"
+    out = tmp_path / "out"
+    wf = workflow(["inference.json"], trained["bundle_root"], "infer", dataset_dir=str(root), dataset_layout=layout,
+                  output_dir=str(out), **COMMON, **SEG_NET)
+    wf.check_properties()
+    run(wf)
+    cases = brats_inference_datalist(str(root), layout)
+    assert len(cases) == 1 and len(list(out.glob("*_seg.nii.gz"))) == 1
+    for case in cases:
+        first = case["image"][0] if layout == "brats2021" else case["image"]  # four 3-D files, or one 4-D file
+        name = case_name_formatter({"filename_or_obj": first}, None)["subject"]
+        source, written = nib.load(first), nib.load(out / f"{name}_seg.nii.gz")
+        assert written.shape == source.shape[:3]
+        assert np.allclose(written.affine, source.affine)
+        assert set(np.unique(np.asanyarray(written.dataobj)).tolist()) <= LABEL_VALUES[layout]
+
+
+def test_inference_postprocessing_turns_true_regions_into_the_dataset_label(data, tmp_path):
+    """Feed the ground-truth regions (as logits in the network's space) through inference.json's postprocessing:
+    the file written must be the data set's own label file, values and geometry."""
+    layout, root = data
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(tmp_path), "dataset_layout": layout, "output_dir": str(tmp_path)})
+    preprocessing = parser.get_parsed_content("preprocessing")
+    postprocessing = parser.get_parsed_content("postprocessing")
+    case = brats_datalist(str(root), layout)["training"][0]
+    d = preprocessing({"image": case["image"]})
+    label = LoadImage(image_only=True, ensure_channel_first=True)(case["label"])
+    label = ResampleToMatch(mode="nearest")(label, d["image"])  # the reference label in the network's space
+    d["pred"] = (labels_to_regions(label, layout).float() * 2 - 1) * 10
+    postprocessing(d)
+    name = case_name_formatter({"filename_or_obj": case["image"][0] if layout == "brats2021" else case["image"]}, None)
+    written, reference = nib.load(tmp_path / f"{name['subject']}_seg.nii.gz"), nib.load(case["label"])
+    assert np.allclose(written.affine, reference.affine)
+    assert np.array_equal(np.asanyarray(written.dataobj), np.asanyarray(reference.dataobj))
+    assert set(np.unique(np.asanyarray(written.dataobj)).tolist()) == LABEL_VALUES[layout]
+
+
+def test_training_pipeline_refuses_labels_of_the_other_layout(data, tmp_path):
+    layout, root = data
+    other = "msd" if layout == "brats2021" else "brats2021"
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(tmp_path), "dataset_layout": other})
+    case = brats_datalist(str(root), layout)["training"][0]
+    with pytest.raises(Exception) as error:
+        parser.get_parsed_content("validate#preprocessing")(case)
+    message = _cause(error.value)
+    assert Path(case["label"]).name in message and ("{4}" if layout == "brats2021" else "{3}") in message
+
+
+def test_pretraining_resumes_from_its_checkpoint(data, pretrained):
+    """Runs last: it changes the pre-training output the other tests read."""
+    layout, root = data
+    wf = workflow(["pretrain.json"], pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=2,
+                  batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
+    assert wf.parser.get_parsed_content("resume_loader") is not None
+    run(wf)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 2  # one epoch restored, one run
+    assert torch.load(pretrained / "models" / "mae_checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 2
