@@ -221,7 +221,7 @@ class MaskedAutoencoderViT(nn.Module):
         noise = torch.rand(batch_size, self.num_patches, device=device)
         hidden = torch.argsort(noise, dim=1)[:, : self.num_masked]
         mask = torch.zeros(batch_size, self.num_patches, dtype=torch.bool, device=device)
-        return mask.scatter_(1, hidden, True)
+        return mask.scatter(1, hidden, torch.ones_like(hidden, dtype=torch.bool))  # a tensor source keeps it traceable
 
     def forward_encoder(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Embed every patch, keep the visible ones and encode them.

@@ -40,6 +40,7 @@ import functools
 import json
 import operator
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ import time
 import traceback
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,9 @@ def _check_scripts_link(name: str, bundle_dir: Path, shared_dir: Path) -> CheckR
     return CheckResult(name, "scripts_link", PASS, f"scripts -> {os.readlink(scripts)}")
 
 
-def package_and_extract(name: str, bundles_dir: str | os.PathLike, work_dir: str | os.PathLike) -> tuple[Path, CheckResult]:
+def package_and_extract(
+    name: str, bundles_dir: str | os.PathLike, work_dir: str | os.PathLike
+) -> tuple[Path, CheckResult]:
     """Package a bundle into ``<work_dir>/dist`` and extract the zip into ``<work_dir>/bundles`` as a download would.
 
     Returns:
@@ -166,6 +169,8 @@ def package_and_extract(name: str, bundles_dir: str | os.PathLike, work_dir: str
         ValueError: from the packaging checks.
     """
     work_dir = Path(work_dir)
+    for stale in (work_dir / "dist", work_dir / "bundles" / name):  # left by an earlier run in the same work_dir
+        shutil.rmtree(stale, ignore_errors=True)
     result = package_bundles.package_bundle(name, work_dir / "dist", bundles_dir)
     with zipfile.ZipFile(result.zip_path) as zf:
         top = {n.split("/", 1)[0] for n in zf.namelist()}
@@ -341,48 +346,51 @@ def _worker_weights(root: Path, overrides: Mapping[str, Any], download_large_fil
     return {"status": TEMP, "detail": f"{note}: TEMPORARY random-initialised models/model.pt in the temporary copy"}
 
 
-def _worker_export(root: Path, overrides: Mapping[str, Any], input_shape: list[int], excluded: str | None) -> list[dict]:
-    """``ckpt_export`` by scripting, else by tracing; then ``torch.jit.load`` of the export and a forward pass."""
-    import torch
+def _worker_export(root: Path, overrides: Mapping[str, Any], input_shape: list[int], excluded: str | None) -> dict:
+    """``ckpt_export`` to ``models/verify_model.ts`` by scripting, else by tracing with ``input_shape``."""
     from monai.bundle import ckpt_export
 
-    parser = _parser(root, overrides)
-    ts_path = root / EXPORT_PATH
+    weights = root / "models" / "model.pt"
     common = {
         "net_id": NET_ID,
-        "filepath": str(ts_path),
-        "ckpt_file": str(root / "models" / "model.pt"),
+        "filepath": str(root / EXPORT_PATH),
+        "ckpt_file": str(weights),
         "meta_file": str(root / METADATA),
         "config_file": str(root / INFERENCE_CONFIG),
-        "key_in_ckpt": _weights_in_ckpt_key(root / "models" / "model.pt"),
+        "key_in_ckpt": _weights_in_ckpt_key(weights),
         "bundle_root": str(root),
         **overrides,
     }
-    errors = []
+    errors: dict[str, str] = {}
     for mode, extra in (("script", {"use_trace": False}), ("trace", {"use_trace": True, "input_shape": input_shape})):
         try:
             ckpt_export(**common, **extra)
             break
         except Exception as e:  # any export error is a result, not a crash
-            errors.append(f"{mode}: {_short_error(e, 400)}")
+            errors[mode] = _short_error(e, 400)
     else:
-        detail = "neither scripting nor tracing works: " + " | ".join(errors)
+        detail = "neither scripting nor tracing works: " + " | ".join(f"{k}: {v}" for k, v in errors.items())
         if excluded:
-            return [{"check": "torchscript", "status": EXCLUDED, "detail": f"documented exclusion ({excluded}); {detail}"}]
-        return [{"check": "torchscript", "status": FAIL, "detail": detail + " (fix it, or document an exclusion)"}]
-    detail = f"ckpt_export by {mode}" + (f" (script failed: {errors[0][8:]})" if errors else "")
+            return {"status": EXCLUDED, "detail": f"documented exclusion ({excluded}); {detail}"}
+        return {"status": FAIL, "detail": f"{detail} (fix it, or document an exclusion)"}
+    detail = f"ckpt_export by {mode}" + (f" (script failed: {errors['script']})" if errors else "")
     if excluded:
         detail += f"; listed in EXCLUDE_VERIFY_TORCHSCRIPT ({excluded}) but it exports: remove it from the list"
-    rows = [{"check": "torchscript", "status": PASS, "detail": detail}]
-    model = torch.jit.load(str(ts_path), map_location="cpu").eval()
+    return {"status": PASS, "detail": detail}
+
+
+def _worker_jit_load(root: Path, overrides: Mapping[str, Any], input_shape: list[int]) -> dict:
+    """``torch.jit.load`` of the export and a forward pass whose output has the metadata's channel count."""
+    import torch
+
+    model = torch.jit.load(str(root / EXPORT_PATH), map_location="cpu").eval()
     with torch.no_grad():
         out = model(torch.rand(*input_shape))
-    channels = parser["_meta_#network_data_format#outputs#pred#num_channels"]
-    if out.shape[1] != channels:
-        rows.append({"check": "jit_load", "status": FAIL, "detail": f"output {tuple(out.shape)}, {channels} channels expected"})
-    else:
-        rows.append({"check": "jit_load", "status": PASS, "detail": f"torch.jit.load + forward {input_shape} -> {list(out.shape)}"})
-    return rows
+    channels = _parser(root, overrides)["_meta_#network_data_format#outputs#pred#num_channels"]
+    if not isinstance(out, torch.Tensor) or out.shape[1] != channels:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return {"status": FAIL, "detail": f"TorchScript output {shape}, expected a tensor with {channels} channels"}
+    return {"status": PASS, "detail": f"torch.jit.load + forward {input_shape} -> {list(out.shape)}"}
 
 
 def _worker_checks(
@@ -400,7 +408,7 @@ def _worker_checks(
     root = Path(bundle_root)
     rows: list[dict] = []
 
-    def step(check_name: str, function: Callable[[], dict | list[dict]]) -> bool:
+    def step(check_name: str, function: Callable[[], dict]) -> bool:
         start = time.perf_counter()
         try:
             out = function()
@@ -408,10 +416,8 @@ def _worker_checks(
             rows.append({"check": check_name, "status": FAIL, "detail": _short_error(e, 300)})
             traceback.print_exc()
             return False
-        new_rows = out if isinstance(out, list) else [dict(out, check=check_name)]
-        for row in new_rows:
-            rows.append(dict(row, detail=f"{row['detail']} [{time.perf_counter() - start:.1f}s]"))
-        return all(r["status"] != FAIL for r in new_rows)
+        rows.append(dict(out, check=check_name, detail=f"{out['detail']} [{time.perf_counter() - start:.1f}s]"))
+        return out["status"] != FAIL
 
     def metadata() -> dict:
         url = json.loads((root / METADATA).read_text())["schema"]
@@ -421,10 +427,16 @@ def _worker_checks(
         return {"status": PASS, "detail": f"valid against {Path(schema).name}"}
 
     def net_in_out() -> dict:
-        verify_net_in_out(net_id=NET_ID, meta_file=str(root / METADATA), config_file=str(root / INFERENCE_CONFIG),
-                          device=device or ("cuda:0" if torch.cuda.is_available() else "cpu"), bundle_root=str(root),
-                          **overrides)
-        return {"status": PASS, "detail": f"input {fake_input_shape(_parser(root, overrides))}: channels and dtype match"}
+        verify_net_in_out(
+            net_id=NET_ID,
+            meta_file=str(root / METADATA),
+            config_file=str(root / INFERENCE_CONFIG),
+            device=device or ("cuda:0" if torch.cuda.is_available() else "cpu"),
+            bundle_root=str(root),
+            **overrides,
+        )
+        shape = fake_input_shape(_parser(root, overrides))
+        return {"status": PASS, "detail": f"input {shape}: output channels and dtype match the metadata"}
 
     def shipped_ts() -> dict:
         torch.jit.load(str(root / "models" / "model.ts"), map_location="cpu")
@@ -436,6 +448,8 @@ def _worker_checks(
     if weights_ok:
         input_shape = fake_input_shape(_parser(root, overrides))
         step("torchscript", lambda: _worker_export(root, overrides, input_shape, torchscript_exclusion))
+        if (root / EXPORT_PATH).is_file():
+            step("jit_load", lambda: _worker_jit_load(root, overrides, input_shape))
     else:
         rows.append({"check": "torchscript", "status": SKIP, "detail": "no usable models/model.pt"})
     if (root / "models" / "model.ts").is_file():

@@ -176,8 +176,7 @@ def check_version(metadata: Mapping, name: str = "") -> str:
 
 def _pretty_json(text: str) -> str:
     """``text`` as the zoo's ``pretty-format-json --autofix --no-sort-keys --indent=4`` hook writes it."""
-    data = json.loads(text, object_pairs_hook=lambda pairs: dict(pairs))
-    return json.dumps(data, indent=4, ensure_ascii=True) + "\n"
+    return json.dumps(json.loads(text), indent=4, ensure_ascii=True) + "\n"
 
 
 def json_format_errors(files: Iterable[str | os.PathLike]) -> list[str]:
@@ -405,6 +404,10 @@ def update_model_info(
     info_path = Path(dist_dir) / "model_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     for result in results:
+        previous = info.get(result.key, {}).get("checksum")
+        if previous not in (None, result.checksum):
+            print(f"NOTE: {result.key} was in {info_path} with another checksum: the content changed, bump the "
+                  "version (and changelog) before publishing", file=sys.stderr)
         if base_url:
             source = f"{base_url.rstrip('/')}/{result.zip_path.name}"
         else:

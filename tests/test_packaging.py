@@ -1,0 +1,423 @@
+"""Packaging, download round trip and offline model-zoo checks of every bundle in ``bundles/``.
+
+1. ``tools/package_bundles.py`` writes a deterministic zip with one top-level ``<name>/`` folder, the shared module
+   copied in as ``scripts/`` (real files), no cache/test/run-output files, and a matching ``model_info.json``.
+2. For every bundle: tiny weights are made, the bundle is packaged with them behind a ``large_files.yml``, served by
+   ``python -m http.server`` on 127.0.0.1, downloaded with ``python -m monai.bundle download``, its large files
+   fetched with ``download_large_files``, and its ``inference.json`` run from the downloaded folder, from a working
+   directory outside the repository and with the repository not importable, on small synthetic data.
+3. ``tools/check_bundles.py`` (the offline model-zoo checks) passes for every bundle.
+
+Each bundle needs an entry in ``CASES``: small-network overrides, a synthetic-data maker and the outputs its
+inference must write. A bundle without an entry fails these tests, so a new bundle cannot go untested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from monai.bundle import ConfigWorkflow, download_large_files
+
+from tools import check_bundles, package_bundles, synthetic_data
+
+REPO = package_bundles.REPO_ROOT
+BUNDLES = package_bundles.discover_bundles()
+
+
+def _btcv_inputs(out_dir: Path) -> Path:
+    """Two labelled training CT volumes and one test volume in the BTCV layout, small."""
+    return Path(synthetic_data.make_btcv(str(out_dir), num_train=2, num_val=0, num_test=1, shape=(32, 32, 24)))
+
+
+def _brats_msd_inputs(out_dir: Path) -> Path:
+    """One labelled and one test brain MRI (4 channels) in the MSD Task01 layout, small."""
+    return Path(synthetic_data.make_brats(str(out_dir), layout="msd", num_cases=1, num_test=1, shape=(32, 32, 32)))
+
+
+def _cxr14_inputs(out_dir: Path) -> Path:
+    """Two small chest X-rays (PNG) in the NIH ChestX-ray14 layout."""
+    return Path(synthetic_data.make_cxr14(str(out_dir), num_images=2, size=64))
+
+
+@dataclass(frozen=True)
+class BundleCase:
+    """How to exercise one bundle on a CPU in seconds.
+
+    Attributes:
+        network: config overrides making the network tiny, applied everywhere (inference, checks, training); keys
+            starting with ``_meta_#`` adapt the metadata (e.g. the input ``spatial_shape``) and are used by the
+            checks only.
+        make_data: writes synthetic inputs into the given folder and returns the ``dataset_dir``.
+        outputs: globs, relative to the bundle root, that inference must produce (each at least one file).
+        inference: extra overrides for the inference run.
+        train: overrides to train tiny weights with ``configs/train.json``; None uses random weights instead.
+    """
+
+    network: dict[str, Any]
+    make_data: Callable[[Path], Path]
+    outputs: tuple[str, ...]
+    inference: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] | None = None
+
+
+_ROI32 = {"roi_size": [32, 32, 32], "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32, 32]}
+_VIT_TINY = {"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4}
+
+CASES: dict[str, BundleCase] = {
+    "mae_pretrain_ct": BundleCase(
+        network={
+            **_ROI32,
+            **_VIT_TINY,
+            "network_def#num_layers": 2,
+            "network_def#decoder_hidden_size": 24,
+            "network_def#decoder_num_layers": 1,
+            "network_def#decoder_num_heads": 2,
+        },
+        make_data=_btcv_inputs,
+        outputs=("eval/*_original.nii.gz", "eval/*_masked.nii.gz", "eval/*_reconstruction.nii.gz"),
+        inference={"dataloader#num_workers": 0},
+        train={"epochs": 1, "batch_size": 2, "num_samples": 2, "num_workers": 0, "snapshot_interval": 1,
+               "warmup_epochs": 1},
+    ),
+    "unetr_btcv_seg": BundleCase(
+        network={**_ROI32, **_VIT_TINY, "network_def#feature_size": 8},
+        make_data=_btcv_inputs,
+        outputs=("eval/*_seg.nii.gz",),
+        inference={"dataloader#num_workers": 0, "inferer#sw_batch_size": 1},
+    ),
+    "unetr_brats_seg": BundleCase(
+        network={**_ROI32, **_VIT_TINY, "network_def#feature_size": 8},
+        make_data=_brats_msd_inputs,
+        outputs=("eval/BRATS_*_seg.nii.gz",),
+        inference={"num_workers": 0, "inferer#sw_batch_size": 1, "dataset_layout": "msd"},
+    ),
+    "vit_cxr14_cls": BundleCase(
+        network={**_VIT_TINY, "network_def#num_layers": 2, "image_size": 40, "crop_size": 32,
+                 "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32]},
+        make_data=_cxr14_inputs,
+        outputs=("eval/inference/predictions.csv",),
+        inference={"num_workers": 0, "batch_size": 2},
+    ),
+}
+
+
+def _case(name: str) -> BundleCase:
+    """The bundle's test case; fails (not skips) for a bundle without one."""
+    if name not in CASES:
+        pytest.fail(f"bundle {name} has no test case: add a BundleCase for it to CASES in {Path(__file__).name}")
+    return CASES[name]
+
+
+def _run_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides a bundle run takes (the ``_meta_#`` ones only adapt the metadata for the checks)."""
+    return {k: v for k, v in overrides.items() if not k.startswith("_meta_#")}
+
+
+def _cli_args(overrides: dict[str, Any]) -> list[str]:
+    """``--key value`` pairs for ``python -m monai.bundle run``; values as JSON, which python-fire parses."""
+    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment of a user who downloaded a bundle: no PYTHONPATH, so the repository is not importable."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a command in the clean environment; fail the test with its output when it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+    return proc
+
+
+def _stage(name: str, root: Path) -> Path:
+    """A copy of the repository's layout (``shared/`` and ``bundles/<name>``, symlinks kept); returns ``bundles/``."""
+    shutil.copytree(REPO / "shared", root / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "bundles" / name, root / "bundles" / name, symlinks=True)
+    return root / "bundles"
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _http_server(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` with ``python -m http.server`` on 127.0.0.1; yields the base URL; always terminated."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", str(directory)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(base + "/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"http.server on port {port} did not start") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. packaging
+# ---------------------------------------------------------------------------------------------------------------
+
+
+# files a bundle folder collects in use (runs, evaluations, checkpoints, caches, tests) that must not be packaged
+LITTER = (
+    "runs/events.out.tfevents.1.host.0.0",
+    "runs/reconstruction_epoch0001.png",
+    "eval/case_seg.nii.gz",
+    "models/checkpoint.pt",
+    "models/verify_model.ts",
+    "models/.tmp_abc.pt",
+    "scripts/__pycache__/mae.cpython-311.pyc",
+    "scripts/stale.pyc",
+    "scripts/tests/test_mae.py",
+    "tests/test_something.py",
+    "configs/.DS_Store",
+)
+
+
+@pytest.fixture
+def staged_bundle(tmp_path: Path) -> tuple[str, Path]:
+    """The first bundle staged in a temporary repository layout, littered with files that must not be packaged."""
+    if not BUNDLES:
+        pytest.fail("no bundle found under bundles/")
+    name = BUNDLES[0]
+    bundles_dir = _stage(name, tmp_path / "repo")
+    bundle = bundles_dir / name
+    for rel in LITTER:
+        (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / rel).write_bytes(b"not for the zip")
+    (bundle / "models" / "model.pt").write_bytes(os.urandom(2048))
+    return name, bundles_dir
+
+
+def test_package_zip_layout_and_model_info(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    name, bundles_dir = staged_bundle
+    shared = bundles_dir.parent / "shared"
+    dist = tmp_path / "dist"
+    (result,) = package_bundles.package(name, str(dist), "https://host/bundles/", bundles_dir=str(bundles_dir),
+                                        quiet=True)
+    version = package_bundles.read_metadata(bundles_dir / name)["version"]
+    assert result.zip_path == dist / f"{name}_v{version}.zip"
+
+    with zipfile.ZipFile(result.zip_path) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        assert {n.split("/", 1)[0] for n in infos} == {name}
+        assert {f"{name}/configs/metadata.json", f"{name}/configs/inference.json", f"{name}/LICENSE"} <= set(infos)
+        assert f"{name}/models/model.pt" in infos  # small weights, no URL: packaged, not in large_files.yml
+        assert f"{name}/large_files.yml" not in infos
+        # scripts/ is a real copy of every module of shared/, byte for byte
+        scripts = {n[len(f"{name}/scripts/"):]: i for n, i in infos.items() if n.startswith(f"{name}/scripts/")}
+        assert {"__init__.py", "mae.py"} <= set(scripts)
+        assert set(scripts) == {p.name for p in shared.glob("*.py") if p.name != "stale.pyc"}
+        for rel, info in scripts.items():
+            assert stat.S_ISREG(info.external_attr >> 16), f"scripts/{rel} is not a regular file"
+            assert zf.read(info) == (shared / rel).read_bytes()
+        leaked = sorted({f"{name}/{rel}" for rel in LITTER} & set(infos))
+        assert not leaked, f"packaged files that must be excluded: {leaked}"
+        assert {i.date_time for i in infos.values()} == {package_bundles.ZIP_DATE_TIME}
+        assert list(infos) == sorted(infos)
+
+    info = json.loads((dist / "model_info.json").read_text())
+    assert info == {f"{name}_v{version}": {"checksum": _sha1(result.zip_path),
+                                           "source": f"https://host/bundles/{name}_v{version}.zip"}}
+
+
+def test_package_is_deterministic(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    name, bundles_dir = staged_bundle
+    first = package_bundles.package_bundle(name, tmp_path / "a", bundles_dir)
+    for path in (bundles_dir / name).rglob("*"):
+        os.utime(path, (1e9, 1e9), follow_symlinks=False)
+    second = package_bundles.package_bundle(name, tmp_path / "b", bundles_dir)
+    assert first.checksum == second.checksum == _sha1(second.zip_path)
+    assert first.zip_path.read_bytes() == second.zip_path.read_bytes()
+
+
+def test_package_large_weights_go_to_large_files_yml(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    name, bundles_dir = staged_bundle
+    weights = bundles_dir / name / "models" / "model.pt"
+    with pytest.raises(ValueError, match="placeholder|absolute"):
+        package_bundles.package_bundle(name, tmp_path, bundles_dir, "https://host/<upload here>", 0.0)
+    result = package_bundles.package_bundle(name, tmp_path, bundles_dir, "https://host/w/{name}_v{version}.pt", 0.0)
+    with zipfile.ZipFile(result.zip_path) as zf:
+        assert f"{name}/models/model.pt" not in zf.namelist()
+        text = zf.read(f"{name}/large_files.yml").decode()
+    assert 'path: "models/model.pt"' in text
+    assert f'url: "https://host/w/{name}_v{result.version}.pt"' in text
+    assert f'hash_val: "{hashlib.sha256(weights.read_bytes()).hexdigest()}"' in text
+    assert 'hash_type: "sha256"' in text
+
+
+def test_package_rejects_unlisted_version_and_bad_json(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    name, bundles_dir = staged_bundle
+    meta_file = bundles_dir / name / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["version"] = "9.9.9"
+    meta_file.write_text(json.dumps(meta, indent=4) + "\n")
+    with pytest.raises(ValueError, match="9.9.9.*changelog"):
+        package_bundles.package(name, str(tmp_path / "dist"), bundles_dir=str(bundles_dir), quiet=True)
+    meta["changelog"]["9.9.9"] = "test"
+    meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+    with pytest.raises(ValueError, match="4-space"):
+        package_bundles.package(name, str(tmp_path / "dist"), bundles_dir=str(bundles_dir), quiet=True)
+    assert not (tmp_path / "dist").exists()  # nothing is written when a check fails
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. download round trip
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _importable(bundle: Path) -> Iterator[None]:
+    """Let this process import the bundle's ``scripts`` (as MONAI Label does around each parse), then forget them."""
+    path_before = list(sys.path)
+    sys.path.insert(0, str(bundle))
+    try:
+        yield
+    finally:
+        sys.path[:] = path_before
+        for module in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[module]
+
+
+def _make_weights(bundle: Path, case: BundleCase, data_dir: Path) -> Path:
+    """``models/model.pt`` of the staged bundle: a tiny training run of its ``train.json``, or random weights.
+
+    Both run in this process (a MONAI import costs seconds per subprocess); the bundle's users are exercised by the
+    download and inference subprocesses.
+    """
+    with _importable(bundle):
+        if case.train is None:
+            check_bundles.create_random_weights(str(bundle), case.network)
+        else:
+            overrides = {**_run_overrides(case.network), **case.train, "dataset_dir": str(data_dir)}
+            workflow = ConfigWorkflow(str(bundle / "configs" / "train.json"), logging_file=False,
+                                      bundle_root=str(bundle), **overrides)
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
+    assert (bundle / "models" / "model.pt").is_file()
+    return bundle / "models" / "model.pt"
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_download_round_trip(name: str, tmp_path: Path) -> None:
+    case = _case(name)
+    work = tmp_path / "work"  # working directory of every command: outside the repository
+    work.mkdir()
+    assert REPO not in work.resolve().parents
+    bundles_dir = _stage(name, tmp_path / "repo")
+    data_dir = case.make_data(tmp_path / "data")
+    weights = _make_weights(bundles_dir / name, case, data_dir)
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    version = package_bundles.read_metadata(bundles_dir / name)["version"]
+    with _http_server(dist) as base:
+        weights_url = f"{base}/{name}_v{version}_model.pt"
+        shutil.copy(weights, dist / f"{name}_v{version}_model.pt")  # "uploaded" next to the zip
+        (result,) = package_bundles.package(name, str(dist), base, weights_url, large_file_threshold_mb=0.0,
+                                            bundles_dir=str(bundles_dir), quiet=True)
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        _run([sys.executable, "-m", "monai.bundle", "download", "--name", name, "--url",
+              f"{base}/{result.zip_path.name}", "--bundle_dir", str(downloads)], cwd=work)
+        bundle = downloads / name
+        assert (bundle / "large_files.yml").is_file() and not (bundle / "models" / "model.pt").exists()
+        download_large_files(bundle_path=str(bundle))  # what `python -m monai.bundle download_large_files` runs
+    assert (bundle / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    assert (bundle / "scripts" / "__init__.py").is_file() and not (bundle / "scripts").is_symlink()
+
+    probe = subprocess.run([sys.executable, "-c", "import shared"], cwd=work, env=_clean_env(), capture_output=True,
+                           text=True)
+    assert probe.returncode != 0 and "No module named 'shared'" in probe.stderr
+
+    overrides = {**_run_overrides(case.network), **case.inference, "dataset_dir": str(data_dir)}
+    _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+          "--bundle_root", str(bundle), *_cli_args(overrides)], cwd=work)
+    for pattern in case.outputs:
+        found = sorted(bundle.glob(pattern))
+        assert found and all(p.stat().st_size > 0 for p in found), f"inference wrote nothing matching {pattern}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. offline model-zoo checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_zoo_checks_pass(name: str, capsys: pytest.CaptureFixture) -> None:
+    case = _case(name)
+    results = check_bundles.check(name, overrides={name: case.network}, device="cpu")
+    table = capsys.readouterr().out
+    statuses = {r.check: r.status for r in results}
+    assert not check_bundles.has_failures(results), table
+    for required in ("version", "json_format", "package", "required_files", "verify_metadata", "verify_net_in_out"):
+        assert statuses.get(required) == check_bundles.PASS, table
+    assert statuses.get("weights") in (check_bundles.PASS, check_bundles.TEMP), table
+    if statuses.get("torchscript") != check_bundles.EXCLUDED:
+        assert statuses.get("torchscript") == statuses.get("jit_load") == check_bundles.PASS, table
+
+
+def test_zoo_checks_report_failures(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    name, bundles_dir = staged_bundle
+    bundle = bundles_dir / name
+    (bundle / "LICENSE").unlink()
+    results = check_bundles.check_bundle(name, tmp_path / "work", bundles_dir)
+    rows = {r.check: r for r in results}
+    assert rows["required_files"].status == check_bundles.FAIL and "LICENSE" in rows["required_files"].detail
+    assert "verify_metadata" not in rows  # the bundle-environment checks do not run on an incomplete bundle
+
+    scripts = bundle / "scripts"
+    scripts.unlink()
+    scripts.symlink_to(tmp_path)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta["version"] = "0.0.0-unlisted"
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
+    rows = {r.check: r for r in check_bundles.check_bundle(name, tmp_path / "work", bundles_dir)}
+    assert rows["version"].status == rows["scripts_link"].status == check_bundles.FAIL
+    assert rows["package"].status == check_bundles.SKIP
+    assert "FAIL" in check_bundles.format_table(list(rows.values()))
+
+
+def test_fake_input_shape_entries() -> None:
+    assert [check_bundles._shape_entry(e, n=2, p=3, any_size=5) for e in (96, "8*n", "2**p", "*")] == [96, 16, 8, 5]
+    with pytest.raises(ValueError, match="unsupported"):
+        check_bundles._shape_entry("__import__('os')")
