@@ -32,7 +32,7 @@ sys.path.insert(0, str(TOOL.parent))
 import synthetic_data as sd  # noqa: E402
 
 BTCV_SHAPE = (64, 64, 32)
-BRAIN_SHAPE = (64, 64, 48)
+BRAIN_SHAPE = (48, 48, 32)
 CXR_SIZE = 64
 BTCV_KEYS = {
     "description",

@@ -434,7 +434,7 @@ def btcv_phantom(
     global, +-10 HU per organ). Every semi-axis spans at least 1.6 voxels so all labels survive small shapes.
 
     Args:
-        shape: array shape (x, y, z), at least 16 per axis; 13 labels are present from about (48, 48, 24).
+        shape: array shape (x, y, z), at least 16 per axis (all 13 organs appear from about (32, 32, 24)).
         rng: random generator or integer seed.
         inplane_spacing: range of the in-plane voxel size in mm (drawn per case, same for x and y).
         slice_spacing: range of the slice spacing in mm (drawn per case).
@@ -593,7 +593,7 @@ def _brain_tissues(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
 
 
 def _tumour_centre(grid: _Grid, tissue: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random tumour centre (in voxels) inside white matter, away from the brain surface."""
+    """A random tumour centre (in voxels) in the white matter of one hemisphere, in its central part."""
     side = rng.choice([-1.0, 1.0])
     for _ in range(100):
         c = np.array([side * rng.uniform(0.15, 0.4), rng.uniform(-0.45, 0.45), rng.uniform(-0.3, 0.35)])
@@ -617,12 +617,12 @@ def _add_tumour(tissue: np.ndarray, rng: np.random.Generator) -> None:
     r_edema = r_rim + max(rng.uniform(0.15, 0.3) * size, 3.0)
     idx = np.ogrid[tuple(slice(0, n) for n in tissue.shape)]
     dist = np.sqrt(sum((i - c) ** 2 for i, c in zip(idx, centre)))
-    wobble = _smooth_noise(rng, tissue.shape, [max(5, n // 5) for n in tissue.shape])
+    wobble = np.clip(_smooth_noise(rng, tissue.shape, [max(5, n // 5) for n in tissue.shape]), -2.0, 2.0)
     brain = tissue != _BG
     edema = brain & (dist <= r_edema * (1.0 + 0.25 * wobble)) & ((tissue == _WM) | (dist <= 0.7 * r_edema))
     tissue[edema] = _ED
     tissue[brain & (dist <= r_rim * (1.0 + 0.12 * wobble))] = _ET
-    tissue[brain & (dist <= r_core * (1.0 + 0.12 * np.clip(wobble, -2.0, 2.0)))] = _NCR
+    tissue[brain & (dist <= r_core * (1.0 + 0.12 * wobble))] = _NCR
 
 
 def _bias_field(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
@@ -654,7 +654,7 @@ def brain_tumour_phantom(
     0.45/0.45/0.85/0.9), so the enhancing rim is bright only in T1ce and the oedema is bright in T2 and FLAIR.
 
     Args:
-        shape: array shape (x, y, z), at least 16 per axis; the three sub-regions are present from about (48, 48, 32).
+        shape: array shape (x, y, z), at least 16 per axis (the three sub-regions appear from about 32 per axis).
         rng: random generator or integer seed.
 
     Returns:
@@ -688,7 +688,7 @@ def _write_brats2021_case(out: Path, index: int, shape: Sequence[int], seed: int
     _save_nifti(_BRATS2021_LABEL[tissue], affine, out / case / f"{case}_seg.nii.gz")
 
 
-def _write_msd_case(out: Path, index: int, shape: Sequence[int], seed: int, labelled: bool) -> str:
+def _write_msd_case(out: Path, index: int, shape: Sequence[int], seed: int, labelled: bool) -> None:
     """Write ``imagesTr|imagesTs/BRATS_<index>.nii.gz`` (4-D float32, channel last) and, if labelled, the label."""
     rng = _case_rng(seed, _STREAM_BRATS, index)
     images, tissue = brain_tumour_phantom(shape, rng)
@@ -699,7 +699,6 @@ def _write_msd_case(out: Path, index: int, shape: Sequence[int], seed: int, labe
     _save_nifti(stack, affine, out / folder / name)
     if labelled:
         _save_nifti(_MSD_LABEL[tissue], affine, out / "labelsTr" / name)
-    return name
 
 
 def _msd_dataset_json(num_training: int, num_test: int) -> dict:
@@ -712,9 +711,9 @@ def _msd_dataset_json(num_training: int, num_test: int) -> dict:
     return {
         "name": "BRATS",
         "description": "Gliomas segmentation tumour and oedema in on brain images (synthetic stand-in)",
-        "reference": "https://www.med.upenn.edu/sbia/brats2017.html",
-        "licence": "CC-BY-SA 4.0",
-        "release": "2.0 04/05/2018",
+        "reference": "synthetic stand-in for https://www.med.upenn.edu/sbia/brats2017.html",
+        "licence": "synthetic data, no restrictions",
+        "release": "synthetic 1.0",
         "tensorImageSize": "4D",
         "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
         "labels": dict(MSD_BRATS_LABELS),
@@ -967,12 +966,12 @@ def _patchy(
 
 
 def _nodule(chest: _Chest, rng: np.random.Generator) -> None:
-    """Nodule: small bright disc (< 3 cm)."""
-    _disc(chest, rng, (0.06, 0.085), 90.0)
+    """Nodule: small bright disc (about 2-3 cm at the nominal 0.35 mm pixel of a 1024 image)."""
+    _disc(chest, rng, (0.065, 0.09), 100.0)
 
 
 def _mass(chest: _Chest, rng: np.random.Generator) -> None:
-    """Mass: larger bright disc (> 3 cm)."""
+    """Mass: larger bright disc (about 4.5-6.5 cm)."""
     _disc(chest, rng, (0.13, 0.18), 80.0)
 
 
@@ -1005,8 +1004,8 @@ def _pleural_thickening(chest: _Chest, rng: np.random.Generator) -> None:
     mask, cx, cy, ax, ay = chest.lungs[side]
     sign = 1.0 if side else -1.0
     r = _ellipse(chest.x, chest.y, cx, cy, ax, ay, -sign * 0.14)
-    band = mask & (r > 0.83) & ((chest.x - cx) * sign > -0.2 * ax) & (chest.y < cy + 0.5 * ay)
-    chest.image[band] = 155.0
+    band = mask & (r > 0.78) & ((chest.x - cx) * sign > -0.2 * ax) & (chest.y < cy + 0.5 * ay)
+    chest.image[band] = 165.0
 
 
 def _atelectasis(chest: _Chest, rng: np.random.Generator) -> None:
@@ -1205,11 +1204,12 @@ def make_cxr14(
     patients = {p: _patient_metadata(rng) for p in range(1, num_patients + 1)}
     rows, train_val, test = [], [], []
     for patient, follow_up in cases:
-        case_rng = _case_rng(seed, _STREAM_CXR14, patient * 1000 + follow_up + 1)
+        case_seed = [int(seed), _STREAM_CXR14, patient, follow_up]
+        case_rng = np.random.default_rng(case_seed + [0])
         findings = _draw_findings(case_rng, no_finding_fraction, balanced)
         view = "PA" if case_rng.random() < 0.6 else "AP"
         name = f"{patient:08d}_{follow_up:03d}.png"
-        pixels = chest_xray_phantom(size, findings, view, [seed, _STREAM_CXR14, patient, follow_up])
+        pixels = chest_xray_phantom(size, findings, view, case_seed + [1])
         Image.fromarray(pixels).save(out / "images" / name)
         age, gender, width, spacing = patients[patient]
         height = width + int(case_rng.integers(-60, 61))
