@@ -62,7 +62,7 @@ def _block(prefix: str, width: int, mlp: int, qkv_bias: bool = True) -> dict[str
 
 def _official_encoder(in_chans: int, depth: int, num_tokens: int, qkv_bias: bool = True) -> dict[str, torch.Tensor]:
     state = {
-        "encoder.patch_embed.proj.weight": torch.randn(D, in_chans, PATCH, PATCH, PATCH) / math.sqrt(in_chans * PATCH**3),
+        "encoder.patch_embed.proj.weight": torch.randn(D, in_chans, *(PATCH,) * 3) / math.sqrt(in_chans * PATCH**3),
         "encoder.patch_embed.proj.bias": 0.1 * torch.randn(D),
         "encoder.cls_token": 0.02 * torch.randn(1, 1, D),
         "encoder.norm.weight": 1 + 0.1 * torch.randn(D),
@@ -121,7 +121,8 @@ def official_encoder_forward(state, images, visible_ids, num_heads=HEADS):
     x = torch.gather(x, 1, visible_ids[..., None].expand(-1, -1, x.shape[-1]))
     v = x.shape[1]
     tokens = x.reshape(b * v, PATCH, PATCH, PATCH, c).permute(0, 4, 1, 2, 3)
-    tokens = F.conv3d(tokens, state["encoder.patch_embed.proj.weight"], state["encoder.patch_embed.proj.bias"], stride=PATCH)
+    weight, bias = state["encoder.patch_embed.proj.weight"], state["encoder.patch_embed.proj.bias"]
+    tokens = F.conv3d(tokens, weight, bias, stride=PATCH)
     tokens = tokens.reshape(b, v, -1)
     pos = torch.gather(state["encoder_pos_embed"].expand(b, -1, -1), 1, visible_ids[..., None].expand(-1, -1, D))
     tokens = torch.cat([state["encoder.cls_token"].expand(b, -1, -1), tokens], 1)
@@ -136,7 +137,8 @@ def official_encoder_forward(state, images, visible_ids, num_heads=HEADS):
         h = (attn @ vv).transpose(1, 2).reshape(b, -1, D)
         tokens = tokens + F.linear(h, state[p + "attn.proj.weight"], state[p + "attn.proj.bias"])
         h = F.layer_norm(tokens, (D,), state[p + "norm2.weight"], state[p + "norm2.bias"], eps=1e-6)
-        h = F.linear(F.gelu(F.linear(h, state[p + "mlp.fc1.weight"], state[p + "mlp.fc1.bias"])), state[p + "mlp.fc2.weight"], state[p + "mlp.fc2.bias"])
+        h = F.gelu(F.linear(h, state[p + "mlp.fc1.weight"], state[p + "mlp.fc1.bias"]))
+        h = F.linear(h, state[p + "mlp.fc2.weight"], state[p + "mlp.fc2.bias"])
         tokens = tokens + h
     return F.layer_norm(tokens, (D,), state["encoder.norm.weight"], state["encoder.norm.bias"], eps=1e-6)
 
@@ -164,7 +166,8 @@ def test_mae3d_converts_into_a_strict_qkv_bias_network_with_every_tensor_in_plac
     assert (kw["in_channels"], kw["img_size"], kw["patch_size"], kw["hidden_size"], kw["mlp_dim"]) == (
         1, [32, 32, 32], [16, 16, 16], D, MLP,
     )
-    assert (kw["num_layers"], kw["decoder_hidden_size"], kw["decoder_num_layers"], kw["decoder_mlp_dim"]) == (2, DD, 2, 4 * DD)
+    decoder = (kw["num_layers"], kw["decoder_hidden_size"], kw["decoder_num_layers"], kw["decoder_mlp_dim"])
+    assert decoder == (2, DD, 2, 4 * DD)
     net = _mae_from(result)  # strict=True
     with pytest.raises(RuntimeError, match="qkv.bias"):  # MONAI's default qkv_bias=False cannot take them
         MaskedAutoencoderViT(**{**kw, "qkv_bias": False}).load_state_dict(result.state_dict, strict=True)
@@ -261,7 +264,8 @@ def test_unetr3d_converts_into_a_strict_qkv_bias_unetr():
     result = convert_state_dict(state, num_heads=HEADS)
     assert result.kind == "unetr3d"
     kw = result.network_kwargs
-    assert (kw["in_channels"], kw["out_channels"], kw["img_size"], kw["feature_size"], kw["qkv_bias"]) == (4, 3, [32] * 3, 8, True)
+    shape = (kw["in_channels"], kw["out_channels"], kw["img_size"], kw["feature_size"], kw["qkv_bias"])
+    assert shape == (4, 3, [32] * 3, 8, True)
     unetr = UNETR(**kw)
     unetr.load_state_dict(result.state_dict, strict=True)
     sd = unetr.state_dict()
@@ -340,7 +344,7 @@ def test_clear_errors_for_files_that_are_not_selfmedmae_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError):
         convert_checkpoint(tmp_path / "missing.pth.tar")
     junk = tmp_path / "junk.pth.tar"
-    junk.write_bytes(os.urandom(256))
+    junk.write_bytes(b"this is not a checkpoint\n" * 10)
     with pytest.raises(NotSelfMedMAECheckpointError, match="not a PyTorch checkpoint"):
         convert_checkpoint(junk)
     other = tmp_path / "monai_unetr.pt"

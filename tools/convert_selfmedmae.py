@@ -11,27 +11,31 @@ Two kinds of official checkpoint are recognised from their keys:
   built from MONAI's ``UnetrBasicBlock``/``UnetrPrUpBlock``/``UnetrUpBlock``/``UnetOutBlock`` with the same
   attribute names as MONAI's ``UNETR``, so its keys carry over unchanged).
 
-Key mapping (``i`` = block index; ``X`` = ``weight``/``bias``)::
+Key mapping (``i`` = block index, ``X`` = ``weight``/``bias``; MAE = ``MaskedAutoencoderViT``)::
 
-    official (timm / SelfMedMAE)              MaskedAutoencoderViT                        UNETR
-    encoder.patch_embed.proj.X                encoder.patch_embedding.patch_embeddings.X  vit.patch_embedding.patch_embeddings.X
-    encoder_pos_embed (1, N, D)               encoder.patch_embedding.position_embeddings -
-    encoder.pos_embed (1, 1 + N, D)           -                                           vit.patch_embedding.position_embeddings (cls slot dropped)
-    encoder.cls_token                         cls_token (network built with cls_token=True) dropped (UNETR has no class token)
-    encoder.blocks.i.norm1.X                  encoder.blocks.i.norm1.X                    vit.blocks.i.norm1.X
-    encoder.blocks.i.attn.qkv.X               encoder.blocks.i.attn.qkv.X                 vit.blocks.i.attn.qkv.X
-    encoder.blocks.i.attn.proj.X              encoder.blocks.i.attn.out_proj.X            vit.blocks.i.attn.out_proj.X
-    encoder.blocks.i.norm2.X                  encoder.blocks.i.norm2.X                    vit.blocks.i.norm2.X
-    encoder.blocks.i.mlp.fc1.X / fc2.X        encoder.blocks.i.mlp.linear1.X / linear2.X  vit.blocks.i.mlp.linear1.X / linear2.X
-    encoder.norm.X                            encoder.norm.X                              vit.norm.X
-    encoder_to_decoder.X                      decoder_embed.X                             -
-    mask_token                                mask_token                                  -
-    decoder_pos_embed                         decoder_pos_embed                           -
-    decoder.blocks.i.* (as encoder blocks)    decoder_blocks.i.*                          -
-    decoder.norm.X                            decoder_norm.X                              -
-    decoder.head.X                            decoder_pred.X (rows permuted, see below)   -
-    decoder.{encoder1..4,decoder5..2,out}.*   -                                           {encoder1..4,decoder5..2,out}.* (same names)
-    (none)                                    *.norm_cross_attn.X                         *.norm_cross_attn.X
+    official (timm / SelfMedMAE)             -> MAE                                        | UNETR
+    encoder.patch_embed.proj.X               -> encoder.patch_embedding.patch_embeddings.X | vit.patch_embedding.(same)
+    encoder_pos_embed (1, N, D)              -> encoder.patch_embedding.position_embeddings | -
+    encoder.pos_embed (1, 1 + N, D)          -> -                                          | vit.patch_embedding.
+                                                                                              position_embeddings
+                                                                                              (cls slot dropped)
+    encoder.cls_token                        -> cls_token (cls_token=True)                 | dropped
+    encoder.blocks.i.norm1.X                 -> encoder.blocks.i.norm1.X                   | vit.blocks.i.(same)
+    encoder.blocks.i.attn.qkv.X              -> encoder.blocks.i.attn.qkv.X                | vit.blocks.i.(same)
+    encoder.blocks.i.attn.proj.X             -> encoder.blocks.i.attn.out_proj.X           | vit.blocks.i.(same)
+    encoder.blocks.i.norm2.X                 -> encoder.blocks.i.norm2.X                   | vit.blocks.i.(same)
+    encoder.blocks.i.mlp.fc1.X               -> encoder.blocks.i.mlp.linear1.X             | vit.blocks.i.(same)
+    encoder.blocks.i.mlp.fc2.X               -> encoder.blocks.i.mlp.linear2.X             | vit.blocks.i.(same)
+    encoder.norm.X                           -> encoder.norm.X                             | vit.norm.X
+    encoder_to_decoder.X                     -> decoder_embed.X                            | -
+    mask_token                               -> mask_token                                 | -
+    decoder_pos_embed                        -> decoder_pos_embed                          | -
+    decoder.blocks.i.* (as encoder blocks)   -> decoder_blocks.i.*                         | -
+    decoder.norm.X                           -> decoder_norm.X                             | -
+    decoder.head.X                           -> decoder_pred.X (rows permuted, see below)  | -
+    decoder.<m>.*, m = encoder1..4,          -> -                                          | <m>.* (same names)
+        decoder5..2, out
+    (none)                                   -> *.norm_cross_attn.X (filled)               | (same)
 
 Differences the conversion takes care of, or that the user must know about:
 
@@ -128,7 +132,9 @@ BLOCK_NAMES = {
     "mlp.fc1": "mlp.linear1",
     "mlp.fc2": "mlp.linear2",
 }
-UNETR_DECODER_MODULES = ("encoder1", "encoder2", "encoder3", "encoder4", "decoder5", "decoder4", "decoder3", "decoder2", "out")
+UNETR_DECODER_MODULES = (
+    "encoder1", "encoder2", "encoder3", "encoder4", "decoder5", "decoder4", "decoder3", "decoder2", "out",
+)
 _BLOCK_KEY = re.compile(r"^(\d+)\.(.+)\.(weight|bias)$")
 
 
@@ -169,8 +175,8 @@ class ConversionResult:
             f"-> {len(self.state_dict)} tensors for {self.network}({kwargs})",
             f"   {len(self.mapping)} copied from official tensors",
         ]
-        lines += [f"   dropped {k}: {why}" for k, why in self.dropped.items()]
-        lines += [f"   filled  {k}: {why}" for k, why in self.filled.items()]
+        lines += _grouped("dropped", self.dropped)
+        lines += _grouped("filled ", self.filled)
         lines += [f"NOTE: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -187,6 +193,18 @@ class ConversionResult:
             "filled": self.filled,
             "notes": self.notes,
         }
+
+
+def _grouped(verb: str, reasons: dict[str, str]) -> list[str]:
+    """One line per reason: ``<verb> <key>`` or ``<verb> <n> tensors (<first key>, ...)``."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in reasons.items():
+        by_reason.setdefault(why, []).append(key)
+    lines = []
+    for why, keys in by_reason.items():
+        what = keys[0] if len(keys) == 1 else f"{len(keys)} tensors ({keys[0]}, ...)"
+        lines.append(f"   {verb} {what}: {why}")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -245,7 +263,9 @@ def load_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
     except pickle.UnpicklingError as e:
         first_error = _unpickling_reason(e)
         if "Weights only load failed" not in str(e) or "global" not in first_error.lower():
-            raise NotSelfMedMAECheckpointError(f"{path} is not a PyTorch checkpoint (or is damaged): {first_error}") from e
+            raise NotSelfMedMAECheckpointError(
+                f"{path} is not a PyTorch checkpoint (or is damaged): {first_error}"
+            ) from e
         try:
             with torch.serialization.safe_globals(_data_only_globals()):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -263,8 +283,8 @@ def load_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
             "torch.load(weights_only=True) with data-only types allowed (numpy scalars/arrays, argparse.Namespace); "
             f"first attempt said: {first_error}"
         )
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise NotSelfMedMAECheckpointError(f"{path} is not a PyTorch checkpoint: {e}") from e
+    except Exception as e:  # torch raises many types for files that are not checkpoints (IndexError, RuntimeError...)
+        raise NotSelfMedMAECheckpointError(f"{path} is not a PyTorch checkpoint (or is damaged): {e!r}") from e
 
     if not isinstance(obj, Mapping):
         raise NotSelfMedMAECheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict.")
@@ -304,8 +324,9 @@ def detect_kind(state: Mapping[str, torch.Tensor]) -> str:
         )
     sample = ", ".join(sorted(keys)[:6])
     raise NotSelfMedMAECheckpointError(
-        "Not a SelfMedMAE MAE3D checkpoint (needs encoder_pos_embed, encoder_to_decoder.*, mask_token, decoder.head.*) "
-        f"nor a UNETR3D checkpoint (needs encoder.pos_embed, encoder.patch_embed.proj.*, decoder.out.*); keys: {sample}..."
+        "Not a SelfMedMAE MAE3D checkpoint (needs encoder_pos_embed, encoder_to_decoder.*, mask_token, "
+        "decoder.head.*) nor a UNETR3D checkpoint (needs encoder.pos_embed, encoder.patch_embed.proj.*, "
+        f"decoder.out.*); keys: {sample}..."
     )
 
 
@@ -392,7 +413,9 @@ def _check_against_template(
             out[key] = torch.ones(target.shape) if key.endswith(".weight") else torch.zeros(target.shape)
             result.filled[key] = "LayerNorm default (unused: MONAI's block has no cross-attention here)"
         else:
-            raise NotSelfMedMAECheckpointError(f"{result.network} needs {key} {tuple(target.shape)}; not in the checkpoint.")
+            raise NotSelfMedMAECheckpointError(
+                f"{result.network} needs {key} {tuple(target.shape)}; not in the checkpoint."
+            )
     extra = sorted(set(out) - set(template))
     if extra:
         raise NotSelfMedMAECheckpointError(f"Converted tensors that {result.network} does not have: {extra[:8]}")
@@ -464,7 +487,9 @@ def convert_mae3d_state_dict(
     copy("encoder.patch_embed.proj.bias", "encoder.patch_embedding.patch_embeddings.bias")
     encoder_pos = state["encoder_pos_embed"]
     if encoder_pos.dim() != 3 or encoder_pos.shape[0] != 1 or encoder_pos.shape[-1] != hidden_size:
-        raise NotSelfMedMAECheckpointError(f"encoder_pos_embed has shape {tuple(encoder_pos.shape)}, expected (1, N, {hidden_size}).")
+        raise NotSelfMedMAECheckpointError(
+            f"encoder_pos_embed has shape {tuple(encoder_pos.shape)}, expected (1, N, {hidden_size})."
+        )
     grid = _grid(encoder_pos.shape[1], patch_size, img_size)
     copy("encoder_pos_embed", "encoder.patch_embedding.position_embeddings")
     if "encoder.cls_token" in state:
@@ -521,7 +546,9 @@ def convert_mae3d_state_dict(
     }
     _check_against_template(out, state, result, _template(MaskedAutoencoderViT, result.network_kwargs))
     if has_qkv_bias and qkv_bias:
-        result.notes.append("build the network with qkv_bias=True (MONAI's default is False): the official attention has qkv biases.")
+        result.notes.append(
+            "build the network with qkv_bias=True (MONAI's default is False): the official attention has qkv biases."
+        )
     if "cls_token" in out:
         result.notes.append(
             "build with cls_token=True. The official decoder also passes the class token through its blocks, this "
@@ -533,7 +560,8 @@ def convert_mae3d_state_dict(
     )
     if in_channels > 1:
         result.notes.append(
-            "decoder_pred rows were permuted from the official (p1,p2,p3,C) patch order to this project's (C,p1,p2,p3). "
+            "decoder_pred rows were permuted from the official (p1,p2,p3,C) patch order to this project's "
+            "(C,p1,p2,p3). "
             "The official target normalises a patch over all channels jointly, norm_pix_loss per channel."
         )
     result.notes.append(
@@ -610,7 +638,9 @@ def convert_unetr3d_state_dict(
     }
     _check_against_template(out, state, result, _template(UNETR, result.network_kwargs))
     if has_qkv_bias and qkv_bias:
-        result.notes.append("build UNETR with qkv_bias=True (MONAI's default is False): the official attention has qkv biases.")
+        result.notes.append(
+            "build UNETR with qkv_bias=True (MONAI's default is False): the official attention has qkv biases."
+        )
     result.notes.append(f"num_heads is not stored in the checkpoint; {num_heads} assumed (official: 12).")
     result.notes.append("official LayerNorm eps is 1e-6 (MONAI 1e-5): see set_layer_norm_eps.")
     return result
