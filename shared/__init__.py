@@ -5,7 +5,7 @@ links here, and the packaging tool copies it in), which is where MONAI bundles a
 Modules import each other relatively so both names work.
 """
 
-from . import brats, checkpoint, encoder_transfer, mae, masking, metrics, optim, patches, visualization
+from . import atomic, brats, checkpoint, classification, cxr14, encoder_transfer, mae, masking, metrics, optim, patches, visualization
 from .checkpoint import AtomicCheckpointSaver
 from .encoder_transfer import MAEEncoderLoader, load_mae_encoder
 from .mae import MAEReconstructionNet, MaskedAutoencoderViT, mae_loss

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +37,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey
+
+from .atomic import write_json_atomically
 
 __all__ = [
     "REGION_NAMES",
@@ -409,20 +410,6 @@ def _absolute(case: dict, root: str) -> dict:
     return {k: (ab(v) if k in ("image", "label") else v) for k, v in case.items()}
 
 
-def _write_json_atomically(obj: dict, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def brats_datalist(
     dataset_dir: str,
     layout: str,
@@ -485,7 +472,7 @@ def brats_datalist(
         if previous != record:
             if previous is not None:
                 logger.warning(f"{datalist_file} was made with other settings or cases; rewriting it.")
-            _write_json_atomically(record, datalist_file)
+            write_json_atomically(record, datalist_file)
     logger.info(f"{lay.name} datalist of {root}: {len(training)} training, {len(validation)} validation cases")
     return {"training": training, "validation": validation}
 

@@ -1,43 +1,21 @@
 """Atomic checkpoint writing, so that an interrupted run never leaves a truncated file behind.
 
 MONAI's ``CheckpointSaver`` writes in place (``DiskSaver(atomic=False)``): a run killed while saving leaves a
-corrupt checkpoint and nothing to resume from. :class:`AtomicCheckpointSaver` writes to a temporary file in the same
-folder and renames it over the old one, which POSIX makes atomic. Resuming uses MONAI's ``CheckpointLoader``
+corrupt checkpoint and nothing to resume from. :class:`AtomicCheckpointSaver` writes through
+:func:`atomic.save_atomically` instead. Resuming uses MONAI's ``CheckpointLoader``
 (``weights_only=True``), which restores the trainer's epoch and iteration too.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import tempfile
 from collections.abc import Mapping
 
 import ignite.distributed as idist
-import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["save_atomically", "AtomicCheckpointSaver"]
+from .atomic import save_atomically
 
-logger = logging.getLogger(__name__)
-
-
-def save_atomically(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` through a temporary file and an atomic rename; creates the folder."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ["AtomicCheckpointSaver"]
 
 
 class AtomicCheckpointSaver:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -32,6 +31,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey
+
+from .atomic import atomic_open
 
 __all__ = [
     "FINDINGS",
@@ -134,7 +135,8 @@ def parse_finding_labels(text: str) -> tuple[float, ...]:
     for key, part in zip(keys, text.split("|")):
         index = _FINDING_KEYS.get(key)
         if index is None:
-            raise ValueError(f"unknown finding {part.strip()!r} (expected one of {', '.join(FINDINGS)} or '{NO_FINDING}')")
+            expected = f"{', '.join(FINDINGS)} or '{NO_FINDING}'"
+            raise ValueError(f"unknown finding {part.strip()!r} (expected one of {expected})")
         labels[index] = 1.0
     return tuple(labels)
 
@@ -366,20 +368,6 @@ def _fingerprint(dataset_dir: str, csv_path: str, val_fraction: float, seed: int
     }
 
 
-def _write_json_atomically(data: dict, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def prepare_datalist(
     dataset_dir: str,
     datalist_file: str | None = None,
@@ -417,7 +405,8 @@ def prepare_datalist(
         data = build_datalist(dataset_dir, val_fraction, seed, csv_path)
         data["fingerprint"] = fingerprint
         if datalist_file:
-            _write_json_atomically(data, datalist_file)
+            with atomic_open(datalist_file, "w") as f:  # compact: 112k labelled items
+                json.dump(data, f)
         logger.info(
             f"ChestX-ray14 datalist built from {dataset_dir}: {data['stats']['training_images']} training, "
             f"{data['stats']['validation_images']} validation, {data['stats']['test_images']} test images"
@@ -477,7 +466,9 @@ def _read_dicom(path: str, use_window: bool) -> np.ndarray:
         pixels = pixels.mean(axis=-1)
     values = pixels.astype(np.float64)
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    values = values * (_first(slope) if slope is not None else 1.0) + (_first(intercept) if intercept is not None else 0.0)
+    slope = _first(slope) if slope is not None else 1.0
+    intercept = _first(intercept) if intercept is not None else 0.0
+    values = values * slope + intercept
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if use_window and center is not None and width is not None and _first(width) > 0:
         low = _first(center) - _first(width) / 2.0

@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TransferReport:
-    """Which keys a transfer loaded, which it interpolated, which it skipped (with the reason) and which target
-    encoder keys it could not fill (with the reason)."""
+    """Which keys a transfer loaded, which it interpolated, which it skipped (with the reason) and which encoder
+    keys it could not carry (with the reason): target tensors it could not fill, checkpoint tensors with no place."""
 
     loaded: list[str] = field(default_factory=list)
     interpolated: dict[str, str] = field(default_factory=dict)
@@ -172,7 +172,9 @@ def load_mae_encoder(
         network: ``monai.networks.nets.UNETR`` (its ``.vit`` is filled) or ``monai.networks.nets.ViT``.
         checkpoint: a file written by the MAE pre-training (full MAE state dict, exported encoder, or a MONAI
             checkpoint dict with a ``model``/``network``/``state_dict`` entry), or such a mapping.
-        strict: refuse (``ValueError``) when a target encoder tensor (the class token included) cannot be filled.
+        strict: refuse (``ValueError``) when a target encoder tensor (the class token included) cannot be filled,
+            or when the checkpoint has encoder tensors the network lacks (e.g. qkv biases for a ``qkv_bias=False``
+            network).
         source_grid: patch grid of the pre-training ROI when it is not isotropic and differs from the target's.
         target_grid: patch grid of ``network``; ``UNETR.feat_size``, or isotropic, when None.
 
@@ -200,7 +202,10 @@ def load_mae_encoder(
         new_state[key] = value.to(target.dtype)
         report.loaded.append(key)
     for key in encoder_state:
-        report.skipped[key] = "the target network has no such tensor"
+        if key == CLS_TOKEN_KEY:
+            report.skipped[key] = "the network has no class token (e.g. UNETR)"
+        else:
+            report.missing[key] = "in the checkpoint but not in the network (a qkv bias? build it with qkv_bias=True)"
     if report.missing and strict:
         raise ValueError(
             "Refusing a partial MAE encoder load (pass strict=False to allow it):\n" + report.summary()

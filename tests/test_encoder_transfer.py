@@ -82,6 +82,22 @@ def test_partial_load_is_refused_unless_asked():
     assert list(report.missing) == ["blocks.3.mlp.linear1.weight"]
 
 
+def test_encoder_tensors_the_target_lacks_are_refused():
+    """qkv biases of a qkv_bias=True MAE have no place in a qkv_bias=False UNETR: not silently dropped."""
+    state = tiny_mae(img_size=32, num_layers=12, qkv_bias=True).state_dict()
+    with pytest.raises(ValueError, match=r"blocks.0.attn.qkv.bias.*qkv_bias=True"):
+        load_mae_encoder(_unetr(), state)
+    report = load_mae_encoder(_unetr(), state, strict=False)
+    assert len([k for k in report.missing if k.endswith("qkv.bias")]) == 12
+    unetr = UNETR(1, 14, 32, feature_size=8, qkv_bias=True, **TINY_ENCODER)
+    assert not load_mae_encoder(unetr, state).missing
+
+
+def test_class_token_of_the_mae_is_skipped_for_unetr():
+    report = load_mae_encoder(_unetr(), tiny_mae(img_size=32, num_layers=12, cls_token=True).state_dict())
+    assert "cls_token" in report.skipped and not report.missing
+
+
 def test_mismatched_width_or_channels_is_refused():
     with pytest.raises(ValueError, match="shape"):
         load_mae_encoder(_unetr(in_channels=4), tiny_mae(img_size=32, num_layers=12).state_dict())

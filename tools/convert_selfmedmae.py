@@ -97,7 +97,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +105,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from shared.atomic import save_atomically, write_json_atomically  # noqa: E402
 from shared.mae import MaskedAutoencoderViT  # noqa: E402
 
 __all__ = [
@@ -662,26 +662,6 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], kind: str = "auto", **
         raise NotSelfMedMAECheckpointError(f"Incomplete SelfMedMAE {detected} checkpoint: {e} is missing.") from e
 
 
-def _save_atomically(obj, path: str, json_obj: dict | None = None) -> None:
-    """torch.save (and json.dump) through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if json_obj is None:
-                torch.save(obj, f)
-            else:
-                f.write(json.dumps(json_obj, indent=4).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def convert_checkpoint(
     src: str | os.PathLike,
     dst: str | os.PathLike | None = None,
@@ -716,9 +696,9 @@ def convert_checkpoint(
     result.meta = meta
     if dst is not None:
         dst = os.fspath(dst)
-        _save_atomically(result.state_dict, dst)
+        save_atomically(result.state_dict, dst)
         if write_config:
-            _save_atomically(None, str(Path(dst).with_suffix(".json")), json_obj=result.config())
+            write_json_atomically(result.config(), Path(dst).with_suffix(".json"))
     return result
 
 

@@ -1,0 +1,479 @@
+"""ChestX-ray14: CSV parsing, image discovery, patient-wise split and datalist cache, X-ray reading (PNG, JPEG,
+DICOM), the classification pieces, and the `vit_cxr14_cls` bundle's configs run end to end in-process on synthetic
+ChestX-ray14 data with tiny networks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.networks.nets import ViT
+from PIL import Image
+
+from shared import cxr14
+from shared.classification import MultiLabelAUC, MultiLabelResultsSaver, RandResizedCropd, ViTClassifier, per_class_auc
+from shared.cxr14 import FINDINGS, LoadXRayd, build_datalist, prepare_datalist, read_data_entry, read_xray
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "vit_cxr14_cls"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+sys.path.insert(0, str(REPO / "tools"))
+import synthetic_data  # noqa: E402
+
+HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+TINY = {"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4,
+        "network_def#num_layers": 2, "image_size": 40, "crop_size": 32, "num_workers": 0}
+TINY_DECODER = {"network_def#decoder_hidden_size": 24, "network_def#decoder_num_layers": 1,
+                "network_def#decoder_num_heads": 2}
+
+
+def write_csv(path: Path, rows: list[str], header: str = HEADER, trailing_comma: bool = False) -> Path:
+    end = ",\n" if trailing_comma else "\n"
+    path.write_text(header + end + "".join(r + end for r in rows))
+    return path
+
+
+def row(name: str, labels: str, patient: int) -> str:
+    return f"{name},{labels},0,{patient},40,M,PA,2500,2048,0.143,0.143"
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=None, center=None, width=None):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray image for presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "DX", "synthetic"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if center is not None:
+        ds.WindowCenter, ds.WindowWidth = center, width
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CSV and lists
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_finding_labels_map_to_the_conventional_order():
+    assert FINDINGS[:3] == ("Atelectasis", "Cardiomegaly", "Effusion") and FINDINGS[-1] == "Hernia"
+    assert len(FINDINGS) == 14
+    assert cxr14.parse_finding_labels("No Finding") == (0.0,) * 14
+    labels = cxr14.parse_finding_labels("Effusion|Hernia|Pleural_Thickening")
+    assert [FINDINGS[i] for i, v in enumerate(labels) if v] == ["Effusion", "Pleural_Thickening", "Hernia"]
+    assert cxr14.parse_finding_labels("pleural thickening") == cxr14.parse_finding_labels("Pleural_Thickening")
+    for bad, message in (("Infiltrate", "unknown finding 'Infiltrate'"), ("No Finding|Mass", "combined"),
+                         ("Mass|", "empty finding")):
+        with pytest.raises(ValueError, match=message):
+            cxr14.parse_finding_labels(bad)
+
+
+def test_csv_of_the_real_size_parses_correctly_and_fast(tmp_path):
+    rng = random.Random(0)
+    combos = ["No Finding"] * 8 + list(FINDINGS) + ["Effusion|Mass", "Atelectasis|Infiltration|Nodule"]
+    expected, rows = {}, []
+    for i in range(112_120):
+        name, patient, text = f"{i // 4 + 1:08d}_{i % 4:03d}.png", i // 4 + 1, rng.choice(combos)
+        rows.append(row(name, text, patient))
+        expected[name] = (str(patient), text)
+    path = write_csv(tmp_path / "Data_Entry_2017.csv", rows, trailing_comma=True)
+    start = time.perf_counter()
+    entries = read_data_entry(str(path))
+    elapsed = time.perf_counter() - start
+    per_10k = elapsed / len(entries) * 1e4
+    print(f"\nread_data_entry: {len(entries)} rows in {elapsed:.3f} s = {per_10k:.4f} s per 10,000 rows")
+    assert len(entries) == 112_120
+    for entry in entries[::997]:
+        patient, text = expected[entry.image]
+        assert entry.patient == patient
+        assert entry.labels == cxr14.parse_finding_labels(text)
+    assert len({e.patient for e in entries}) == 28_030
+
+
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ("00000003_000.png,Mass,0", "3 fields"),
+        (row("00000003_000.png", "Mass|Tumour", 3), "unknown finding 'Tumour'"),
+        (row("00000001_000.png", "Mass", 1), "already listed on line 2"),
+        (row("00000003_000.png", "Mass", 3).replace(",3,", ",,", 1), "empty 'Patient ID'"),
+        (row("", "Mass", 3), "empty 'Image Index'"),
+        (row("00000003_000.png", "Mass", 3) + ",x,y", "fields, the header has 11"),
+    ],
+)
+def test_malformed_row_is_rejected_with_its_line_number(tmp_path, bad_row, message):
+    rows = [row("00000001_000.png", "No Finding", 1), row("00000002_000.png", "Edema", 2), bad_row,
+            row("00000004_000.png", "Mass", 4)]
+    path = write_csv(tmp_path / "Data_Entry_2017.csv", rows)
+    with pytest.raises(ValueError, match=f"line 4: .*{message}"):
+        read_data_entry(str(path))
+
+
+def test_v2020_csv_is_preferred_and_missing_columns_are_named(tmp_path):
+    write_csv(tmp_path / "Data_Entry_2017.csv", [row("a.png", "Mass", 1)])
+    write_csv(tmp_path / "Data_Entry_2017_v2020.csv", [row("a.png", "Edema", 1)])
+    path = cxr14.find_data_entry_csv(str(tmp_path))
+    assert path.endswith("_v2020.csv") and read_data_entry(path)[0].labels[FINDINGS.index("Edema")] == 1.0
+    write_csv(tmp_path / "bad.csv", ["a.png,Mass"], header="Image Index,Finding Labels")
+    with pytest.raises(ValueError, match="line 1: no 'Patient ID' column"):
+        read_data_entry(str(tmp_path / "bad.csv"))
+    with pytest.raises(FileNotFoundError, match="Data_Entry_2017"):
+        cxr14.find_data_entry_csv(str(tmp_path / "bad.csv").rsplit("/", 1)[0] + "/nowhere")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layout, split and cached datalist
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_layout(root: Path, num_patients: int = 40, archives: bool = True) -> dict[str, str]:
+    """A ChestX-ray14 folder with 1-3 images per patient, in images_001/images and images_002/images (or images/);
+    every 5th patient in the test list. Returns {image: patient}."""
+    rng = random.Random(1)
+    rows, train_val, test, patients = [], [], [], {}
+    for p in range(1, num_patients + 1):
+        for f in range(rng.randint(1, 3)):
+            name = f"{p:08d}_{f:03d}.png"
+            rows.append(row(name, rng.choice(["No Finding", "Mass", "Edema|Effusion"]), p))
+            (test if p % 5 == 0 else train_val).append(name)
+            patients[name] = str(p)
+            folder = root / (f"images_00{1 + p % 2}/images" if archives else "images")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), p, np.uint8)).save(folder / name)
+    write_csv(root / "Data_Entry_2017_v2020.csv", rows)
+    (root / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
+    (root / "test_list.txt").write_text("\n".join(test) + "\n")
+    return patients
+
+
+def test_images_are_found_in_the_archive_folders(tmp_path):
+    patients = make_layout(tmp_path)
+    found = cxr14.find_images(str(tmp_path))
+    assert set(found) == set(patients)
+    assert all(found[n].startswith(("images_001/images/", "images_002/images/")) for n in found)
+
+
+def test_split_is_patient_wise_deterministic_and_follows_seed_and_fraction(tmp_path):
+    patients = make_layout(tmp_path, num_patients=60)
+    data = build_datalist(str(tmp_path), val_fraction=0.2, seed=3)
+    groups = {s: {patients[Path(i["image"]).name] for i in data[s]} for s in ("training", "validation", "test")}
+    assert not groups["training"] & groups["validation"]
+    assert not (groups["training"] | groups["validation"]) & groups["test"]
+    assert len(groups["validation"]) == round(0.2 * 48)  # 48 train/val patients
+    assert sum(len(data[s]) for s in ("training", "validation", "test")) == len(patients)
+    assert data == build_datalist(str(tmp_path), val_fraction=0.2, seed=3)
+    assert data["validation"] != build_datalist(str(tmp_path), val_fraction=0.2, seed=4)["validation"]
+    assert len(build_datalist(str(tmp_path), val_fraction=0.1, seed=3)["validation"]) < len(data["validation"])
+    entries = {e.image: e for e in read_data_entry(str(tmp_path / "Data_Entry_2017_v2020.csv"))}
+    for item in data["training"]:
+        assert item["label"] == list(entries[Path(item["image"]).name].labels)
+
+
+def test_missing_images_and_patients_in_both_lists_are_left_out(tmp_path):
+    patients = make_layout(tmp_path, archives=False)
+    first_train = next(n for n in patients if int(patients[n]) % 5)
+    os.remove(tmp_path / "images" / first_train)
+    test_name = next(n for n in patients if int(patients[n]) % 5 == 0)
+    same_patient = [n for n in patients if patients[n] == patients[test_name]]
+    with open(tmp_path / "train_val_list.txt", "a") as f:  # put one of a test patient's images into train_val
+        f.write(same_patient[0] + "\n")
+    data = build_datalist(str(tmp_path))
+    assert data["stats"]["missing_files"] == 1 and data["stats"]["patients_in_both_lists"] == 1
+    names = {Path(i["image"]).name for s in ("training", "validation") for i in data[s]}
+    assert first_train not in names and not names & set(same_patient)
+
+
+def test_datalist_is_cached_and_rebuilt_when_inputs_change_or_when_asked(tmp_path, monkeypatch):
+    make_layout(tmp_path / "data")
+    cache = tmp_path / "runs" / "datalist.json"
+    calls = []
+    real_build = cxr14.build_datalist
+    monkeypatch.setattr(cxr14, "build_datalist", lambda *a, **k: calls.append(1) or real_build(*a, **k))
+    first = prepare_datalist(str(tmp_path / "data"), str(cache))
+    assert cache.is_file() and len(calls) == 1
+    assert all(os.path.isabs(i["image"]) and os.path.isfile(i["image"]) for i in first["training"])
+    assert prepare_datalist(str(tmp_path / "data"), str(cache)) == first and len(calls) == 1
+    prepare_datalist(str(tmp_path / "data"), str(cache), rebuild=True)
+    assert len(calls) == 2
+    prepare_datalist(str(tmp_path / "data"), str(cache), val_fraction=0.3)
+    assert len(calls) == 3
+    test_list = tmp_path / "data" / "test_list.txt"
+    test_list.write_text(test_list.read_text().splitlines()[0] + "\n")
+    smaller = prepare_datalist(str(tmp_path / "data"), str(cache), val_fraction=0.3)
+    assert len(calls) == 4 and len(smaller["test"]) == 1
+    cached = json.loads(cache.read_text())
+    assert cached["class_names"] == list(FINDINGS) and not os.path.isabs(cached["training"][0]["image"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading X-rays
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_png_and_jpeg_are_read_as_grey_in_unit_range(tmp_path):
+    pixels = np.arange(0, 240, dtype=np.uint8).reshape(12, 20)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    np.testing.assert_allclose(read_xray(str(tmp_path / "a.png")), pixels / 255.0, atol=1e-6)
+    deep = (np.arange(12 * 20, dtype=np.uint16).reshape(12, 20) * 10 + 1000)
+    Image.fromarray(deep).save(tmp_path / "b.png")
+    np.testing.assert_allclose(read_xray(str(tmp_path / "b.png")), (deep - 1000) / (deep.max() - 1000.0), atol=1e-6)
+    Image.fromarray(np.stack([pixels] * 3, -1)).save(tmp_path / "c.jpg", quality=100)
+    out = read_xray(str(tmp_path / "c.jpg"))
+    assert out.shape == (12, 20) and out.dtype == np.float32 and np.abs(out - pixels / 255.0).max() < 0.03
+
+
+def test_dicom_rescale_window_and_monochrome1(tmp_path):
+    stored = np.arange(0, 4000, 20, dtype=np.uint16).reshape(10, 20)
+    # rescaled = 2 * stored - 100; window centre 3000, width 4000 -> [1000, 5000] maps to [0, 1]
+    write_dicom(tmp_path / "m2.dcm", stored, "MONOCHROME2", 2.0, -100.0, 3000.0, 4000.0)
+    expected = np.clip((2.0 * stored - 100.0 - 1000.0) / 4000.0, 0, 1)
+    np.testing.assert_allclose(read_xray(str(tmp_path / "m2.dcm")), expected, atol=1e-6)
+    write_dicom(tmp_path / "m1", stored, "MONOCHROME1", 2.0, -100.0, 3000.0, 4000.0)  # no extension
+    assert cxr14.is_dicom(str(tmp_path / "m1"))
+    np.testing.assert_allclose(read_xray(str(tmp_path / "m1")), 1.0 - expected, atol=1e-6)
+    write_dicom(tmp_path / "plain.dcm", stored, "MONOCHROME1")  # no window: own range, then inverted
+    np.testing.assert_allclose(read_xray(str(tmp_path / "plain.dcm")), 1.0 - stored / stored.max(), atol=1e-6)
+    np.testing.assert_allclose(
+        read_xray(str(tmp_path / "m2.dcm"), use_dicom_window=False), (stored - 0.0) / stored.max(), atol=1e-6
+    )
+    files = [Path(f["image"]).name for f in cxr14.list_xray_files(str(tmp_path))]
+    assert files == ["m1", "m2.dcm", "plain.dcm"]
+    loaded = LoadXRayd("image")({"image": str(tmp_path / "m1")})["image"]
+    assert tuple(loaded.shape) == (1, 10, 20) and loaded.meta["filename_or_obj"].endswith("m1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Classification pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_vit_classifier_returns_logits_and_is_a_plain_vit():
+    kwargs = dict(in_channels=1, img_size=(32, 32), patch_size=16, hidden_size=48, mlp_dim=96, num_layers=2,
+                  num_heads=4, spatial_dims=2)
+    net = ViTClassifier(num_classes=14, **kwargs).eval()
+    vit = ViT(classification=True, num_classes=14, post_activation=None, **kwargs).eval()
+    assert net.state_dict().keys() == vit.state_dict().keys()
+    vit.load_state_dict(net.state_dict())
+    x = torch.randn(3, 1, 32, 32)
+    logits = net(x)
+    assert logits.shape == (3, 14)
+    torch.testing.assert_close(logits, vit(x)[0])
+    torch.testing.assert_close(torch.jit.script(net)(x), logits)
+    flash = ViTClassifier(num_classes=14, use_flash_attention=True, **kwargs).eval()
+    flash.load_state_dict(net.state_dict())
+    torch.testing.assert_close(flash(x), logits, atol=1e-5, rtol=1e-4)
+
+
+def test_random_resized_crop_covers_the_scale_range():
+    crop = RandResizedCropd("image", size=24, scale=(0.25, 0.5))
+    crop.set_random_state(0)
+    image = torch.arange(100 * 80, dtype=torch.float32).reshape(1, 100, 80)
+    for _ in range(20):
+        out = crop({"image": image})["image"]
+        assert out.shape == (1, 24, 24)
+        top, left, h, w = crop._box
+        assert 0.25 * 8000 * 0.9 <= h * w <= 0.5 * 8000 * 1.1 and top + h <= 100 and left + w <= 80
+    full = RandResizedCropd("image", size=(100, 80), scale=(1.0, 1.0), ratio=(0.8, 0.8))({"image": image})["image"]
+    torch.testing.assert_close(full, image)
+
+
+def test_per_class_auc_and_the_key_metric_name_every_finding():
+    y = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=torch.float32)
+    scores = torch.tensor([[0.1, 0.9, 0.5], [0.8, 0.2, 0.5], [0.3, 0.6, 0.5], [0.7, 0.4, 0.5]])
+    assert per_class_auc(scores, y)[:2] == [1.0, 1.0] and np.isnan(per_class_auc(scores, y)[2])
+    assert per_class_auc(-scores, y)[:2] == [0.0, 0.0]
+    metric = MultiLabelAUC(["A", "B", "C"], output_transform=lambda out: (out["pred"], out["label"]))
+    engine = Engine(lambda e, batch: {"pred": list(scores[batch]), "label": list(y[batch])})
+    metric.attach(engine, "val_mean_auc")
+    state = engine.run([[0, 1], [2, 3]], max_epochs=1)
+    assert state.metrics["val_mean_auc"] == 1.0
+    assert state.metrics["val_auc_A"] == 1.0 and np.isnan(state.metrics["val_auc_C"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The bundle, end to end on synthetic ChestX-ray14
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def workflow(configs: list[str], root: Path, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=[str(CONFIGS / c) for c in configs], meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"), workflow_type=workflow_type, bundle_root=str(root), **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def run(configs: list[str], root: Path, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
+    wf = workflow(configs, root, workflow_type, **overrides)
+    assert wf.check_properties() in ([], None)
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bundle_on_path():
+    """The bundle root on ``sys.path``, as the zoo's CI puts it (``check_properties`` and ``verify_net_in_out`` need
+    ``scripts`` before ``ConfigWorkflow.run`` adds it)."""
+    sys.path.insert(0, str(BUNDLE))
+    yield
+    sys.path.remove(str(BUNDLE))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return Path(synthetic_data.make_cxr14(str(tmp_path_factory.mktemp("cxr14")), num_images=64, size=64, seed=0))
+
+
+@pytest.fixture(scope="module")
+def pretrained(data, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bundle")
+    run(["pretrain.json"], root, dataset_dir=str(data), epochs=2, batch_size=8, warmup_epochs=1, snapshot_interval=1,
+        **TINY, **TINY_DECODER)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(pretrained, data) -> Path:
+    run(["train.json"], pretrained, dataset_dir=str(data), epochs=2, batch_size=8, val_batch_size=16,
+        warmup_epochs=1, val_fraction=0.3, **TINY)
+    return pretrained
+
+
+def test_pretraining_writes_mae_weights_checkpoint_pictures_and_datalist(pretrained):
+    assert (pretrained / "models" / "mae.pt").is_file() and (pretrained / "models" / "mae_checkpoint.pt").is_file()
+    assert len(list((pretrained / "runs" / "pretrain").glob("reconstruction_epoch*.png"))) == 2
+    cached = json.loads((pretrained / "runs" / "datalist.json").read_text())
+    assert cached["stats"]["training_images"] > 0 and cached["class_names"] == list(FINDINGS)
+    state = torch.load(pretrained / "models" / "mae.pt", weights_only=True)
+    assert state["cls_token"].shape == (1, 1, 48)
+    assert state["encoder.patch_embedding.patch_embeddings.weight"].shape == (48, 1, 16, 16)  # one grey channel
+
+
+def test_classifier_gets_every_encoder_tensor_position_embedding_and_class_token(pretrained, data):
+    wf = workflow(["train.json"], pretrained, dataset_dir=str(data), **TINY)
+    assert wf.parser.get_parsed_content("pretrained_encoder") == str(pretrained / "models" / "mae.pt")
+    wf.parser.get_parsed_content("train#trainer")  # attaching the handlers loads the MAE encoder
+    network = wf.parser.get_parsed_content("network")
+    mae = torch.load(pretrained / "models" / "mae.pt", weights_only=True)
+    encoder = {k[len("encoder."):]: v for k, v in mae.items() if k.startswith("encoder.")}
+    assert "patch_embedding.position_embeddings" in encoder
+    state = network.state_dict()
+    for key, value in encoder.items():
+        assert torch.equal(state[key], value), key
+    assert torch.equal(state["cls_token"], mae["cls_token"])
+    assert set(state) - set(encoder) == {"cls_token", "classification_head.weight", "classification_head.bias"}
+    cached = wf.parser.get_parsed_content("train#dataset")._cache[0]["image"]
+    assert cached.dtype == torch.uint8 and tuple(cached.shape) == (1, 40, 40)  # the training cache holds 8 bits
+
+
+def test_training_reports_named_per_finding_auc_and_saves_the_best_model(trained):
+    assert (trained / "models" / "model.pt").is_file() and (trained / "models" / "checkpoint.pt").is_file()
+    state = torch.load(trained / "models" / "model.pt", weights_only=True)
+    assert state["classification_head.weight"].shape == (14, 48)
+    checkpoint = torch.load(trained / "models" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["trainer"]["iteration"] // checkpoint["trainer"]["epoch_length"] == 2
+
+
+def test_training_from_scratch_warns_and_logs_every_finding_by_name(data, tmp_path, capsys):
+    wf = run(["train.json"], tmp_path, dataset_dir=str(data), epochs=1, batch_size=16, val_fraction=0.3, **TINY)
+    assert "starts from scratch" in capsys.readouterr().out  # the bundle's logging.conf logs to stdout
+    metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics  # what StatsHandler logs
+    assert {f"val_auc_{name}" for name in FINDINGS} | {"val_mean_auc"} <= set(metrics)
+    assert (tmp_path / "models" / "checkpoint.pt").is_file()
+
+
+def test_evaluate_writes_per_finding_auc_with_names(trained, data):
+    run(["train.json", "evaluate.json"], trained, dataset_dir=str(data), val_batch_size=16, **TINY)
+    with open(trained / "eval" / "auc.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["finding"] for r in table] == [*FINDINGS, "mean"]
+    summary = json.loads((trained / "eval" / "auc.json").read_text())
+    test_items = json.loads((trained / "runs" / "datalist.json").read_text())["test"]
+    assert summary["num_images"] == len(test_items) and list(summary["auc"]) == list(FINDINGS)
+    with open(trained / "eval" / "predictions.csv") as f:
+        predictions = list(csv.DictReader(f))
+    assert len(predictions) == len(test_items) and list(predictions[0])[2:] == list(FINDINGS)
+
+
+def test_inference_reads_png_jpeg_and_dicom_of_any_size(trained, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((70, 50)) * 255).astype(np.uint8)).save(inputs / "a.png")
+    Image.fromarray((rng.random((50, 90)) * 60000).astype(np.uint16)).save(inputs / "b16.png")
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(inputs / "c.jpg")
+    write_dicom(inputs / "d.dcm", (rng.random((64, 48)) * 4095).astype(np.uint16), "MONOCHROME1", 1.0, -1024.0)
+    out = tmp_path / "out"
+    run(["inference.json"], trained, "infer", dataset_dir=str(inputs), output_dir=str(out), **TINY)
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == ["a.png", "b16.png", "c.jpg", "d.dcm"]
+    probabilities = np.array([[float(r[name]) for name in FINDINGS] for r in rows])
+    assert probabilities.shape == (4, 14) and ((probabilities > 0) & (probabilities < 1)).all()
+    saved = json.loads((out / "predictions.json").read_text())
+    assert list(saved[0]["probabilities"]) == list(FINDINGS)
+
+
+def test_results_saver_without_labels_writes_only_predictions(tmp_path):
+    saver = MultiLabelResultsSaver(str(tmp_path), ["A", "B"])
+    engine = Engine(lambda e, b: [{"pred": torch.tensor([0.2, 0.7])}])
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[1].endswith("0.200000,0.700000")
+    assert not (tmp_path / "auc.csv").exists()
+
+
+def test_metadata_and_network_shapes_verify():
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), device="cpu")
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == list(FINDINGS)
+    for name in ("train.json", "pretrain.json", "inference.json"):
+        config = json.loads((CONFIGS / name).read_text())
+        assert config["in_channels"] == meta["network_data_format"]["inputs"]["image"]["num_channels"]
+
+
+def test_multi_gpu_training_runs_on_cpu_with_gloo(pretrained, data, tmp_path):
+    """Two processes with torchrun (gloo on CPU): the validation AUC is gathered from both ranks."""
+    import subprocess
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mae.pt").write_bytes((pretrained / "models" / "mae.pt").read_bytes())
+    configs = str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+    overrides = {**TINY, "dataset_dir": str(data), "epochs": 1, "batch_size": 8, "val_batch_size": 8,
+                 "val_fraction": 0.3, "bundle_root": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "--config_file", configs]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "checkpoint.pt").is_file()
+    assert "MAE encoder from" in proc.stdout + proc.stderr and "val_mean_auc" in proc.stdout + proc.stderr
