@@ -46,9 +46,13 @@ class TransferReport:
     missing: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """One line per interpolated or missing key; skipped keys counted per reason."""
         lines = [f"loaded {len(self.loaded)} encoder tensors"]
         lines += [f"  interpolated {k}: {why}" for k, why in self.interpolated.items()]
-        lines += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
+        by_reason: dict[str, list[str]] = {}
+        for key, why in self.skipped.items():
+            by_reason.setdefault(why, []).append(key)
+        lines += [f"  skipped {len(keys)} ({why}), e.g. {keys[0]}" for why, keys in by_reason.items()]
         lines += [f"  NOT loaded {k}: {why}" for k, why in self.missing.items()]
         return "\n".join(lines)
 

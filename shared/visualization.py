@@ -82,6 +82,7 @@ class ReconstructionSnapshotHandler:
         num_slices: slices per channel of 3D images.
         summary_writer: optional ``torch.utils.tensorboard.SummaryWriter``.
         tag: TensorBoard tag.
+        min_tile_size: the PNG shows each picture enlarged (nearest neighbour) to at least this height.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class ReconstructionSnapshotHandler:
         num_slices: int = 3,
         summary_writer=None,
         tag: str = "reconstruction (masked | reconstructed | original)",
+        min_tile_size: int = 128,
     ) -> None:
         self.output_dir = output_dir
         self.patch_size = patch_size
@@ -99,6 +101,7 @@ class ReconstructionSnapshotHandler:
         self.num_slices = num_slices
         self.summary_writer = summary_writer
         self.tag = tag
+        self.min_tile_size = min_tile_size
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
@@ -114,7 +117,10 @@ class ReconstructionSnapshotHandler:
             self.patch_size, self.num_slices,
         )
         os.makedirs(self.output_dir, exist_ok=True)
-        Image.fromarray(panel).save(os.path.join(self.output_dir, f"reconstruction_epoch{engine.state.epoch:04d}.png"))
+        picture = Image.fromarray(panel)
+        zoom = max(1, -(-self.min_tile_size // output["image"].shape[2]))  # small crops are shown enlarged
+        picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
+        picture.save(os.path.join(self.output_dir, f"reconstruction_epoch{engine.state.epoch:04d}.png"))
         if self.summary_writer is not None:
             self.summary_writer.add_image(self.tag, panel[None], global_step=engine.state.epoch, dataformats="CHW")
             self.summary_writer.flush()

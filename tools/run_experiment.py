@@ -43,9 +43,9 @@ SEG_BUNDLE = REPO / "bundles" / "unetr_btcv_seg"
 # A narrow ViT with UNETR's 12 layers, small crops and few epochs: about ten minutes on 2 CPU cores.
 SMALL_ENCODER = {"hidden_size": 96, "mlp_dim": 384, "num_heads": 4}
 SMALL_RUN = {
-    "roi_size": [64, 64, 64],
-    "mae_epochs": 60,
-    "seg_epochs": 40,
+    "roi_size": [48, 48, 48],
+    "mae_epochs": 200,
+    "seg_epochs": 50,
     "val_interval": 10,
     "num_samples": 2,
     "mae_batch_size": 2,
@@ -168,7 +168,7 @@ def finetune(name: str, dataset_dir: Path, out: Path, full_size: bool, seed: int
         overrides.update({
             "roi_size": SMALL_RUN["roi_size"], "epochs": max_epochs, "warmup_epochs": max_epochs // 10,
             "val_interval": SMALL_RUN["val_interval"], "batch_size": SMALL_RUN["seg_batch_size"],
-            "num_samples": SMALL_RUN["num_samples"], "base_learning_rate": 0.2, "num_workers": 0,
+            "num_samples": SMALL_RUN["num_samples"], "base_learning_rate": 2.0, "num_workers": 0,
             "network_def#feature_size": 8, **encoder_overrides(full_size),
         })
     overrides["initialize"] = [f"$monai.utils.set_determinism(seed={seed})"]
