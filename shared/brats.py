@@ -6,9 +6,9 @@ and different label values:
 ============  ==============================================  ==============================================
               BraTS 2021 (``"brats2021"``)                     MSD Task01_BrainTumour (``"msd"``)
 ============  ==============================================  ==============================================
-files         ``BraTS2021_XXXXX/BraTS2021_XXXXX_<c>.nii.gz``,  ``dataset.json``, ``imagesTr/BRATS_XXX.nii.gz``
+files         ``BraTS2021_NNNNN/BraTS2021_NNNNN_<c>.nii.gz``,  ``dataset.json``, ``imagesTr/BRATS_NNN.nii.gz``
               one 3-D file per contrast ``c`` in flair, t1,    (4-D, channel last: FLAIR, T1w, t1gd, T2w),
-              t1ce, t2, and ``..._seg.nii.gz``                 ``labelsTr/BRATS_XXX.nii.gz``, ``imagesTs/``
+              t1ce, t2, and ``..._seg.nii.gz``                 ``labelsTr/BRATS_NNN.nii.gz``, ``imagesTs/``
 labels        1 necrotic tumour core, 2 oedema, 4 enhancing    1 oedema, 2 non-enhancing tumour, 3 enhancing
 TC            1 | 4                                            2 | 3
 WT            1 | 2 | 4                                        1 | 2 | 3

@@ -3,10 +3,10 @@ into this project's weights.
 
 Two kinds of official checkpoint are recognised from their keys:
 
-- **MAE3D pre-training** (``checkpoint_XXXX.pth.tar`` = ``{epoch, arch, state_dict, optimizer, scaler}``) becomes a
+- **MAE3D pre-training** (``checkpoint_NNNN.pth.tar`` = ``{epoch, arch, state_dict, optimizer, scaler}``) becomes a
   :class:`shared.mae.MaskedAutoencoderViT` state dict (encoder and decoder). Its encoder can then be carried into a
   MONAI ``UNETR``/``ViT`` by ``shared.encoder_transfer.load_mae_encoder`` (``MAEEncoderLoader`` in a bundle).
-- **UNETR3D fine-tuning** (``best_model.pth.tar`` / ``checkpoint_XXXX.pth.tar`` of ``SegTrainer``) becomes a
+- **UNETR3D fine-tuning** (``best_model.pth.tar`` / ``checkpoint_NNNN.pth.tar`` of ``SegTrainer``) becomes a
   ``monai.networks.nets.UNETR`` state dict: the ViT encoder and the CNN decoder (the official ``UNETR_decoder`` is
   built from MONAI's ``UnetrBasicBlock``/``UnetrPrUpBlock``/``UnetrUpBlock``/``UnetOutBlock`` with the same
   attribute names as MONAI's ``UNETR``, so its keys carry over unchanged).
