@@ -214,8 +214,8 @@ def write_report(out: Path, results: dict[str, dict], seconds: dict[str, float],
         "",
         f"Data: `{dataset_dir}` ({'paper configuration' if full_size else 'small configuration: ' + json.dumps(SMALL_RUN) + ', encoder ' + json.dumps(SMALL_ENCODER)}).",
         f"Validation cases: {mae['num_cases']}. Metrics in each image's original geometry; HD95 in mm; n/a where the "
-        "organ was not predicted. One run with one seed: at the small size the difference between the two columns is "
-        "within run-to-run noise and says nothing about the paper's result on real data.",
+        "organ was not predicted. One run with one seed on small synthetic data: a difference between the two columns "
+        "needs several seeds to be read, and says nothing about the paper's result on real data.",
         "",
         "| organ | Dice MAE-init | Dice scratch | HD95 MAE-init | HD95 scratch |",
         "|---|---|---|---|---|",
