@@ -55,6 +55,7 @@ __all__ = [
     "split_cases",
     "brats_datalist",
     "brats_inference_datalist",
+    "case_name",
     "case_name_formatter",
 ]
 
@@ -492,20 +493,22 @@ def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
     return msd_cases(dataset_dir, "test")
 
 
-def case_name_formatter(metadict: dict, saver: object) -> dict:
-    """``output_name_formatter`` for ``SaveImaged``: names the output after the case, not after its first file.
-
-    A BraTS 2021 case is loaded from four files and its metadata carries the FLAIR file name
-    (``BraTS2021_00000_flair.nii.gz``); this drops the contrast suffix, so the output is ``BraTS2021_00000_<postfix>``.
-    MSD names (``BRATS_485.nii.gz``) are kept.
-    """
-    name = os.path.basename(str(metadict.get(ImageMetaKey.FILENAME_OR_OBJ, getattr(saver, "_data_index", 0))))
+def case_name(path: str) -> str:
+    """The case a BraTS file belongs to: ``.../BraTS2021_00000_flair.nii.gz`` -> ``BraTS2021_00000``; MSD names
+    (``BRATS_485.nii.gz`` -> ``BRATS_485``) only lose their extension."""
+    name = os.path.basename(path)
     for ext in (".nii.gz", ".nii"):
         if name.endswith(ext):
             name = name[: -len(ext)]
             break
     for suffix in BRATS2021_SUFFIXES:
         if name.endswith("_" + suffix):
-            name = name[: -len(suffix) - 1]
-            break
-    return {"subject": name, "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}
+            return name[: -len(suffix) - 1]
+    return name
+
+
+def case_name_formatter(metadict: dict, saver: object) -> dict:
+    """``output_name_formatter`` for ``SaveImaged``: names the output after the case (:func:`case_name`), not after
+    its first file, so a BraTS 2021 case is written as ``BraTS2021_00000_<postfix>``."""
+    path = str(metadict.get(ImageMetaKey.FILENAME_OR_OBJ, getattr(saver, "_data_index", 0)))
+    return {"subject": case_name(path), "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ignite.distributed as idist
 import numpy as np
@@ -79,10 +79,18 @@ class SegmentationMetricsSaver:
         output_dir: folder for the files.
         class_names: names of the scored channels (without the background when ``include_background`` is False).
         include_background: score channel 0 too (e.g. BraTS's three region channels).
+        case_name: turns the image's file path into the case name (default: the file name).
     """
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], include_background: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        class_names: Sequence[str],
+        include_background: bool = False,
+        case_name: Callable[[str], str] = os.path.basename,
+    ) -> None:
         self.output_dir = output_dir
+        self.case_name = case_name
         self.class_names = list(class_names)
         self.include_background = include_background
         self.cases: list[str] = []
@@ -104,7 +112,8 @@ class SegmentationMetricsSaver:
             if len(scores["dice"]) != len(self.class_names):
                 raise ValueError(f"{len(scores['dice'])} scored channels but {len(self.class_names)} class names.")
             self.per_case.append(scores)
-            self.cases.append(self._case_name(item.get("image", pred), default=f"case{len(self.cases)}"))
+            filename = getattr(item.get("image", pred), "meta", {}).get("filename_or_obj")
+            self.cases.append(self.case_name(str(filename)) if filename else f"case{len(self.cases)}")
 
     def write(self, engine: Engine) -> None:
         cases, per_case = self._gather()
@@ -140,8 +149,3 @@ class SegmentationMetricsSaver:
             return None
         spatial_dims = label.dim() - 1
         return torch.linalg.norm(affine[:spatial_dims, :spatial_dims].float(), dim=0).tolist()
-
-    @staticmethod
-    def _case_name(image: torch.Tensor, default: str) -> str:
-        filename = getattr(image, "meta", {}).get("filename_or_obj")
-        return os.path.basename(str(filename)) if filename else default

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -298,6 +299,7 @@ def test_evaluate_writes_region_dice_and_hd95(trained, tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == ["case", "metric", "TC", "WT", "ET"]
     assert [r[1] for r in rows[1:]] == ["dice", "hd95"]
+    assert re.fullmatch(r"BraTS2021_\d{5}|BRATS_\d{3}", rows[1][0])  # the case, not its FLAIR file
 
 
 def test_inference_writes_label_maps_in_the_input_geometry(trained, tmp_path):

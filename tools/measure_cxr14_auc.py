@@ -1,7 +1,7 @@
 """Mean test ROC-AUC of ``vit_cxr14_cls`` on synthetic ChestX-ray14, after MAE self pre-training and from scratch.
 
 Runs the bundle's own ``pretrain.json``, ``train.json`` and ``evaluate.json`` with overrides for a small ViT on
-small images (one seed, same budget for both initialisations) and prints both mean AUCs. Example (about 15 minutes on
+small images (one seed, same budget for both initialisations) and prints both mean AUCs. Example (about 3 minutes on
 2 CPU cores)::
 
     python tools/measure_cxr14_auc.py --output_dir runs/cxr14_auc
