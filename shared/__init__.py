@@ -13,3 +13,30 @@ from .masking import RandPatchMaskd
 from .metrics import SegmentationMetricsSaver
 from .optim import param_groups
 from .visualization import ReconstructionSnapshotHandler
+
+__all__ = [
+    # submodules, imported so that `import scripts` makes `scripts.<module>.<name>` usable in configs
+    "atomic",
+    "brats",
+    "checkpoint",
+    "classification",
+    "cxr14",
+    "encoder_transfer",
+    "mae",
+    "masking",
+    "metrics",
+    "optim",
+    "patches",
+    "visualization",
+    # the main classes and functions
+    "AtomicCheckpointSaver",
+    "MAEEncoderLoader",
+    "MAEReconstructionNet",
+    "MaskedAutoencoderViT",
+    "RandPatchMaskd",
+    "ReconstructionSnapshotHandler",
+    "SegmentationMetricsSaver",
+    "load_mae_encoder",
+    "mae_loss",
+    "param_groups",
+]

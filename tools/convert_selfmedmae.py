@@ -90,7 +90,6 @@ Next to the weights a ``<name>.json`` records the network class, its constructor
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -351,6 +350,17 @@ def set_layer_norm_eps(network: nn.Module, eps: float = OFFICIAL_LAYER_NORM_EPS)
     return network
 
 
+def _copy_patch_embedding(state, dst_prefix, out, mapping) -> tuple[int, int, tuple[int, ...]]:
+    """Copy the patch-embedding convolution (same layout in both codes) to ``<dst_prefix>patch_embedding.*``;
+    return the hidden size, the input channels and the patch size it implies."""
+    hidden_size, in_channels, *patch_size = state["encoder.patch_embed.proj.weight"].shape
+    for kind in ("weight", "bias"):
+        src, dst = f"encoder.patch_embed.proj.{kind}", f"{dst_prefix}patch_embedding.patch_embeddings.{kind}"
+        out[dst] = state[src].clone()
+        mapping[src] = dst
+    return hidden_size, in_channels, tuple(patch_size)
+
+
 def _map_blocks(state, src_prefix, dst_prefix, out, mapping) -> int:
     """Copy ``<src_prefix><i>.<timm name>.X`` to ``<dst_prefix><i>.<MONAI name>.X``; return the number of blocks."""
     depth = 0
@@ -480,11 +490,7 @@ def convert_mae3d_state_dict(
         out[dst] = state[src].clone()
         result.mapping[src] = dst
 
-    patch_weight = state["encoder.patch_embed.proj.weight"]
-    hidden_size, in_channels, *patch_size = patch_weight.shape
-    patch_size = tuple(patch_size)
-    copy("encoder.patch_embed.proj.weight", "encoder.patch_embedding.patch_embeddings.weight")
-    copy("encoder.patch_embed.proj.bias", "encoder.patch_embedding.patch_embeddings.bias")
+    hidden_size, in_channels, patch_size = _copy_patch_embedding(state, "encoder.", out, result.mapping)
     encoder_pos = state["encoder_pos_embed"]
     if encoder_pos.dim() != 3 or encoder_pos.shape[0] != 1 or encoder_pos.shape[-1] != hidden_size:
         raise NotSelfMedMAECheckpointError(
@@ -591,13 +597,9 @@ def convert_unetr3d_state_dict(
         out[dst] = state[src].clone()
         result.mapping[src] = dst
 
-    patch_weight = state["encoder.patch_embed.proj.weight"]
-    hidden_size, in_channels, *patch_size = patch_weight.shape
-    patch_size = tuple(patch_size)
+    hidden_size, in_channels, patch_size = _copy_patch_embedding(state, "vit.", out, result.mapping)
     if patch_size != (16, 16, 16):
         raise NotSelfMedMAECheckpointError(f"MONAI's UNETR has 16^3 patches; the checkpoint has {patch_size}.")
-    copy("encoder.patch_embed.proj.weight", "vit.patch_embedding.patch_embeddings.weight")
-    copy("encoder.patch_embed.proj.bias", "vit.patch_embedding.patch_embeddings.bias")
     pos = state["encoder.pos_embed"]
     grid = _grid(pos.shape[1] - 1, patch_size, img_size)
     out["vit.patch_embedding.position_embeddings"] = pos[:, 1:].clone()

@@ -42,6 +42,7 @@ SEG_BUNDLE = REPO / "bundles" / "unetr_btcv_seg"
 
 # A narrow ViT with UNETR's 12 layers, small crops and few epochs: about ten minutes on 2 CPU cores.
 SMALL_ENCODER = {"hidden_size": 96, "mlp_dim": 384, "num_heads": 4}
+SMALL_ENCODER_OVERRIDES = {f"network_def#{k}": v for k, v in SMALL_ENCODER.items()}
 SMALL_RUN = {
     "roi_size": [48, 48, 48],
     "mae_epochs": 200,
@@ -138,10 +139,6 @@ def run_bundle(config_files: list[Path], stage: str, log_dir: Path, max_epochs: 
     return progress
 
 
-def encoder_overrides(full_size: bool) -> dict:
-    return {} if full_size else {f"network_def#{k}": v for k, v in SMALL_ENCODER.items()}
-
-
 def pretrain(dataset_dir: Path, out: Path, full_size: bool, seed: int) -> Progress:
     overrides = {"bundle_root": str(out / "mae"), "dataset_dir": str(dataset_dir), "resume": False}
     max_epochs = None
@@ -152,7 +149,7 @@ def pretrain(dataset_dir: Path, out: Path, full_size: bool, seed: int) -> Progre
             "batch_size": SMALL_RUN["mae_batch_size"], "num_samples": SMALL_RUN["num_samples"],
             "base_learning_rate": 0.05, "snapshot_interval": max(1, max_epochs // 3), "num_workers": 0,
             "network_def#decoder_hidden_size": 48, "network_def#decoder_num_layers": 2,
-            "network_def#decoder_num_heads": 4, **encoder_overrides(full_size),
+            "network_def#decoder_num_heads": 4, **SMALL_ENCODER_OVERRIDES,
         })
     overrides["initialize"] = [f"$monai.utils.set_determinism(seed={seed})"]
     return run_bundle([MAE_BUNDLE / "configs" / "train.json"], "mae pre-training", out / "logs", max_epochs or 800,
@@ -169,7 +166,7 @@ def finetune(name: str, dataset_dir: Path, out: Path, full_size: bool, seed: int
             "roi_size": SMALL_RUN["roi_size"], "epochs": max_epochs, "warmup_epochs": max_epochs // 10,
             "val_interval": SMALL_RUN["val_interval"], "batch_size": SMALL_RUN["seg_batch_size"],
             "num_samples": SMALL_RUN["num_samples"], "base_learning_rate": 2.0, "num_workers": 0,
-            "network_def#feature_size": 8, **encoder_overrides(full_size),
+            "network_def#feature_size": 8, **SMALL_ENCODER_OVERRIDES,
         })
     overrides["initialize"] = [f"$monai.utils.set_determinism(seed={seed})"]
     return run_bundle([SEG_BUNDLE / "configs" / "train.json"], f"unetr {name}", out / "logs", max_epochs or 5000,
@@ -180,7 +177,7 @@ def evaluate(name: str, dataset_dir: Path, out: Path, full_size: bool) -> dict:
     overrides = {"bundle_root": str(out / name), "dataset_dir": str(dataset_dir), "num_workers": 0}
     if not full_size:
         overrides.update({"roi_size": SMALL_RUN["roi_size"], "network_def#feature_size": 8,
-                          **encoder_overrides(full_size)})
+                          **SMALL_ENCODER_OVERRIDES})
     configs = [SEG_BUNDLE / "configs" / "train.json", SEG_BUNDLE / "configs" / "evaluate.json"]
     run_bundle(configs, f"evaluate {name}", out / "logs", None, "validate#evaluator", **overrides)
     return json.loads((out / name / "eval" / "metrics_summary.json").read_text())
