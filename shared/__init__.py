@@ -1,42 +1,16 @@
-"""Code shared by the MAE self pre-training bundles.
+"""Code shared by the MAE self pre-training bundles, grouped by role as MONAI groups its own code.
 
-In the repository this package is ``shared``; inside each bundle it is reachable as ``scripts`` (``bundles/*/scripts``
-links here, and the packaging tool copies it in), which is where MONAI bundles and MONAI Label look for custom code.
-Modules import each other relatively so both names work.
+In the repository this package is ``shared``; inside each bundle it is the ``scripts`` package (``bundles/*/scripts``
+links here, and the packaging tool copies in the modules a bundle's configs use), which is where MONAI bundles and
+MONAI Label look for custom code. Modules import each other relatively so both names work, and no package imports
+its modules eagerly: a config names what it uses by its full path, e.g. ``scripts.networks.mae.MaskedAutoencoderViT``.
+
+- ``networks``: the masked autoencoder, the logits-only ViT classifier, patch helpers, MAE encoder -> UNETR/ViT.
+- ``transforms``: MAE patch masking, random resized crop, X-ray loading, BraTS labels <-> regions, input checks.
+- ``data``: data set layouts and datalists (BraTS 2021 / MSD Task01, ChestX-ray14), splits, the datalist cache.
+- ``handlers``: ignite handlers (atomic checkpoints, encoder loading, reconstruction pictures, metric savers).
+- ``metrics``: per-case segmentation metrics, multi-label AUC.
+- ``optimizers``: parameter groups with layer-wise learning-rate decay.
+- ``visualize``: reconstruction pictures.
+- ``utils``: atomic file writes, distributed helpers, NaN-aware statistics.
 """
-
-from . import atomic, brats, checkpoint, classification, cxr14, encoder_transfer, mae, masking, metrics, optim, patches, visualization
-from .checkpoint import AtomicCheckpointSaver
-from .encoder_transfer import MAEEncoderLoader, load_mae_encoder
-from .mae import MAEReconstructionNet, MaskedAutoencoderViT, mae_loss
-from .masking import RandPatchMaskd
-from .metrics import SegmentationMetricsSaver
-from .optim import param_groups
-from .visualization import ReconstructionSnapshotHandler
-
-__all__ = [
-    # submodules, imported so that `import scripts` makes `scripts.<module>.<name>` usable in configs
-    "atomic",
-    "brats",
-    "checkpoint",
-    "classification",
-    "cxr14",
-    "encoder_transfer",
-    "mae",
-    "masking",
-    "metrics",
-    "optim",
-    "patches",
-    "visualization",
-    # the main classes and functions
-    "AtomicCheckpointSaver",
-    "MAEEncoderLoader",
-    "MAEReconstructionNet",
-    "MaskedAutoencoderViT",
-    "RandPatchMaskd",
-    "ReconstructionSnapshotHandler",
-    "SegmentationMetricsSaver",
-    "load_mae_encoder",
-    "mae_loss",
-    "param_groups",
-]

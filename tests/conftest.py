@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared.mae import MaskedAutoencoderViT
+from shared.networks.mae import MaskedAutoencoderViT
 
 TINY_ENCODER = {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4}
 TINY_DECODER = {"decoder_hidden_size": 24, "decoder_num_layers": 1, "decoder_num_heads": 2}

@@ -18,15 +18,13 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, ResampleToMatch
 
-from shared.brats import (
+from shared.data.brats import brats_datalist, brats_inference_datalist, case_name_formatter
+from shared.data.splits import split_validation
+from shared.transforms.brats import (
     ConvertBratsLabelsToRegionsd,
     ConvertBratsRegionsToLabelsd,
-    brats_datalist,
-    brats_inference_datalist,
-    case_name_formatter,
     labels_to_regions,
     regions_to_labels,
-    split_cases,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,13 +130,13 @@ def data(request, tmp_path_factory) -> tuple[str, Path]:
 
 def test_split_is_deterministic_disjoint_and_complete():
     cases = [{"image": f"c{i}"} for i in range(10)]
-    train, val = split_cases(cases, 0.2, seed=7)
-    assert (train, val) == split_cases(cases, 0.2, seed=7)
+    train, val = split_validation(cases, 0.2, seed=7)
+    assert (train, val) == split_validation(cases, 0.2, seed=7)
     assert len(val) == 2 and len(train) == 8
     assert sorted(c["image"] for c in train + val) == sorted(c["image"] for c in cases)
-    assert split_cases(cases, 0.2, seed=8)[1] != val
-    assert len(split_cases(cases[:2], 0.01, seed=0)[1]) == 1  # at least one validation case
-    assert split_cases(cases, 0.0, seed=0) == (cases, [])
+    assert split_validation(cases, 0.2, seed=8)[1] != val
+    assert len(split_validation(cases[:2], 0.01, seed=0)[1]) == 1  # at least one validation case
+    assert split_validation(cases, 0.0, seed=0) == (cases, [])
 
 
 def test_datalist_of_each_layout_is_split_cached_and_rebuilt(data, tmp_path):
@@ -155,13 +153,13 @@ def test_datalist_of_each_layout_is_split_cached_and_rebuilt(data, tmp_path):
         assert Path(case["image"]).parent.name == "imagesTr" and Path(case["label"]).parent.name == "labelsTr"
     # cached in the decathlon format, relative to dataset_dir; same call -> same content
     saved = json.loads(cache.read_text())
-    assert saved["split"]["dataset_layout"] == layout and saved["split"]["seed"] == 1
+    assert saved["fingerprint"]["dataset_layout"] == layout and saved["fingerprint"]["seed"] == 1
     assert brats_datalist(str(root), layout, str(cache), val_fraction=0.3, seed=1) == datalist
     from monai.data import load_decathlon_datalist
     assert load_decathlon_datalist(str(cache), True, "validation", base_dir=str(root)) == datalist["validation"]
-    # another seed rewrites the cache; a hand-made file (no "split" record) is used as it is
+    # another seed rewrites the cache; a hand-made file (no fingerprint) is used as it is
     others = [brats_datalist(str(root), layout, str(cache), val_fraction=0.3, seed=s)["validation"] for s in range(6)]
-    assert json.loads(cache.read_text())["split"]["seed"] == 5
+    assert json.loads(cache.read_text())["fingerprint"]["seed"] == 5
     assert any(v != datalist["validation"] for v in others)
     hand_made = {"training": saved["training"][:1], "validation": saved["validation"]}
     cache.write_text(json.dumps(hand_made))

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import UNETR
 
-from shared.encoder_transfer import load_mae_encoder
-from shared.mae import MaskedAutoencoderViT
-from shared.patches import patchify, unpatchify
+from shared.networks.encoder_transfer import load_mae_encoder
+from shared.networks.mae import MaskedAutoencoderViT
+from shared.networks.patches import patchify, unpatchify
 from tools.convert_selfmedmae import (
     NotSelfMedMAECheckpointError,
     convert_checkpoint,
@@ -297,7 +297,7 @@ def test_checkpoint_file_is_read_safely_and_written_atomically(tmp_path):
     loaded = torch.load(dst, weights_only=True)
     MaskedAutoencoderViT(**result.network_kwargs).load_state_dict(loaded, strict=True)
     config = __import__("json").loads(dst.with_suffix(".json").read_text())
-    assert config["network"] == "shared.mae.MaskedAutoencoderViT" and config["network_kwargs"]["qkv_bias"] is True
+    assert config["network"] == "shared.networks.mae.MaskedAutoencoderViT" and config["network_kwargs"]["qkv_bias"] is True
     assert not [p for p in dst.parent.iterdir() if p.name.startswith(".tmp_")]
 
 

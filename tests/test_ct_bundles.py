@@ -138,7 +138,7 @@ def finetuned(pretrained, btcv, tmp_path_factory) -> Path:
 
 
 def test_mae_encoder_initialises_every_unetr_encoder_tensor(pretrained):
-    from shared.encoder_transfer import load_mae_encoder
+    from shared.networks.encoder_transfer import load_mae_encoder
 
     mae_state = torch.load(pretrained[0] / "models" / "model.pt", weights_only=True)
     unetr = UNETR(1, 14, 32, feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4)

@@ -20,9 +20,14 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.networks.nets import ViT
 from PIL import Image
 
-from shared import cxr14
-from shared.classification import MultiLabelAUC, MultiLabelResultsSaver, RandResizedCropd, ViTClassifier, per_class_auc
-from shared.cxr14 import FINDINGS, LoadXRayd, build_datalist, prepare_datalist, read_data_entry, read_xray
+from shared.data import cxr14, xray
+from shared.handlers.classification_results import MultiLabelResultsSaver
+from shared.metrics.auc import MultiLabelAUC, per_class_auc
+from shared.networks.vit_classifier import ViTClassifier
+from shared.transforms.crop import RandResizedCropd
+from shared.data.cxr14 import FINDINGS, build_datalist, prepare_datalist, read_data_entry
+from shared.data.xray import read_xray
+from shared.transforms.xray import LoadXRayd
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "vit_cxr14_cls"
@@ -251,14 +256,14 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
     expected = np.clip((2.0 * stored - 100.0 - 1000.0) / 4000.0, 0, 1)
     np.testing.assert_allclose(read_xray(str(tmp_path / "m2.dcm")), expected, atol=1e-6)
     write_dicom(tmp_path / "m1", stored, "MONOCHROME1", 2.0, -100.0, 3000.0, 4000.0)  # no extension
-    assert cxr14.is_dicom(str(tmp_path / "m1"))
+    assert xray.is_dicom(str(tmp_path / "m1"))
     np.testing.assert_allclose(read_xray(str(tmp_path / "m1")), 1.0 - expected, atol=1e-6)
     write_dicom(tmp_path / "plain.dcm", stored, "MONOCHROME1")  # no window: own range, then inverted
     np.testing.assert_allclose(read_xray(str(tmp_path / "plain.dcm")), 1.0 - stored / stored.max(), atol=1e-6)
     np.testing.assert_allclose(
         read_xray(str(tmp_path / "m2.dcm"), use_dicom_window=False), (stored - 0.0) / stored.max(), atol=1e-6
     )
-    files = [Path(f["image"]).name for f in cxr14.list_xray_files(str(tmp_path))]
+    files = [Path(f["image"]).name for f in xray.list_xray_files(str(tmp_path))]
     assert files == ["m1", "m2.dcm", "plain.dcm"]
     loaded = LoadXRayd("image")({"image": str(tmp_path / "m1")})["image"]
     assert tuple(loaded.shape) == (1, 10, 20) and loaded.meta["filename_or_obj"].endswith("m1")

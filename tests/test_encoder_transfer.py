@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from ignite.engine import Engine
 from monai.networks.nets import UNETR, ViT
 
-from shared.encoder_transfer import MAEEncoderLoader, interpolate_position_embedding, load_mae_encoder
+from shared.handlers.encoder_loader import MAEEncoderLoader
+from shared.networks.encoder_transfer import interpolate_position_embedding, load_mae_encoder
 from tests.conftest import TINY_ENCODER, tiny_mae
 
 

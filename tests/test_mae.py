@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.nets import UNETR, ViT
 
-from shared.patches import patchify
+from shared.networks.patches import patchify
 from tests.conftest import TINY_ENCODER, tiny_mae
 
 

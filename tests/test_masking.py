@@ -4,7 +4,7 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, RandSpatialCropSamplesd
 from monai.utils import set_determinism
 
-from shared.masking import RandPatchMaskd
+from shared.transforms.masking import RandPatchMaskd
 
 
 def _items(n=6, shape=(1, 64, 64, 32)):

@@ -3,7 +3,7 @@ import torch
 from monai.networks.nets import UNETR, ViT
 from monai.optimizers import WarmupCosineSchedule
 
-from shared.optim import param_groups
+from shared.optimizers.layer_decay import param_groups
 from tests.conftest import TINY_ENCODER, tiny_mae
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.blocks import PatchEmbeddingBlock
 
-from shared.patches import grid_size, num_masked_patches, patchify, unpatchify
+from shared.networks.patches import grid_size, num_masked_patches, patchify, unpatchify
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from shared.visualization import reconstruction_panel
+from shared.visualize.reconstruction import reconstruction_panel
 
 
 def test_panel_shows_masked_input_reconstruction_and_original():

@@ -21,8 +21,8 @@ import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared.mae import MaskedAutoencoderViT  # noqa: E402
-from shared.patches import patchify  # noqa: E402
+from shared.networks.mae import MaskedAutoencoderViT  # noqa: E402
+from shared.networks.patches import patchify  # noqa: E402
 
 
 def ours_step(net: MaskedAutoencoderViT, images: torch.Tensor) -> torch.Tensor:

@@ -135,7 +135,8 @@ def check_sources(name: str, bundles_dir: str | os.PathLike) -> list[CheckResult
         results.append(CheckResult(name, "version", PASS, f"version {version} is in changelog"))
     except (ValueError, OSError) as e:
         results.append(CheckResult(name, "version", FAIL, _short_error(e, 300)))
-    json_files = [src for arc, src in package_bundles.collect_files(bundle_dir).items() if arc.endswith(".json")]
+    files = package_bundles.collect_files(bundle_dir, include_scripts=False)
+    json_files = [src for arc, src in files.items() if arc.endswith(".json")]
     errors = package_bundles.json_format_errors(json_files)
     if errors:
         results.append(CheckResult(name, "json_format", FAIL, "; ".join(errors)))

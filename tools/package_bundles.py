@@ -1,9 +1,9 @@
 """Package the bundles of this repository as the MONAI model zoo publishes them.
 
 For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json``), or the ones named, this writes
-``<dist_dir>/<name>_v<version>.zip``: a top-level folder ``<name>/`` holding the bundle's files, with the shared
-module copied in as the bundle's ``scripts/`` (in the repository ``bundles/<name>/scripts`` is a symbolic link to
-``shared/``; the zip holds real files), and without test, cache or run-output files (see ``EXCLUDED_DIRS`` and the
+``<dist_dir>/<name>_v<version>.zip``: a top-level folder ``<name>/`` holding the bundle's files, with the modules
+of the shared code that its configs use copied in as the bundle's ``scripts/`` (in the repository
+``bundles/<name>/scripts`` is a symbolic link to ``shared/``; the zip holds real files), and without test, cache or run-output files (see ``EXCLUDED_DIRS`` and the
 other ``EXCLUDED_*`` constants). Zips are deterministic (fixed timestamps and permissions, sorted entries), so the
 same sources always give the same checksum. ``<dist_dir>/model_info.json`` is then updated in the zoo's format::
 
@@ -31,11 +31,13 @@ bundle.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import functools
 import hashlib
 import json
 import os
+import re
 import sys
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,6 +57,7 @@ __all__ = [
     "json_format_errors",
     "check_json_format",
     "is_excluded",
+    "scripts_files",
     "collect_files",
     "write_deterministic_zip",
     "package_bundle",
@@ -87,6 +90,9 @@ EXCLUDED_FILE_PATTERNS = (
 # bundle-relative path patterns of training checkpoints and check outputs
 EXCLUDED_PATH_PATTERNS = ("models/checkpoint*.pt", "models/*.ckpt", "models/verify_model.ts")
 WEIGHTS_PATH = "models/model.pt"
+SCRIPTS_DIR = "scripts"
+# a dotted name in a config that starts with the bundle's scripts package
+SCRIPTS_REFERENCE = re.compile(r"\bscripts((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 LARGE_FILE_THRESHOLD_MB = 1.0
 LARGE_FILES_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
 HASH_TYPE = "sha256"
@@ -205,7 +211,7 @@ def check_json_format(bundle_dir: str | os.PathLike) -> None:
         ValueError: listing the offending files (the zoo's pre-commit hook
             ``pretty-format-json --autofix --no-sort-keys --indent=4`` fixes them).
     """
-    files = [src for arc, src in collect_files(bundle_dir).items() if arc.endswith(".json")]
+    files = [src for arc, src in collect_files(bundle_dir, include_scripts=False).items() if arc.endswith(".json")]
     errors = json_format_errors(files)
     if errors:
         raise ValueError(
@@ -226,21 +232,78 @@ def is_excluded(rel_path: str | PurePosixPath) -> bool:
     return any(fnmatch.fnmatchcase(str(path), pattern) for pattern in EXCLUDED_PATH_PATTERNS)
 
 
-def collect_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
+def _module_file(scripts_dir: Path, parts: Sequence[str]) -> Path | None:
+    """The file of module ``parts`` (relative to ``scripts_dir``): ``a/b.py`` or ``a/b/__init__.py``."""
+    if not parts:
+        return scripts_dir / "__init__.py"
+    for candidate in (scripts_dir.joinpath(*parts[:-1], parts[-1] + ".py"), scripts_dir.joinpath(*parts, "__init__.py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _relative_imports(scripts_dir: Path, module: Path) -> set[Path]:
+    """The files of the modules that ``module`` imports relatively (``from .x import y``, ``from ..p import q``)."""
+    package = list(module.relative_to(scripts_dir).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+        for target in [base] + [base + [alias.name] for alias in node.names]:  # `from . import mod` names modules
+            path = _module_file(scripts_dir, target)
+            if path is not None:
+                found.add(path)
+    return found
+
+
+def scripts_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
+    """The files of the bundle's ``scripts`` package that its configs use: every module a config names
+    (``scripts.networks.mae.MaskedAutoencoderViT`` -> ``networks/mae.py``), the modules those import relatively,
+    and the ``__init__.py`` of every package on the way. Returned as ``{"scripts/<path>": source file}``.
+
+    Raises:
+        ValueError: a config names a ``scripts`` module that does not exist.
+    """
+    root = Path(bundle_dir)
+    scripts_dir = root / SCRIPTS_DIR
+    wanted: set[Path] = set()
+    for config in sorted((root / "configs").glob("*.json")):
+        for dotted in SCRIPTS_REFERENCE.findall(config.read_text(encoding="utf-8")):
+            parts = dotted.strip(".").split(".")
+            found = next(filter(None, (_module_file(scripts_dir, parts[:end]) for end in range(len(parts), 0, -1))), None)
+            if found is None:
+                raise ValueError(f"{config} names scripts{dotted}, but {scripts_dir} has no such module.")
+            wanted.add(found)
+    todo = list(wanted)
+    while todo:
+        for path in _relative_imports(scripts_dir, todo.pop()) - wanted:
+            wanted.add(path)
+            todo.append(path)
+    for path in list(wanted):
+        for parent in path.relative_to(scripts_dir).parents:
+            wanted.add(scripts_dir / parent / "__init__.py")
+    return {f"{SCRIPTS_DIR}/{p.relative_to(scripts_dir).as_posix()}": p for p in sorted(wanted) if p.is_file()}
+
+
+def collect_files(bundle_dir: str | os.PathLike, include_scripts: bool = True) -> dict[str, Path]:
     """The files to package, as ``{bundle-relative posix path: source file}``, sorted by path.
 
-    Symbolic links are followed (``scripts -> ../../shared`` becomes a real ``scripts/`` folder); excluded files
+    ``scripts/`` (in the repository a symbolic link to ``shared/``) becomes a real folder holding only the modules
+    the bundle's configs use (:func:`scripts_files`; left out when ``include_scripts`` is False); excluded files
     (:func:`is_excluded`) and folders are skipped.
     """
     root = Path(bundle_dir)
     files: dict[str, Path] = {}
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    for folder, dirs, names in os.walk(root):
         rel_folder = Path(folder).relative_to(root)
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not d.startswith(".") and d != SCRIPTS_DIR)
         for name in names:
             rel = (rel_folder / name).as_posix()
-            if not is_excluded(rel) and os.path.isfile(os.path.join(folder, name)):
+            if not is_excluded(rel) and os.path.isfile(os.path.join(folder, name)) and rel != SCRIPTS_DIR:
                 files[rel] = Path(folder, name)
+    if include_scripts:
+        files.update(scripts_files(root))
     return dict(sorted(files.items()))
 
 

@@ -28,17 +28,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey
 
-from .atomic import write_json_atomically
+from .datalist_cache import cached_datalist, file_stamp
+from .splits import split_validation
 
 __all__ = [
     "REGION_NAMES",
@@ -46,13 +42,8 @@ __all__ = [
     "BratsLayout",
     "LAYOUTS",
     "get_layout",
-    "labels_to_regions",
-    "regions_to_labels",
-    "ConvertBratsLabelsToRegionsd",
-    "ConvertBratsRegionsToLabelsd",
     "brats2021_cases",
     "msd_cases",
-    "split_cases",
     "brats_datalist",
     "brats_inference_datalist",
     "case_name",
@@ -70,8 +61,8 @@ MODALITY_NAMES = ("FLAIR", "T1", "T1ce", "T2")
 BRATS2021_SUFFIXES = ("flair", "t1", "t1ce", "t2")
 """BraTS 2021 file suffixes of the image channels, in channel order."""
 
-SPLIT_RECORD_KEY = "split"
-"""Key of the record a generated datalist file keeps of how it was made (its absence marks a hand-made file)."""
+DATALIST_VERSION = 2
+"""Format version of the cached datalist (part of its fingerprint)."""
 
 
 @dataclass(frozen=True)
@@ -128,138 +119,6 @@ def get_layout(layout: str | BratsLayout) -> BratsLayout:
     if layout not in LAYOUTS:
         raise ValueError(f"dataset_layout must be one of {sorted(LAYOUTS)}, got {layout!r}.")
     return LAYOUTS[layout]
-
-
-def _source_name(img: object) -> str:
-    meta = getattr(img, "meta", None) or {}
-    return str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, "")) or "<label without a file name>"
-
-
-def labels_to_regions(
-    label: torch.Tensor | np.ndarray, layout: str | BratsLayout, dtype: torch.dtype | np.dtype = torch.uint8
-) -> torch.Tensor | np.ndarray:
-    """Turn a label map into the three region channels TC, WT, ET, after checking its values.
-
-    Args:
-        label: ``(1, *spatial)`` or ``(*spatial)`` label map with the layout's values (integer-valued floats are fine).
-        layout: ``"brats2021"``, ``"msd"`` or a :class:`BratsLayout`.
-        dtype: dtype of the output (a torch dtype for tensors, a numpy dtype for arrays).
-
-    Returns:
-        ``(3, *spatial)`` binary TC, WT, ET of ``label``'s type (a ``MetaTensor`` keeps its metadata).
-
-    Raises:
-        ValueError: ``label`` holds values the layout does not have (e.g. 4 in an MSD label, or 3 in a BraTS 2021
-            one: the data set is not in the declared layout); the message names the file and the values.
-    """
-    lay = get_layout(layout)
-    if label.ndim >= 4 and label.shape[0] == 1:
-        label = label[0]
-    is_tensor = isinstance(label, torch.Tensor)
-    values = torch.unique(label).tolist() if is_tensor else np.unique(label).tolist()
-    unexpected = sorted(v for v in values if v not in lay.values)
-    if unexpected:
-        shown = ", ".join(f"{int(v)}" if float(v).is_integer() else f"{v}" for v in unexpected[:10])
-        raise ValueError(
-            f"{_source_name(label)}: label values {{{shown}}} are not labels of the {lay.name!r} layout "
-            f"(allowed: {list(lay.values)}). Check dataset_layout: BraTS 2021 uses 1/2/4 (4 = enhancing), MSD Task01 "
-            "uses 1/2/3 (3 = enhancing)."
-        )
-    channels = []
-    for members in lay.regions:
-        region = label == members[0]
-        for value in members[1:]:
-            region = region | (label == value)
-        channels.append(region)
-    if is_tensor:
-        return torch.stack(channels, dim=0).to(dtype)
-    return np.stack(channels, axis=0).astype(dtype if not isinstance(dtype, torch.dtype) else np.uint8)
-
-
-def regions_to_labels(regions: torch.Tensor | np.ndarray, layout: str | BratsLayout) -> torch.Tensor | np.ndarray:
-    """Turn binary region channels TC, WT, ET into one label map with the layout's label values.
-
-    Regions are painted from the outside in: WT gets the oedema label, TC overwrites it with the (necrotic /
-    non-enhancing) core label, ET overwrites that with the enhancing label. So ET -> enhancing, TC minus ET ->
-    core, WT minus TC -> oedema; a prediction where the regions are not nested (e.g. ET outside TC) keeps the
-    innermost region.
-
-    Args:
-        regions: ``(3, *spatial)`` binary (``> 0.5`` counts as inside) TC, WT, ET.
-        layout: ``"brats2021"``, ``"msd"`` or a :class:`BratsLayout`.
-
-    Returns:
-        ``(1, *spatial)`` uint8 label map of ``regions``'s type (a ``MetaTensor`` keeps its metadata).
-    """
-    lay = get_layout(layout)
-    if regions.shape[0] != 3:
-        raise ValueError(f"expected 3 region channels (TC, WT, ET), got shape {tuple(regions.shape)}.")
-    tc, wt, et = (regions[i] > 0.5 for i in range(3))
-    if isinstance(regions, torch.Tensor):
-        out = torch.zeros_like(regions[:1], dtype=torch.uint8)
-    else:
-        out = np.zeros_like(regions[:1], dtype=np.uint8)
-    out[0][wt] = lay.oedema
-    out[0][tc] = lay.core
-    out[0][et] = lay.enhancing
-    return out
-
-
-class ConvertBratsLabelsToRegionsd(MapTransform):
-    """Dictionary transform: label map -> region channels TC, WT, ET, after checking the label values.
-
-    See :func:`labels_to_regions`. Put it after ``LoadImaged``/``EnsureChannelFirstd`` (and after any resampling of
-    the label, which is cheaper on one channel than on three).
-
-    Args:
-        keys: label keys.
-        layout: ``"brats2021"`` (labels 1/2/4) or ``"msd"`` (labels 1/2/3).
-        dtype: output dtype; uint8 keeps cached training data small.
-        allow_missing_keys: don't raise when a key is missing.
-
-    Raises:
-        ValueError: on an unknown layout, or (when called) on label values the layout does not have.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        layout: str,
-        dtype: torch.dtype = torch.uint8,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = get_layout(layout)
-        self.dtype = dtype
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = labels_to_regions(d[key], self.layout, self.dtype)
-        return d
-
-
-class ConvertBratsRegionsToLabelsd(MapTransform):
-    """Dictionary transform: binary region channels TC, WT, ET -> one label map with the layout's label values.
-
-    See :func:`regions_to_labels`: ET -> enhancing, TC minus ET -> necrotic / non-enhancing core, WT minus TC ->
-    oedema (BraTS 2021: 4, 1, 2; MSD: 3, 2, 1). Use it after thresholding (and after ``Invertd``).
-
-    Args:
-        keys: region keys.
-        layout: ``"brats2021"`` or ``"msd"``.
-        allow_missing_keys: don't raise when a key is missing.
-    """
-
-    def __init__(self, keys: KeysCollection, layout: str, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = get_layout(layout)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = regions_to_labels(d[key], self.layout)
-        return d
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -373,28 +232,6 @@ def msd_cases(dataset_dir: str, section: str = "training") -> list[dict]:
     return sorted(cases, key=lambda c: c["image"])
 
 
-def split_cases(cases: Sequence[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Deterministic training/validation split: shuffle with ``random.Random(seed)``, the first
-    ``round(val_fraction * n)`` cases (at least 1 and at most ``n - 1`` when ``val_fraction > 0`` and ``n >= 2``)
-    are validation; both lists keep the input order.
-
-    Returns:
-        ``(training, validation)``.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    n = len(cases)
-    num_val = int(round(val_fraction * n))
-    if val_fraction > 0 and n >= 2:
-        num_val = min(max(num_val, 1), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    val_ids = set(order[:num_val])
-    training = [c for i, c in enumerate(cases) if i not in val_ids]
-    validation = [c for i, c in enumerate(cases) if i in val_ids]
-    return training, validation
-
-
 def _relative(case: dict, root: str) -> dict:
     def rel(p):
         return [os.path.relpath(x, root) for x in p] if isinstance(p, list) else os.path.relpath(p, root)
@@ -411,6 +248,20 @@ def _absolute(case: dict, root: str) -> dict:
     return {k: (ab(v) if k in ("image", "label") else v) for k, v in case.items()}
 
 
+def _fingerprint(root: str, layout: BratsLayout, val_fraction: float, seed: int) -> dict:
+    """What the datalist depends on: the layout, the split settings and the listing of ``root`` (MSD: its
+    ``dataset.json``)."""
+    dataset_json = os.path.join(root, "dataset.json")
+    listing = dataset_json if layout.name == "msd" and os.path.isfile(dataset_json) else root
+    return {
+        "version": DATALIST_VERSION,
+        "dataset_layout": layout.name,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "listing": file_stamp(listing),
+    }
+
+
 def brats_datalist(
     dataset_dir: str,
     layout: str,
@@ -421,14 +272,12 @@ def brats_datalist(
     """The training/validation datalist of a labelled BraTS 2021 or MSD Task01 folder, cached as JSON.
 
     BraTS 2021 ships no datalist and MSD only an unsplit ``training`` list (no validation list), so both are split
-    here the same way (:func:`split_cases`, deterministic in ``seed`` and ``val_fraction``). The result is written
-    to ``datalist_file`` in the decathlon format (``{"training": [...], "validation": [...]}``, paths relative to
-    ``dataset_dir``, so ``monai.data.load_decathlon_datalist(datalist_file, True, "training", base_dir=dataset_dir)``
-    reads it too) with a ``"split"`` record of how it was made.
-
-    - ``datalist_file`` exists and has no ``"split"`` record: it was written by hand; it is used as it is.
-    - otherwise the split is (re)computed from the files on disk and the file is (re)written atomically when its
-      content changed, e.g. after a change of ``seed``, ``val_fraction``, ``layout`` or of the cases.
+    here the same way (:func:`split_validation`, deterministic in ``seed`` and ``val_fraction``). The result is
+    cached in ``datalist_file`` in the decathlon format (``{"training": [...], "validation": [...]}``, paths
+    relative to ``dataset_dir``, so ``monai.data.load_decathlon_datalist(datalist_file, True, "training",
+    base_dir=dataset_dir)`` reads it too) and rebuilt when the layout, the split settings or the case listing
+    change; a datalist file written by hand (without a fingerprint) is used as it is (see
+    :func:`cached_datalist`).
 
     Args:
         dataset_dir: BraTS 2021: the folder of case folders (``TrainingData``); MSD: ``Task01_BrainTumour``.
@@ -443,39 +292,23 @@ def brats_datalist(
     """
     lay = get_layout(layout)
     root = os.path.abspath(dataset_dir)
-    if datalist_file and os.path.isfile(datalist_file):
-        with open(datalist_file) as f:
-            cached = json.load(f)
-        if SPLIT_RECORD_KEY not in cached:
-            logger.info(f"using the hand-made datalist {datalist_file}")
-            return {s: [_absolute(c, root) for c in cached.get(s, [])] for s in ("training", "validation")}
-    cases = brats2021_cases(root, labelled=True) if lay.name == "brats2021" else msd_cases(root, "training")
-    training, validation = split_cases(cases, val_fraction, seed)
-    if datalist_file:
-        record = {
-            SPLIT_RECORD_KEY: {
-                "dataset_layout": lay.name,
-                "dataset_dir": root,
-                "val_fraction": val_fraction,
-                "seed": seed,
-                "num_cases": len(cases),
-                "image_channels": list(MODALITY_NAMES),
-                "labels": {str(k): v for k, v in lay.labels.items()},
-                "regions": {name: list(members) for name, members in zip(REGION_NAMES, lay.regions)},
-            },
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset_dir {root!r} does not exist.")
+
+    def build() -> dict:
+        cases = brats2021_cases(root, labelled=True) if lay.name == "brats2021" else msd_cases(root, "training")
+        training, validation = split_validation(cases, val_fraction, seed)
+        logger.info(f"{lay.name} datalist of {root}: {len(training)} training, {len(validation)} validation cases")
+        return {
+            "image_channels": list(MODALITY_NAMES),
+            "labels": {str(k): v for k, v in lay.labels.items()},
+            "regions": {name: list(members) for name, members in zip(REGION_NAMES, lay.regions)},
             "training": [_relative(c, root) for c in training],
             "validation": [_relative(c, root) for c in validation],
         }
-        previous = None
-        if os.path.isfile(datalist_file):
-            with open(datalist_file) as f:
-                previous = json.load(f)
-        if previous != record:
-            if previous is not None:
-                logger.warning(f"{datalist_file} was made with other settings or cases; rewriting it.")
-            write_json_atomically(record, datalist_file)
-    logger.info(f"{lay.name} datalist of {root}: {len(training)} training, {len(validation)} validation cases")
-    return {"training": training, "validation": validation}
+
+    data = cached_datalist(datalist_file or None, _fingerprint(root, lay, val_fraction, seed), build)
+    return {s: [_absolute(c, root) for c in data.get(s, [])] for s in ("training", "validation")}
 
 
 def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:

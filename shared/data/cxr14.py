@@ -1,5 +1,5 @@
-"""NIH ChestX-ray14: the data-entry CSV, the official lists, image discovery, a patient-wise validation split, a
-cached datalist, and a chest X-ray reader for PNG, JPEG and DICOM.
+"""NIH ChestX-ray14: the data-entry CSV, the official lists, image discovery, a patient-wise validation split and a
+cached datalist (reading the images: :mod:`.xray`).
 
 Public layout (``dataset_dir``)::
 
@@ -12,27 +12,21 @@ Labels are 14 floats in :data:`FINDINGS` order (1 = finding present); ``No Findi
 set is a patient-wise sample of ``train_val_list.txt``: every image of a patient goes to the same split, chosen by
 ``seed`` and ``val_fraction`` alone. :func:`prepare_datalist` builds the training/validation/test lists once and
 caches them as JSON next to a fingerprint of its inputs (CSV, lists, image folders, split settings); a changed input
-or ``rebuild=True`` rebuilds the cache.
+or ``rebuild=True`` rebuilds the cache (:func:`cached_datalist`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
-import random
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
-from monai.utils import ImageMetaKey
 
-from .atomic import atomic_open
+from .datalist_cache import cached_datalist, file_stamp
+from .splits import split_validation
 
 __all__ = [
     "FINDINGS",
@@ -47,11 +41,6 @@ __all__ = [
     "split_patients",
     "build_datalist",
     "prepare_datalist",
-    "is_dicom",
-    "read_xray",
-    "list_xray_files",
-    "LoadXRayd",
-    "ToUint8d",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,12 +67,11 @@ NO_FINDING = "No Finding"
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
-DATALIST_VERSION = 1
+DATALIST_VERSION = 2
 
 _IMAGE_COLUMN, _LABEL_COLUMN, _PATIENT_COLUMN = "Image Index", "Finding Labels", "Patient ID"
 _FINDING_KEYS = {name.lower(): i for i, name in enumerate(FINDINGS)}
 _NO_FINDING_KEY = "no_finding"
-_XRAY_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 
 class Entry(NamedTuple):
@@ -259,17 +247,10 @@ def _patient_sort_key(patient: str) -> tuple[int, int | str]:
 
 
 def split_patients(patients: Sequence[str], val_fraction: float, seed: int) -> set[str]:
-    """The validation patients: ``round(val_fraction * n)`` of the ``n`` distinct patients (at least one and at
-    most ``n - 1`` when ``0 < val_fraction < 1`` and ``n >= 2``), drawn by ``random.Random(seed)`` from the sorted
-    patient list, so the split depends only on the patients, the fraction and the seed."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    """The validation patients: :func:`split_validation` of the sorted distinct patients, so the split depends only
+    on the patients, the fraction and the seed."""
     unique = sorted(set(patients), key=_patient_sort_key)
-    num_val = int(round(val_fraction * len(unique)))
-    if val_fraction > 0 and len(unique) >= 2:
-        num_val = min(max(num_val, 1), len(unique) - 1)
-    random.Random(seed).shuffle(unique)
-    return set(unique[:num_val])
+    return set(split_validation(unique, val_fraction, seed)[1])
 
 
 def build_datalist(
@@ -348,21 +329,14 @@ def build_datalist(
     return {**data, "class_names": list(FINDINGS), "stats": stats}
 
 
-def _stat(path: str) -> list:
-    st = os.stat(path)
-    return [os.path.basename(path), st.st_size, st.st_mtime_ns]
-
-
 def _fingerprint(dataset_dir: str, csv_path: str, val_fraction: float, seed: int) -> dict:
-    """What the datalist depends on: file sizes and modification times of the CSV and the lists, modification times
-    of the image folders (changed by adding or removing files), the split settings and the format version."""
-    dataset_dir = os.path.abspath(dataset_dir)
+    """What the datalist depends on: the CSV and list files, the image folders (their modification times change
+    when files are added or removed), the split settings and the format version."""
     return {
         "version": DATALIST_VERSION,
-        "dataset_dir": dataset_dir,
-        "csv": [os.path.abspath(csv_path), *_stat(csv_path)[1:]],
-        "lists": [_stat(os.path.join(dataset_dir, n)) for n in (TRAIN_VAL_LIST, TEST_LIST)],
-        "image_folders": [[f, os.stat(os.path.join(dataset_dir, f)).st_mtime_ns] for f in _image_folders(dataset_dir)],
+        "csv": file_stamp(csv_path),
+        "lists": [file_stamp(os.path.join(dataset_dir, n)) for n in (TRAIN_VAL_LIST, TEST_LIST)],
+        "image_folders": [file_stamp(os.path.join(dataset_dir, f)) for f in _image_folders(dataset_dir)],
         "val_fraction": float(val_fraction),
         "seed": int(seed),
     }
@@ -391,171 +365,20 @@ def prepare_datalist(
         ``{"training", "validation", "test": [{"image": abs path, "label": [14 floats]}], "class_names", "stats"}``.
     """
     csv_path = csv_file or find_data_entry_csv(dataset_dir)
-    fingerprint = _fingerprint(dataset_dir, csv_path, val_fraction, seed)
-    data = None
-    if datalist_file and not rebuild and os.path.isfile(datalist_file):
-        try:
-            with open(datalist_file) as f:
-                cached = json.load(f)
-            if cached.get("fingerprint") == fingerprint:
-                data = cached
-        except (OSError, ValueError):
-            data = None
-    if data is None:
+
+    def build() -> dict:
         data = build_datalist(dataset_dir, val_fraction, seed, csv_path)
-        data["fingerprint"] = fingerprint
-        if datalist_file:
-            with atomic_open(datalist_file, "w") as f:  # compact: 112k labelled items
-                json.dump(data, f)
         logger.info(
             f"ChestX-ray14 datalist built from {dataset_dir}: {data['stats']['training_images']} training, "
             f"{data['stats']['validation_images']} validation, {data['stats']['test_images']} test images"
             + (f", cached in {datalist_file}" if datalist_file else "")
         )
+        return data
+
+    fingerprint = _fingerprint(dataset_dir, csv_path, val_fraction, seed)
+    data = cached_datalist(datalist_file, fingerprint, build, rebuild=rebuild, indent=None)  # compact: 112k items
     root = os.path.abspath(dataset_dir)
     out = {k: v for k, v in data.items() if k not in ("training", "validation", "test")}
     for split in ("training", "validation", "test"):
-        out[split] = [{"image": os.path.join(root, i["image"]), "label": i["label"]} for i in data[split]]
+        out[split] = [{"image": os.path.join(root, i["image"]), "label": i["label"]} for i in data.get(split, [])]
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading chest X-rays
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def is_dicom(path: str) -> bool:
-    """A ``.dcm``/``.dicom`` file, or any file with the DICOM preamble magic ``DICM`` at byte 128."""
-    if path.lower().endswith((".dcm", ".dicom")):
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-def _minmax(array: np.ndarray) -> np.ndarray:
-    low, high = float(array.min()), float(array.max())
-    if high <= low:
-        return np.zeros(array.shape, np.float32)
-    return ((array - low) / (high - low)).astype(np.float32)
-
-
-def _first(value) -> float:
-    """First value of a possibly multi-valued DICOM element."""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = value[0]
-    return float(value)
-
-
-def _read_dicom(path: str, use_window: bool) -> np.ndarray:
-    import pydicom
-
-    ds = pydicom.dcmread(path)
-    try:
-        pixels = ds.pixel_array
-    except Exception as e:  # compressed data without a decoder plugin, no pixel data, ...
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise RuntimeError(f"Cannot decode the pixels of DICOM {path} (transfer syntax {syntax}): {e}") from e
-    samples = int(ds.get("SamplesPerPixel", 1))
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
-    if samples > 1:  # colour DICOM (pydicom returns RGB): luminance-like average
-        pixels = pixels.mean(axis=-1)
-    values = pixels.astype(np.float64)
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    slope = _first(slope) if slope is not None else 1.0
-    intercept = _first(intercept) if intercept is not None else 0.0
-    values = values * slope + intercept
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if use_window and center is not None and width is not None and _first(width) > 0:
-        low = _first(center) - _first(width) / 2.0
-        image = np.clip((values - low) / _first(width), 0.0, 1.0).astype(np.float32)
-    else:
-        image = _minmax(values)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-        image = 1.0 - image  # MONOCHROME1: low values are bright
-    return image
-
-
-def _read_picture(path: str) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as picture:
-        picture = ImageOps.exif_transpose(picture)
-        if picture.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            return _minmax(np.asarray(picture, dtype=np.float64))
-        if picture.mode != "L":
-            picture = picture.convert("L")
-        return np.asarray(picture, dtype=np.float32) / 255.0
-
-
-def read_xray(path: str, use_dicom_window: bool = True) -> np.ndarray:
-    """Read a chest X-ray as a ``(H, W)`` float32 array in [0, 1], bright = dense (bone), as in ChestX-ray14.
-
-    - PNG/JPEG, 8-bit: ``value / 255`` (colour images are converted to grey; EXIF orientation is applied).
-    - PNG, 16-bit (or 32-bit / float): scaled from the image's own minimum and maximum to [0, 1].
-    - DICOM: rescale slope and intercept applied; then the first VOI window (``WindowCenter``/``WindowWidth``) when
-      present and ``use_dicom_window``, else the image's own minimum and maximum, gives [0, 1]; ``MONOCHROME1`` is
-      inverted. The first frame of a multi-frame file is read. A VOI LUT table is not applied.
-    """
-    return _read_dicom(path, use_dicom_window) if is_dicom(path) else _read_picture(path)
-
-
-def list_xray_files(input_dir: str, recursive: bool = True) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every PNG, JPEG and DICOM file (by extension, or by the DICOM magic for files
-    without an extension) under ``input_dir``, sorted."""
-    found = []
-    if recursive:
-        walker = ((root, names) for root, _, names in os.walk(input_dir))
-    else:
-        walker = [(input_dir, [n for n in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, n))])]
-    for root, names in walker:
-        for name in names:
-            path = os.path.join(root, name)
-            lower = name.lower()
-            if lower.endswith(_XRAY_EXTENSIONS) or ("." not in name and is_dicom(path)):
-                found.append(path)
-    return [{"image": p} for p in sorted(found)]
-
-
-class LoadXRayd(MapTransform):
-    """Load chest X-rays (PNG, JPEG, DICOM; see :func:`read_xray`) as ``(1, H, W)`` float32 MetaTensors in [0, 1],
-    with ``filename_or_obj`` and ``spatial_shape`` in the metadata. Rows come first (``H``), so axis 1 of the
-    output is vertical and axis 2 horizontal (left-right flips are ``spatial_axis=1``).
-
-    Args:
-        keys: keys holding file paths.
-        use_dicom_window: use the DICOM VOI window when present (see :func:`read_xray`).
-        allow_missing_keys: don't raise when a key is missing.
-    """
-
-    def __init__(self, keys: KeysCollection, use_dicom_window: bool = True, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.use_dicom_window = use_dicom_window
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            path = os.fspath(d[key])
-            pixels = read_xray(path, self.use_dicom_window)
-            meta = {
-                ImageMetaKey.FILENAME_OR_OBJ: path,
-                "spatial_shape": np.asarray(pixels.shape),
-                "original_channel_dim": "no_channel",
-            }
-            d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(pixels))[None], affine=torch.eye(3), meta=meta)
-        return d
-
-
-class ToUint8d(MapTransform):
-    """``round(clip(x, 0, 1) * 255)`` as uint8: stores a resized [0, 1] image in a quarter of the memory (the
-    training configs cache images this way; ChestX-ray14 itself is 8-bit)."""
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = (torch.as_tensor(d[key]).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        return d

@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from .patches import grid_size, num_masked_patches
+from ..networks.patches import grid_size, num_masked_patches
 
 __all__ = ["RandPatchMaskd"]
 

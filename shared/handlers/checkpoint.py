@@ -2,7 +2,7 @@
 
 MONAI's ``CheckpointSaver`` writes in place (``DiskSaver(atomic=False)``): a run killed while saving leaves a
 corrupt checkpoint and nothing to resume from. :class:`AtomicCheckpointSaver` writes through
-:func:`atomic.save_atomically` instead. Resuming uses MONAI's ``CheckpointLoader``
+:func:`save_atomically` instead. Resuming uses MONAI's ``CheckpointLoader``
 (``weights_only=True``), which restores the trainer's epoch and iteration too.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
-from .atomic import save_atomically
+from ..utils.atomic import save_atomically
+from ..utils.dist import is_main_process
 
 __all__ = ["AtomicCheckpointSaver"]
 
@@ -64,7 +64,7 @@ class AtomicCheckpointSaver:
         return next(iter(states.values())) if len(states) == 1 else states
 
     def __call__(self, engine: Engine) -> None:
-        if idist.get_rank() != 0:
+        if not is_main_process():
             return
         if self.only_best and getattr(engine.state, "best_metric_epoch", -1) != engine.state.epoch:
             return

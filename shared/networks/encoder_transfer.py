@@ -24,7 +24,6 @@ __all__ = [
     "extract_encoder_state",
     "interpolate_position_embedding",
     "load_mae_encoder",
-    "MAEEncoderLoader",
 ]
 
 POSITION_EMBEDDING_KEY = "patch_embedding.position_embeddings"
@@ -216,39 +215,3 @@ def load_mae_encoder(
         )
     vit.load_state_dict(new_state, strict=True)
     return report
-
-
-class MAEEncoderLoader:
-    """Ignite-style handler that initialises a network's encoder from an MAE checkpoint.
-
-    The weights are loaded when the handler is attached (i.e. when the trainer is built), so any resume
-    ``CheckpointLoader`` that fires later at ``Events.STARTED`` still wins. Use it in a bundle's ``train#handlers``::
-
-        {"_target_": "scripts.encoder_transfer.MAEEncoderLoader", "load_path": "@pretrained_encoder",
-         "network": "@network", "_disabled_": "$not @pretrained_encoder"}
-
-    Args:
-        load_path: the MAE checkpoint.
-        network: the ``UNETR`` or ``ViT`` (a DDP-wrapped one works too).
-        strict: see :func:`load_mae_encoder`.
-        source_grid: see :func:`load_mae_encoder`.
-    """
-
-    def __init__(
-        self,
-        load_path: str,
-        network: nn.Module,
-        strict: bool = True,
-        source_grid: tuple[int, ...] | None = None,
-    ) -> None:
-        self.load_path = load_path
-        self.network = network
-        self.strict = strict
-        self.source_grid = source_grid
-        self.report: TransferReport | None = None
-
-    def attach(self, engine) -> None:
-        """Load the encoder now; ``engine`` is only used for its logger."""
-        network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
-        self.report = load_mae_encoder(network, self.load_path, strict=self.strict, source_grid=self.source_grid)
-        getattr(engine, "logger", logger).info(f"MAE encoder from {self.load_path}: {self.report.summary()}")

@@ -370,5 +370,5 @@ class MAEReconstructionNet(MaskedAutoencoderViT):
 def mae_loss(output: dict[str, torch.Tensor], target: object = None) -> torch.Tensor:
     """The loss a :class:`MaskedAutoencoderViT` computed in its forward, for MONAI's ``SupervisedTrainer``, whose
     ``loss_function(pred, label)`` receives the network output. Use it in a config as
-    ``{"_target_": "scripts.mae.mae_loss", "_mode_": "callable"}``."""
+    ``{"_target_": "scripts.networks.mae.mae_loss", "_mode_": "callable"}``."""
     return output["loss"]

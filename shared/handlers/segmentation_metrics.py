@@ -1,4 +1,4 @@
-"""Per-case, per-class Dice and HD95 with class names, written as CSV and JSON by an evaluator handler.
+"""Evaluator handler: per-case, per-class Dice and HD95 under class names, written as CSV and JSON.
 
 MONAI's ``MetricsSaver`` names classes ``class0, class1, ...`` and its ``HausdorffDistance`` handler measures in
 voxels. :class:`SegmentationMetricsSaver` computes both metrics per case from the evaluator's (decollated) output,
@@ -9,62 +9,18 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 
-import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.metrics import compute_dice, compute_hausdorff_distance
 
-__all__ = ["case_metrics", "summarize", "SegmentationMetricsSaver"]
+from ..metrics.segmentation import case_metrics, summarize
+from ..utils.dist import gather_objects, is_main_process
+from ..utils.stats import nan_to_none
 
-
-def case_metrics(
-    pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float] | None, include_background: bool
-) -> dict[str, np.ndarray]:
-    """Dice and HD95 (in the units of ``spacing``) of one case.
-
-    Args:
-        pred: ``(C, *spatial)`` one-hot (or multi-label) prediction.
-        label: ``(C, *spatial)`` one-hot (or multi-label) reference.
-        spacing: voxel size per spatial axis; voxels when None.
-        include_background: score channel 0 too.
-
-    Returns:
-        ``{"dice": (K,), "hd95": (K,)}`` with ``K`` the scored classes; NaN where the reference class is empty.
-    """
-    pred, label = pred[None].float(), label[None].float()
-    dice = compute_dice(pred, label, include_background=include_background, ignore_empty=True)
-    hd95 = compute_hausdorff_distance(
-        pred, label, include_background=include_background, percentile=95, spacing=spacing
-    )
-    empty = label.flatten(2).sum(-1) == 0
-    if not include_background:
-        empty = empty[:, 1:]
-    hd95 = hd95.masked_fill(empty, float("nan"))
-    return {"dice": dice[0].cpu().numpy(), "hd95": hd95[0].cpu().numpy()}
-
-
-def summarize(per_case: list[dict[str, np.ndarray]], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Mean over cases per class (ignoring NaN) and the mean over classes, for each metric."""
-    summary = {}
-    for metric in ("dice", "hd95"):
-        values = np.stack([case[metric] for case in per_case])
-        with np.errstate(all="ignore"):
-            per_class = np.nanmean(values, axis=0) if values.size else np.array([])
-        row = {name: float(v) for name, v in zip(class_names, per_class)}
-        finite = [v for v in row.values() if not math.isnan(v)]
-        row["mean"] = float(np.mean(finite)) if finite else float("nan")
-        summary[metric] = row
-    return summary
-
-
-def _nan_to_none(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
-    """JSON has no NaN: a class without reference voxels in any case gets null."""
-    return {m: {k: (None if math.isnan(v) else v) for k, v in row.items()} for m, row in summary.items()}
+__all__ = ["SegmentationMetricsSaver"]
 
 
 class SegmentationMetricsSaver:
@@ -117,7 +73,7 @@ class SegmentationMetricsSaver:
 
     def write(self, engine: Engine) -> None:
         cases, per_case = self._gather()
-        if idist.get_rank() != 0 or not per_case:
+        if not is_main_process() or not per_case:
             return
         self.summary = summarize(per_case, self.class_names)
         os.makedirs(self.output_dir, exist_ok=True)
@@ -128,7 +84,7 @@ class SegmentationMetricsSaver:
                 for metric in ("dice", "hd95"):
                     writer.writerow([name, metric, *(f"{v:.4f}" for v in scores[metric])])
         with open(os.path.join(self.output_dir, "metrics_summary.json"), "w") as f:
-            json.dump({"num_cases": len(per_case), **_nan_to_none(self.summary)}, f, indent=4)
+            json.dump({"num_cases": len(per_case), **nan_to_none(self.summary)}, f, indent=4)
         engine.logger.info(
             f"mean Dice {self.summary['dice']['mean']:.4f}, mean HD95 {self.summary['hd95']['mean']:.2f} "
             f"over {len(per_case)} cases, written to {self.output_dir}"
@@ -136,10 +92,7 @@ class SegmentationMetricsSaver:
 
     def _gather(self) -> tuple[list[str], list[dict[str, np.ndarray]]]:
         """Every rank's cases and scores, in rank order."""
-        if idist.get_world_size() == 1:
-            return self.cases, self.per_case
-        gathered: list = [None] * idist.get_world_size()
-        torch.distributed.all_gather_object(gathered, (self.cases, self.per_case))
+        gathered = gather_objects((self.cases, self.per_case))
         return sum((c for c, _ in gathered), []), sum((p for _, p in gathered), [])
 
     @staticmethod

@@ -1,71 +1,17 @@
-"""Reconstruction pictures for MAE pre-training: masked input, reconstruction and original, side by side."""
+"""Handler saving MAE reconstruction pictures (masked input | reconstruction | original) during pre-training."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 
-import ignite.distributed as idist
-import numpy as np
-import torch
 from ignite.engine import Engine, Events
-from monai.utils import ensure_tuple_rep
 from PIL import Image
 
-from .patches import expand_patch_mask
+from ..utils.dist import is_main_process
+from ..visualize.reconstruction import reconstruction_panel
 
-__all__ = ["reconstruction_panel", "ReconstructionSnapshotHandler"]
-
-
-def _slices(volume: torch.Tensor, num_slices: int) -> list[torch.Tensor]:
-    """2D pictures of a ``(*spatial)`` tensor: itself in 2D, ``num_slices`` evenly spaced planes of the last axis
-    (axial for RAS volumes) in 3D."""
-    if volume.dim() == 2:
-        return [volume]
-    depth = volume.shape[-1]
-    positions = np.linspace(0, depth - 1, num_slices + 2)[1:-1].round().astype(int)
-    return [volume[..., p] for p in positions]
-
-
-def _to_uint8(picture: torch.Tensor, low: float, high: float) -> np.ndarray:
-    scaled = (picture.float().clamp(low, high) - low) / max(high - low, 1e-8)
-    return (scaled * 255).round().byte().cpu().numpy()
-
-
-def reconstruction_panel(
-    image: torch.Tensor,
-    reconstruction: torch.Tensor,
-    mask: torch.Tensor,
-    patch_size: Sequence[int] | int,
-    num_slices: int = 3,
-) -> np.ndarray:
-    """A grey picture with one row per (channel, slice): masked input | reconstruction | original.
-
-    The reconstruction shows the predicted hidden patches and the visible patches as given (the MAE paper's
-    figures). Each row is scaled to the original's intensity range.
-
-    Args:
-        image: ``(C, *spatial)``.
-        reconstruction: ``(C, *spatial)``, the network's prediction of every patch.
-        mask: ``(N,)`` bool, True where hidden.
-        patch_size: patch size.
-        num_slices: slices per channel of a 3D image.
-
-    Returns:
-        ``(rows * H, 3 * W)`` uint8.
-    """
-    image, reconstruction = image.detach().float().cpu(), reconstruction.detach().float().cpu()
-    spatial = tuple(image.shape[1:])
-    hidden = expand_patch_mask(mask.detach().cpu()[None], ensure_tuple_rep(patch_size, len(spatial)), spatial)[0, 0]
-    rows = []
-    for channel in range(image.shape[0]):
-        original = image[channel]
-        masked = original.masked_fill(hidden, float(original.min()))
-        pasted = torch.where(hidden, reconstruction[channel], original)
-        low, high = float(original.min()), float(original.max())
-        for m, r, o in zip(_slices(masked, num_slices), _slices(pasted, num_slices), _slices(original, num_slices)):
-            rows.append(np.concatenate([_to_uint8(m, low, high), _to_uint8(r, low, high), _to_uint8(o, low, high)], 1))
-    return np.concatenate(rows, 0)
+__all__ = ["ReconstructionSnapshotHandler"]
 
 
 class ReconstructionSnapshotHandler:
@@ -107,7 +53,7 @@ class ReconstructionSnapshotHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
-        if idist.get_rank() != 0:
+        if not is_main_process():
             return
         output = engine.state.output
         if not isinstance(output, dict) or not isinstance(output.get("pred"), dict):

@@ -1,0 +1,75 @@
+"""A datalist built once from a data set folder and cached as JSON beside a fingerprint of what it was built from.
+
+Both BraTS and ChestX-ray14 need a split that the data sets do not ship; building it means listing thousands of
+files. :func:`cached_datalist` builds it once, stores it with a *fingerprint* (the split settings and the sizes and
+modification times of the inputs) and reuses the file while the fingerprint matches. A datalist file without a
+fingerprint was written by hand and is used as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..utils.atomic import atomic_open
+
+__all__ = ["FINGERPRINT_KEY", "file_stamp", "cached_datalist"]
+
+FINGERPRINT_KEY = "fingerprint"
+
+logger = logging.getLogger(__name__)
+
+
+def file_stamp(path: str) -> list:
+    """``[absolute path, size, modification time in ns]`` of a file or folder: part of a fingerprint. A folder's
+    modification time changes when entries are added to or removed from it."""
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size if os.path.isfile(path) else 0, st.st_mtime_ns]
+
+
+def _read(datalist_file: str) -> dict | None:
+    try:
+        with open(datalist_file) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def cached_datalist(
+    datalist_file: str | None,
+    fingerprint: Mapping[str, Any],
+    build: Callable[[], dict],
+    rebuild: bool = False,
+    indent: int | None = 4,
+) -> dict:
+    """The datalist in ``datalist_file`` when it was built from ``fingerprint``, else ``build()``, then written to
+    ``datalist_file`` (atomically, so that concurrent ranks are safe) with the fingerprint.
+
+    Args:
+        datalist_file: the cache (JSON); None builds without caching.
+        fingerprint: JSON-able description of the inputs and settings the datalist depends on.
+        build: makes the datalist (a JSON-able dict) from the data set.
+        rebuild: build even when the cache matches (a hand-made file is still kept).
+        indent: JSON indentation of the file; None writes it compact (large lists).
+
+    Returns:
+        the datalist, with the fingerprint under :data:`FINGERPRINT_KEY` unless the file was hand-made.
+    """
+    fingerprint = json.loads(json.dumps(fingerprint))  # the form it has after a round trip through the file
+    cached = _read(datalist_file) if datalist_file and os.path.isfile(datalist_file) else None
+    if cached is not None and FINGERPRINT_KEY not in cached:
+        logger.info(f"using the hand-made datalist {datalist_file}")
+        return cached
+    if cached is not None and not rebuild and cached[FINGERPRINT_KEY] == fingerprint:
+        return cached
+    data = {**build(), FINGERPRINT_KEY: fingerprint}
+    if datalist_file:
+        if cached is not None:
+            logger.warning(f"{datalist_file} was made from other settings or files; rebuilding it.")
+        with atomic_open(datalist_file, "w") as f:
+            json.dump(data, f, indent=indent)
+            f.write("\n")
+    return data

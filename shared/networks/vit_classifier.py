@@ -1,0 +1,55 @@
+"""A logits-only MONAI ViT classifier.
+
+MONAI's ``ViT`` returns ``(logits, hidden_states)``; :class:`ViTClassifier` is the same network (same parameter
+names, so its state dict is a plain ``ViT`` state dict and :func:`load_mae_encoder` fills it) whose forward returns
+the logits alone, which is what ``SupervisedTrainer``, ``SupervisedEvaluator``, ``verify_net_in_out`` and
+``ckpt_export`` expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import ViT
+
+__all__ = ["ViTClassifier"]
+
+
+class ViTClassifier(ViT):
+    """``monai.networks.nets.ViT`` with ``classification=True`` whose forward returns the logits ``(B, num_classes)``
+    only. Same arguments as ``ViT`` (``classification`` is forced on) except:
+
+    Args:
+        post_activation: None (default) gives raw logits, for ``BCEWithLogitsLoss``; ``"Tanh"`` as in ``ViT``.
+        use_flash_attention: compute attention with ``scaled_dot_product_attention`` (same weights, same result).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        img_size: Sequence[int] | int,
+        patch_size: Sequence[int] | int,
+        num_classes: int,
+        post_activation: str | None = None,
+        use_flash_attention: bool = False,
+        **kwargs,
+    ) -> None:
+        kwargs.pop("classification", None)
+        super().__init__(
+            in_channels, img_size, patch_size, classification=True, num_classes=num_classes,
+            post_activation=post_activation, **kwargs,
+        )
+        if use_flash_attention:
+            for block in self.blocks:
+                block.attn.use_flash_attention = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``ViT.forward`` without collecting the hidden states (written out, not through ``super()``, so that the
+        network can be scripted with TorchScript)."""
+        x = self.patch_embedding(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        return self.classification_head(x[:, 0])

@@ -1,0 +1,46 @@
+"""Loading chest X-rays as MetaTensors (see :func:`read_xray`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+from monai.utils import ImageMetaKey
+
+from ..data.xray import read_xray
+
+__all__ = ["LoadXRayd"]
+
+
+class LoadXRayd(MapTransform):
+    """Load chest X-rays (PNG, JPEG, DICOM; see :func:`read_xray`) as ``(1, H, W)`` float32 MetaTensors in [0, 1],
+    with ``filename_or_obj`` and ``spatial_shape`` in the metadata. Rows come first (``H``), so axis 1 of the
+    output is vertical and axis 2 horizontal (left-right flips are ``spatial_axis=1``).
+
+    Args:
+        keys: keys holding file paths.
+        use_dicom_window: use the DICOM VOI window when present (see :func:`read_xray`).
+        allow_missing_keys: don't raise when a key is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, use_dicom_window: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.use_dicom_window = use_dicom_window
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = os.fspath(d[key])
+            pixels = read_xray(path, self.use_dicom_window)
+            meta = {
+                ImageMetaKey.FILENAME_OR_OBJ: path,
+                "spatial_shape": np.asarray(pixels.shape),
+                "original_channel_dim": "no_channel",
+            }
+            d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(pixels))[None], affine=torch.eye(3), meta=meta)
+        return d

@@ -1,0 +1,1 @@
+"""Visualize of the MAE self pre-training bundles (see the package docstring of ``shared``)."""
