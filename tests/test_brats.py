@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -275,17 +276,19 @@ def test_training_writes_best_model_and_checkpoint(trained):
     assert state["out.conv.conv.weight"].shape[:2] == (3, 8)  # TC, WT, ET from feature_size 8
 
 
-def test_without_mae_weights_training_starts_from_scratch(data, tmp_path):
+def test_without_mae_weights_training_starts_from_scratch(data, tmp_path, caplog):
     layout, root = data
     wf = workflow(["train.json"], tmp_path, dataset_dir=str(root), dataset_layout=layout, **COMMON, **SEG_NET)
     assert wf.parser.get_parsed_content("pretrained_encoder") == ""
-    handlers = wf.parser.get_parsed_content("train#handlers")
-    assert not any(type(h).__name__ == "MAEEncoderLoader" for h in handlers)  # disabled, so dropped
+    loader = next(h for h in wf.parser.get_parsed_content("train#handlers") if type(h).__name__ == "MAEEncoderLoader")
+    with caplog.at_level(logging.WARNING):
+        loader.attach(None)
+    assert loader.report is None and "starts from scratch" in caplog.text
 
 
 def test_evaluate_writes_region_dice_and_hd95(trained, tmp_path):
     wf = workflow(["train.json", "evaluate.json"], trained["bundle_root"], "train",
-                  dataset_dir=str(trained["root"]), dataset_layout=trained["layout"], eval_output_dir=str(tmp_path),
+                  dataset_dir=str(trained["root"]), dataset_layout=trained["layout"], eval_dir=str(tmp_path),
                   **COMMON, **SEG_NET)
     run(wf)
     summary = json.loads((tmp_path / "metrics_summary.json").read_text())

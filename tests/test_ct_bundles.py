@@ -73,8 +73,8 @@ def pretrained(btcv, tmp_path_factory) -> tuple[Path, str]:
 def test_mae_pretraining_writes_weights_pictures_and_its_loss_falls(pretrained):
     root, log = pretrained
     assert (root / "models" / "model.pt").is_file() and (root / "models" / "checkpoint.pt").is_file()
-    assert len(list((root / "runs").glob("reconstruction_epoch*.png"))) == 12
-    assert list((root / "runs").glob("events.out.tfevents.*"))
+    assert len(list((root / "runs" / "train").glob("reconstruction_epoch*.png"))) == 12
+    assert list((root / "runs" / "train").glob("events.out.tfevents.*"))
     values = losses(log)
     assert len(values) == 12
     assert np.mean(values[-3:]) < 0.9 * np.mean(values[:3]), values

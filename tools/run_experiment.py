@@ -272,7 +272,7 @@ def main(dataset_dir: str | None = None, output_dir: str = "runs/experiment", fu
         seconds[f"evaluate {name}"] = time.perf_counter() - t
 
     plot_curves(histories, out / "loss_curves.png")
-    snapshots = sorted((out / "mae" / "runs").glob("reconstruction_epoch*.png"))
+    snapshots = sorted((out / "mae" / "runs" / "train").glob("reconstruction_epoch*.png"))
     if snapshots:
         shutil.copy(snapshots[-1], out / "reconstruction.png")
     seconds["total"] = time.perf_counter() - start

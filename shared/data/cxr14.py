@@ -31,6 +31,7 @@ from .splits import split_validation
 __all__ = [
     "FINDINGS",
     "NO_FINDING",
+    "finding_names",
     "CSV_NAMES",
     "Entry",
     "find_data_entry_csv",
@@ -63,6 +64,14 @@ FINDINGS = (
     "Hernia",
 )
 NO_FINDING = "No Finding"
+
+
+def finding_names() -> list[str]:
+    """The 14 findings as a list, for bundle configs: ``"class_names": {"_target_": "scripts.data.cxr14.finding_names"}``
+    keeps the list in one place."""
+    return list(FINDINGS)
+
+
 #: Data-entry file names, in order of preference (the 2020 revision first).
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 TRAIN_VAL_LIST = "train_val_list.txt"

@@ -7,6 +7,7 @@ import logging
 import torch.nn as nn
 
 from ..networks.encoder_transfer import TransferReport, load_mae_encoder
+from ..utils.dist import is_main_process
 
 __all__ = ["MAEEncoderLoader"]
 
@@ -20,10 +21,12 @@ class MAEEncoderLoader:
     ``CheckpointLoader`` that fires later at ``Events.STARTED`` still wins. Use it in a bundle's ``train#handlers``::
 
         {"_target_": "scripts.handlers.encoder_loader.MAEEncoderLoader", "load_path": "@pretrained_encoder",
-         "network": "@network", "_disabled_": "$not @pretrained_encoder"}
+         "network": "@network"}
+
+    An empty ``load_path`` means training from scratch: nothing is loaded and a warning says so.
 
     Args:
-        load_path: the MAE checkpoint.
+        load_path: the MAE checkpoint, or "" for none.
         network: the ``UNETR`` or ``ViT`` (a DDP-wrapped one works too).
         strict: see :func:`load_mae_encoder`.
         source_grid: see :func:`load_mae_encoder`.
@@ -44,6 +47,11 @@ class MAEEncoderLoader:
 
     def attach(self, engine) -> None:
         """Load the encoder now; ``engine`` is only used for its logger."""
+        log = getattr(engine, "logger", logger)
+        if not self.load_path:
+            if is_main_process():
+                log.warning("no pretrained encoder (pretrained_encoder is empty): the encoder starts from scratch")
+            return
         network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
         self.report = load_mae_encoder(network, self.load_path, strict=self.strict, source_grid=self.source_grid)
-        getattr(engine, "logger", logger).info(f"MAE encoder from {self.load_path}: {self.report.summary()}")
+        log.info(f"MAE encoder from {self.load_path}: {self.report.summary()}")
