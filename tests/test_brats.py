@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import re
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, ResampleToMatch
 
-from shared.data.brats import brats_datalist, brats_inference_datalist, case_name_formatter
+from shared.data.brats import (
+    brats_datalist,
+    brats_inference_datalist,
+    case_name_formatter,
+)
 from shared.data.splits import split_validation
 from shared.transforms.brats import (
     ConvertBratsLabelsToRegionsd,
@@ -27,22 +29,19 @@ from shared.transforms.brats import (
     labels_to_regions,
     regions_to_labels,
 )
+from tests.helpers import BUNDLES, TINY_MAE, TINY_UNETR, bundle_importable, workflow
+from tools import synthetic
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundles" / "unetr_brats_seg"
+BUNDLE = BUNDLES / "unetr_brats_seg"
 CONFIGS = BUNDLE / "configs"
-sys.path.insert(0, str(REPO / "tools"))
-import synthetic_data  # noqa: E402
 
 LAYOUTS = ("brats2021", "msd")
 LABEL_VALUES = {"brats2021": {0, 1, 2, 4}, "msd": {0, 1, 2, 3}}
 SHAPE = (48, 48, 32)  # the three sub-regions are present from about this size
 
 # UNETR always has 12 transformer layers: a narrow 12-layer ViT and 32^3 crops
-ENCODER = {"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4}
-MAE_NET = {**ENCODER, "network_def#num_layers": 12, "network_def#decoder_hidden_size": 24,
-           "network_def#decoder_num_layers": 1, "network_def#decoder_num_heads": 2}
-SEG_NET = {**ENCODER, "network_def#feature_size": 8}
+MAE_NET = {**TINY_MAE, "network_def#num_layers": 12}
+SEG_NET = TINY_UNETR
 COMMON = {"roi_size": [32, 32, 32], "num_workers": 0}
 
 
@@ -125,7 +124,7 @@ def data(request, tmp_path_factory) -> tuple[str, Path]:
     layout = request.param
     out = tmp_path_factory.mktemp(layout)
     extra = {"num_test": 1} if layout == "msd" else {}
-    synthetic_data.make_brats(str(out), layout=layout, num_cases=2, shape=SHAPE, seed=0, **extra)
+    synthetic.make_brats(str(out), layout=layout, num_cases=2, shape=SHAPE, seed=0, **extra)
     return layout, out
 
 
@@ -191,26 +190,15 @@ def test_inference_datalist_and_output_names(data):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def configs(*names: str) -> list[Path]:
+    return [CONFIGS / n for n in names]
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _bundle_on_path():
-    """`scripts` (-> shared/) importable while configs are parsed, as `ConfigWorkflow.run()` arranges."""
-    sys.path.insert(0, str(BUNDLE))
-    yield
-    sys.path.remove(str(BUNDLE))
-
-
-def workflow(configs: list[str], bundle_root: Path, workflow_type: str | None = None, **override) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs], meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False, workflow_type=workflow_type, bundle_root=str(bundle_root), **override,
-    )
-    wf.initialize()
-    return wf
-
-
-def run(wf: ConfigWorkflow) -> None:
-    wf.run()
-    wf.finalize()
+def _scripts_importable():
+    """The bundle's ``scripts`` (-> shared/) importable while configs are parsed, as ``ConfigWorkflow.run()`` does."""
+    with bundle_importable(BUNDLE):
+        yield
 
 
 def _cause(error: BaseException) -> str:
@@ -226,10 +214,11 @@ def _cause(error: BaseException) -> str:
 def pretrained(data, tmp_path_factory) -> Path:
     layout, root = data
     bundle_root = tmp_path_factory.mktemp(f"bundle_{layout}")
-    wf = workflow(["pretrain.json"], bundle_root, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
-                  batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
+    wf = workflow(configs("pretrain.json"), bundle_root, "train", dataset_dir=str(root), dataset_layout=layout,
+                  epochs=1, batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
     wf.check_properties()
-    run(wf)
+    wf.run()
+    wf.finalize()
     return bundle_root
 
 
@@ -237,13 +226,14 @@ def pretrained(data, tmp_path_factory) -> Path:
 def trained(data, pretrained) -> dict:
     """Fine-tune from the MAE; record the UNETR encoder right after the MAE weights were loaded, before training."""
     layout, root = data
-    wf = workflow(["train.json"], pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
+    wf = workflow(configs("train.json"), pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
                   val_interval=1, batch_size=1, num_samples=1, warmup_epochs=1, **COMMON, **SEG_NET)
     wf.check_properties()
     parser = wf.parser
     parser.get_parsed_content("train#trainer")  # builds the trainer: MAEEncoderLoader loads when attached
     loaded = {k: v.clone() for k, v in parser.get_parsed_content("network").vit.state_dict().items()}
-    run(wf)
+    wf.run()
+    wf.finalize()
     return {"layout": layout, "root": root, "bundle_root": pretrained, "loaded": loaded,
             "pretrained_encoder": parser.get_parsed_content("pretrained_encoder")}
 
@@ -276,21 +266,21 @@ def test_training_writes_best_model_and_checkpoint(trained):
     assert state["out.conv.conv.weight"].shape[:2] == (3, 8)  # TC, WT, ET from feature_size 8
 
 
-def test_without_mae_weights_training_starts_from_scratch(data, tmp_path, caplog):
+def test_without_mae_weights_training_starts_from_scratch(data, tmp_path, capsys):
     layout, root = data
-    wf = workflow(["train.json"], tmp_path, dataset_dir=str(root), dataset_layout=layout, **COMMON, **SEG_NET)
+    wf = workflow(configs("train.json"), tmp_path, dataset_dir=str(root), dataset_layout=layout, **COMMON, **SEG_NET)
     assert wf.parser.get_parsed_content("pretrained_encoder") == ""
     loader = next(h for h in wf.parser.get_parsed_content("train#handlers") if type(h).__name__ == "MAEEncoderLoader")
-    with caplog.at_level(logging.WARNING):
-        loader.attach(None)
-    assert loader.report is None and "starts from scratch" in caplog.text
+    loader.attach(None)
+    assert loader.report is None and "starts from scratch" in capsys.readouterr().out  # logging.conf: stdout
 
 
 def test_evaluate_writes_region_dice_and_hd95(trained, tmp_path):
-    wf = workflow(["train.json", "evaluate.json"], trained["bundle_root"], "train",
+    wf = workflow(configs("train.json", "evaluate.json"), trained["bundle_root"], "train",
                   dataset_dir=str(trained["root"]), dataset_layout=trained["layout"], eval_dir=str(tmp_path),
                   **COMMON, **SEG_NET)
-    run(wf)
+    wf.run()
+    wf.finalize()
     summary = json.loads((tmp_path / "metrics_summary.json").read_text())
     assert summary["num_cases"] == 1
     for metric in ("dice", "hd95"):
@@ -312,10 +302,11 @@ def test_inference_writes_label_maps_in_the_input_geometry(trained, tmp_path):
         (tmp_path / "cases" / "BraTS2021_00001").symlink_to(root / "BraTS2021_00001", target_is_directory=True)
         root = tmp_path / "cases"
     out = tmp_path / "out"
-    wf = workflow(["inference.json"], trained["bundle_root"], "infer", dataset_dir=str(root), dataset_layout=layout,
-                  output_dir=str(out), **COMMON, **SEG_NET)
+    wf = workflow(configs("inference.json"), trained["bundle_root"], "infer", dataset_dir=str(root),
+                  dataset_layout=layout, output_dir=str(out), **COMMON, **SEG_NET)
     wf.check_properties()
-    run(wf)
+    wf.run()
+    wf.finalize()
     cases = brats_inference_datalist(str(root), layout)
     assert len(cases) == 1 and len(list(out.glob("*_seg.nii.gz"))) == 1
     for case in cases:
@@ -365,10 +356,11 @@ def test_training_pipeline_refuses_labels_of_the_other_layout(data, tmp_path):
 def test_pretraining_resumes_from_its_checkpoint(data, pretrained):
     """Runs last: it changes the pre-training output the other tests read."""
     layout, root = data
-    wf = workflow(["pretrain.json"], pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=2,
+    wf = workflow(configs("pretrain.json"), pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=2,
                   batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
     assert wf.parser.get_parsed_content("resume_loader") is not None
-    run(wf)
+    wf.run()
+    wf.finalize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2 and trainer.state.iteration == 2  # one epoch restored, one run
     assert torch.load(pretrained / "models" / "mae_checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 2

@@ -297,7 +297,8 @@ def test_checkpoint_file_is_read_safely_and_written_atomically(tmp_path):
     loaded = torch.load(dst, weights_only=True)
     MaskedAutoencoderViT(**result.network_kwargs).load_state_dict(loaded, strict=True)
     config = __import__("json").loads(dst.with_suffix(".json").read_text())
-    assert config["network"] == "shared.networks.mae.MaskedAutoencoderViT" and config["network_kwargs"]["qkv_bias"] is True
+    assert config["network"] == "shared.networks.mae.MaskedAutoencoderViT"
+    assert config["network_kwargs"]["qkv_bias"] is True
     assert not [p for p in dst.parent.iterdir() if p.name.startswith(".tmp_")]
 
 

@@ -5,8 +5,11 @@ from ignite.engine import Engine
 from monai.networks.nets import UNETR, ViT
 
 from shared.handlers.encoder_loader import MAEEncoderLoader
-from shared.networks.encoder_transfer import interpolate_position_embedding, load_mae_encoder
-from tests.conftest import TINY_ENCODER, tiny_mae
+from shared.networks.encoder_transfer import (
+    interpolate_position_embedding,
+    load_mae_encoder,
+)
+from tests.helpers import TINY_ENCODER, tiny_mae
 
 
 def _trained_mae(steps=3, **kwargs):

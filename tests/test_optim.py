@@ -4,7 +4,7 @@ from monai.networks.nets import UNETR, ViT
 from monai.optimizers import WarmupCosineSchedule
 
 from shared.optimizers.layer_decay import param_groups
-from tests.conftest import TINY_ENCODER, tiny_mae
+from tests.helpers import TINY_ENCODER, tiny_mae
 
 
 def _scale_of(groups, param):

@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 from monai.bundle import ConfigWorkflow, download_large_files
 
-from tools import check_bundles, package_bundles, synthetic_data
+from tests.helpers import TINY_MAE, TINY_UNETR, TINY_VIT, cli_args, user_env
+from tools import check_bundles, package_bundles, synthetic
 
 REPO = package_bundles.REPO_ROOT
 BUNDLES = package_bundles.discover_bundles()
@@ -42,17 +43,17 @@ BUNDLES = package_bundles.discover_bundles()
 
 def _btcv_inputs(out_dir: Path) -> Path:
     """Two labelled training CT volumes and one test volume in the BTCV layout, small."""
-    return Path(synthetic_data.make_btcv(str(out_dir), num_train=2, num_val=0, num_test=1, shape=(32, 32, 24)))
+    return Path(synthetic.make_btcv(str(out_dir), num_train=2, num_val=0, num_test=1, shape=(32, 32, 24)))
 
 
 def _brats_msd_inputs(out_dir: Path) -> Path:
     """One labelled and one test brain MRI (4 channels) in the MSD Task01 layout, small."""
-    return Path(synthetic_data.make_brats(str(out_dir), layout="msd", num_cases=1, num_test=1, shape=(32, 32, 32)))
+    return Path(synthetic.make_brats(str(out_dir), layout="msd", num_cases=1, num_test=1, shape=(32, 32, 32)))
 
 
 def _cxr14_inputs(out_dir: Path) -> Path:
     """Two small chest X-rays (PNG) in the NIH ChestX-ray14 layout."""
-    return Path(synthetic_data.make_cxr14(str(out_dir), num_images=2, size=64))
+    return Path(synthetic.make_cxr14(str(out_dir), num_images=2, size=64))
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,13 @@ class BundleCase:
 
 
 _ROI32 = {"roi_size": [32, 32, 32], "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32, 32]}
-_VIT_TINY = {"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4}
 
 CASES: dict[str, BundleCase] = {
     "mae_pretrain_ct": BundleCase(
         network={
             **_ROI32,
-            **_VIT_TINY,
+            **TINY_MAE,
             "network_def#num_layers": 2,
-            "network_def#decoder_hidden_size": 24,
-            "network_def#decoder_num_layers": 1,
-            "network_def#decoder_num_heads": 2,
         },
         make_data=_btcv_inputs,
         outputs=("eval/*_original.nii.gz", "eval/*_masked.nii.gz", "eval/*_reconstruction.nii.gz"),
@@ -96,19 +93,19 @@ CASES: dict[str, BundleCase] = {
                "warmup_epochs": 1},
     ),
     "unetr_btcv_seg": BundleCase(
-        network={**_ROI32, **_VIT_TINY, "network_def#feature_size": 8},
+        network={**_ROI32, **TINY_UNETR},
         make_data=_btcv_inputs,
         outputs=("eval/*_seg.nii.gz",),
         inference={"dataloader#num_workers": 0, "inferer#sw_batch_size": 1},
     ),
     "unetr_brats_seg": BundleCase(
-        network={**_ROI32, **_VIT_TINY, "network_def#feature_size": 8},
+        network={**_ROI32, **TINY_UNETR},
         make_data=_brats_msd_inputs,
         outputs=("eval/BRATS_*_seg.nii.gz",),
         inference={"num_workers": 0, "inferer#sw_batch_size": 1, "dataset_layout": "msd"},
     ),
     "vit_cxr14_cls": BundleCase(
-        network={**_VIT_TINY, "network_def#num_layers": 2, "image_size": 40, "crop_size": 32,
+        network={**TINY_VIT, "network_def#num_layers": 2, "image_size": 40, "crop_size": 32,
                  "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32]},
         make_data=_cxr14_inputs,
         outputs=("eval/inference/predictions.csv",),
@@ -129,19 +126,9 @@ def _run_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if not k.startswith("_meta_#")}
 
 
-def _cli_args(overrides: dict[str, Any]) -> list[str]:
-    """``--key value`` pairs for ``python -m monai.bundle run``; values as JSON, which python-fire parses."""
-    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
-
-
-def _clean_env() -> dict[str, str]:
-    """The environment of a user who downloaded a bundle: no PYTHONPATH, so the repository is not importable."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
-
 def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a command in the clean environment; fail the test with its output when it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
     return proc
@@ -304,26 +291,13 @@ def test_package_rejects_unlisted_version_and_bad_json(staged_bundle: tuple[str,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _importable(bundle: Path) -> Iterator[None]:
-    """Let this process import the bundle's ``scripts`` (as MONAI Label does around each parse), then forget them."""
-    path_before = list(sys.path)
-    sys.path.insert(0, str(bundle))
-    try:
-        yield
-    finally:
-        sys.path[:] = path_before
-        for module in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-            del sys.modules[module]
-
-
 def _make_weights(bundle: Path, case: BundleCase, data_dir: Path) -> Path:
     """``models/model.pt`` of the staged bundle: a tiny training run of its ``train.json``, or random weights.
 
     Both run in this process (a MONAI import costs seconds per subprocess); the bundle's users are exercised by the
     download and inference subprocesses.
     """
-    with _importable(bundle):
+    with check_bundles.bundle_importable(bundle):
         if case.train is None:
             check_bundles.create_random_weights(str(bundle), case.network)
         else:
@@ -365,13 +339,13 @@ def test_download_round_trip(name: str, tmp_path: Path) -> None:
     assert (bundle / "models" / "model.pt").read_bytes() == weights.read_bytes()
     assert (bundle / "scripts" / "__init__.py").is_file() and not (bundle / "scripts").is_symlink()
 
-    probe = subprocess.run([sys.executable, "-c", "import shared"], cwd=work, env=_clean_env(), capture_output=True,
+    probe = subprocess.run([sys.executable, "-c", "import shared"], cwd=work, env=user_env(), capture_output=True,
                            text=True)
     assert probe.returncode != 0 and "No module named 'shared'" in probe.stderr
 
     overrides = {**_run_overrides(case.network), **case.inference, "dataset_dir": str(data_dir)}
     _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-          "--bundle_root", str(bundle), *_cli_args(overrides)], cwd=work)
+          "--bundle_root", str(bundle), *cli_args(overrides)], cwd=work)
     for pattern in case.outputs:
         found = sorted(bundle.glob(pattern))
         assert found and all(p.stat().st_size > 0 for p in found), f"inference wrote nothing matching {pattern}"

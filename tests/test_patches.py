@@ -11,7 +11,8 @@ from shared.networks.patches import grid_size, num_masked_patches, patchify, unp
 def test_round_trip(shape, patch):
     x = torch.randn(shape)
     patches = patchify(x, patch)
-    assert patches.shape == (shape[0], torch.Size(grid_size(shape[2:], patch)).numel(), shape[1] * torch.Size(patch).numel())
+    num_patches = torch.Size(grid_size(shape[2:], patch)).numel()
+    assert patches.shape == (shape[0], num_patches, shape[1] * torch.Size(patch).numel())
     assert torch.equal(unpatchify(patches, patch, shape[2:]), x)
 
 

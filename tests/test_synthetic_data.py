@@ -1,14 +1,5 @@
-# Copyright (c) MONAI Consortium
-# Licensed under the Apache License, Version 2.0 (the "License");
-# you may not use this file except in compliance with the License.
-# You may obtain a copy of the License at
-#     http://www.apache.org/licenses/LICENSE-2.0
-# Unless required by applicable law or agreed to in writing, software
-# distributed under the License is distributed on an "AS IS" BASIS,
-# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-# See the License for the specific language governing permissions and
-# limitations under the License.
-"""Tests of ``tools/synthetic_data.py``: layouts, datalists, MONAI loading, label sets, affines, determinism, CLI."""
+"""Tests of the synthetic data sets (``tools/synthetic``, command line ``tools/synthetic_data.py``): layouts,
+datalists, MONAI loading, label sets, affines, determinism, CLI."""
 
 from __future__ import annotations
 
@@ -26,10 +17,10 @@ from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImaged
 from PIL import Image
 
+from tools import synthetic as sd
+
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "synthetic_data.py"
-sys.path.insert(0, str(TOOL.parent))
-import synthetic_data as sd  # noqa: E402
 
 BTCV_SHAPE = (64, 64, 32)
 BRAIN_SHAPE = (48, 48, 32)

@@ -20,7 +20,8 @@ import fire
 import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.networks.mae import MaskedAutoencoderViT  # noqa: E402
 from shared.networks.patches import patchify  # noqa: E402
 

@@ -3,18 +3,18 @@
 For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json``), or the ones named, this:
 
 1. checks the sources: ``version`` is a key of ``changelog``, every JSON file is 4-space formatted (the zoo's
-   pre-commit rule), and ``scripts`` resolves to the repository's single ``shared/`` module;
+   pre-commit rule), and ``scripts`` links to the repository's single ``shared/`` module;
 2. packages the bundle with ``tools/package_bundles.py`` and extracts the zip into a temporary folder, so that the
    remaining checks see the bundle as a user who downloaded it does (``scripts/`` a real copy, no run outputs);
 3. checks the required files (``configs/metadata.json``, ``LICENSE``, ``configs/inference.json``, and
    ``models/model.pt`` or a ``large_files.yml``); a bundle that ships no weights gets TEMPORARY random-initialised
    weights in the temporary copy (status ``TEMP``), which the export checks need and which are never packaged;
-4. in a separate Python process with ``PYTHONPATH=<bundle root>`` (as ``verify_net_in_out`` and ``ckpt_export``
-   need, and without the repository on the path) runs the checks of the zoo's ``ci/verify_bundle.py``:
-   ``verify_metadata`` against the metadata schema (offline: the schema file is given, by default
+4. runs what the zoo's ``ci/verify_bundle.py`` runs, with MONAI's own functions and, as that script does, the
+   extracted bundle root first on ``sys.path`` (its ``scripts`` forgotten afterwards): ``verify_metadata`` against
+   the metadata schema (offline: the schema file is given, by default
    ``<repo>/../shared/schemas/meta_schema_20240725.json``), ``verify_net_in_out``, ``ckpt_export`` to TorchScript
-   (scripting first, then ``use_trace=True`` with an input shape from the metadata) and ``torch.jit.load`` of the
-   export (plus a shipped ``models/model.ts``, if any).
+   (scripting first, then tracing with an input shape from the metadata) and ``torch.jit.load`` of the export (plus
+   a shipped ``models/model.ts``, if any).
 
 A network that neither scripts nor traces fails, unless the bundle is in ``EXCLUDE_VERIFY_TORCHSCRIPT`` (the zoo's
 ``exclude_verify_torchscript_list``, with the documented reason), which turns the result into ``EXCLUDED``: never a
@@ -36,43 +36,44 @@ list of :class:`CheckResult`.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import operator
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fire
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-try:
-    from tools import package_bundles
-except ImportError:  # run as a script (python tools/check_bundles.py): tools/ is on sys.path
-    import package_bundles
+import fire  # noqa: E402
+import torch  # noqa: E402
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out  # noqa: E402
+
+from tools import package_bundles  # noqa: E402
 
 __all__ = [
     "CheckResult",
     "DEFAULT_SCHEMA",
     "EXCLUDE_VERIFY_TORCHSCRIPT",
+    "bundle_importable",
     "check",
     "check_bundle",
     "check_sources",
     "check_required_files",
-    "package_and_extract",
-    "run_in_bundle_env",
     "create_random_weights",
     "fake_input_shape",
     "format_table",
     "has_failures",
+    "package_and_extract",
 ]
 
 REPO_ROOT = package_bundles.REPO_ROOT
@@ -113,7 +114,7 @@ def has_failures(results: Sequence[CheckResult]) -> bool:
     return any(r.status == FAIL for r in results)
 
 
-def _short_error(error: BaseException, limit: int = 200) -> str:
+def _short_error(error: BaseException, limit: int = 300) -> str:
     """``Type: first non-empty line of the message``, shortened to ``limit`` characters."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = f"{type(error).__name__}: {lines[0] if lines else ''}"
@@ -121,28 +122,25 @@ def _short_error(error: BaseException, limit: int = 200) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# checks on the sources and the packaged bundle (this process)
+# the sources and the packaged bundle
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def check_sources(name: str, bundles_dir: str | os.PathLike) -> list[CheckResult]:
     """Version/changelog, JSON formatting and the ``scripts`` link (to ``<bundles_dir>/../shared``) of a bundle."""
     bundle_dir = Path(bundles_dir) / name
-    shared_dir = Path(bundles_dir).resolve().parent / "shared"
     results = []
     try:
         version = package_bundles.check_version(package_bundles.read_metadata(bundle_dir), name)
         results.append(CheckResult(name, "version", PASS, f"version {version} is in changelog"))
     except (ValueError, OSError) as e:
-        results.append(CheckResult(name, "version", FAIL, _short_error(e, 300)))
+        results.append(CheckResult(name, "version", FAIL, _short_error(e)))
     files = package_bundles.collect_files(bundle_dir, include_scripts=False)
     json_files = [src for arc, src in files.items() if arc.endswith(".json")]
     errors = package_bundles.json_format_errors(json_files)
-    if errors:
-        results.append(CheckResult(name, "json_format", FAIL, "; ".join(errors)))
-    else:
-        results.append(CheckResult(name, "json_format", PASS, f"{len(json_files)} JSON files 4-space formatted"))
-    results.append(_check_scripts_link(name, bundle_dir, shared_dir))
+    status, detail = (FAIL, "; ".join(errors)) if errors else (PASS, f"{len(json_files)} JSON files 4-space formatted")
+    results.append(CheckResult(name, "json_format", status, detail))
+    results.append(_check_scripts_link(name, bundle_dir, Path(bundles_dir).resolve().parent / "shared"))
     return results
 
 
@@ -196,67 +194,31 @@ def check_required_files(name: str, bundle_root: str | os.PathLike) -> list[Chec
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# checks in the bundle's own environment (a subprocess with PYTHONPATH=<bundle root>)
+# the zoo's checks, with the extracted bundle importable
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def bundle_env(bundle_root: str | os.PathLike) -> dict[str, str]:
-    """The environment a user of the downloaded bundle has: ``PYTHONPATH=<bundle root>`` and nothing from here."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(Path(bundle_root).resolve())
-    return env
+@contextlib.contextmanager
+def bundle_importable(bundle_root: str | os.PathLike) -> Iterator[None]:
+    """Put the bundle root first on ``sys.path`` (as the zoo's ``verify_bundle.py`` and MONAI Label do), and forget
+    its ``scripts`` package afterwards, so that the next bundle imports its own."""
+
+    def forget_scripts() -> None:
+        for module in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[module]
+
+    path_before = list(sys.path)
+    forget_scripts()
+    sys.path.insert(0, str(Path(bundle_root).resolve()))
+    try:
+        yield
+    finally:
+        sys.path[:] = path_before
+        forget_scripts()
 
 
-def run_in_bundle_env(bundle_root: str | os.PathLike, function: str, /, timeout: float = 3600, **kwargs: Any) -> Any:
-    """Call a function of this module in a new Python process with ``PYTHONPATH=<bundle root>``, cwd the bundle root.
-
-    Args:
-        bundle_root: the (extracted) bundle.
-        function: name of a module-level function of this module taking JSON-serialisable keyword arguments and
-            returning a JSON-serialisable value.
-        timeout: seconds before the process is killed.
-        kwargs: the function's arguments.
-
-    Returns:
-        the function's return value.
-
-    Raises:
-        RuntimeError: when the process fails, with the end of its output.
-    """
-    with tempfile.TemporaryDirectory(prefix="check_bundles_call_") as tmp:
-        request, response = Path(tmp, "request.json"), Path(tmp, "response.json")
-        request.write_text(json.dumps({"function": function, "kwargs": kwargs, "response": str(response)}))
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[1]); import check_bundles; "
-            "check_bundles._serve_request(sys.argv[2])"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(request)],
-            cwd=bundle_root,
-            env=bundle_env(bundle_root),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if proc.returncode != 0 or not response.is_file():
-            tail = (proc.stdout + proc.stderr)[-3000:]
-            raise RuntimeError(f"{function} in {bundle_root} failed (exit {proc.returncode}):\n{tail}")
-        return json.loads(response.read_text())
-
-
-def _serve_request(request_file: str) -> None:
-    """Subprocess side of :func:`run_in_bundle_env`."""
-    request = json.loads(Path(request_file).read_text())
-    if request["function"] not in __all__ and not request["function"].startswith("_worker"):
-        raise ValueError(f"not callable from run_in_bundle_env: {request['function']}")
-    result = globals()[request["function"]](**request["kwargs"])
-    Path(request["response"]).write_text(json.dumps(result))
-
-
-def _parser(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]):
+def _parser(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]) -> ConfigParser:
     """A ``ConfigParser`` of the bundle's inference config and metadata with ``overrides`` and ``bundle_root``."""
-    from monai.bundle import ConfigParser
-
     root = Path(bundle_root)
     parser = ConfigParser()
     parser.read_config(str(root / INFERENCE_CONFIG))
@@ -272,10 +234,8 @@ def create_random_weights(
 ) -> str:
     """Save the state dict of a freshly initialised ``network_def`` (inference config + overrides) to ``path``.
 
-    Must run where ``scripts`` is importable (see :func:`run_in_bundle_env`). Returns the file written.
+    The bundle's ``scripts`` must be importable (see :func:`bundle_importable`). Returns the file written.
     """
-    import torch
-
     torch.manual_seed(seed)
     network = _parser(bundle_root, overrides or {}).get_parsed_content(NET_ID)
     target = Path(bundle_root) / path
@@ -308,62 +268,58 @@ def _shape_entry(entry: int | str, n: int = 1, p: int = 1, any_size: int = 1) ->
     return int(evaluate(ast.parse(entry, mode="eval").body))
 
 
-def fake_input_shape(parser: Any, n: int = 1, p: int = 1, any_size: int = 1) -> list[int]:
+def fake_input_shape(parser: ConfigParser, n: int = 1, p: int = 1, any_size: int = 1) -> list[int]:
     """``[1, C, *spatial]`` of the metadata's ``inputs.image`` (after overrides), as ``verify_net_in_out`` builds it."""
     prefix = "_meta_#network_data_format#inputs#image#"
     channels = int(parser[prefix + "num_channels"])
     return [1, channels, *(_shape_entry(s, n, p, any_size) for s in parser[prefix + "spatial_shape"])]
 
 
-def _weights_in_ckpt_key(path: Path) -> str:
-    """``"model"`` for a ``{"model": state_dict, ...}`` checkpoint, ``""`` for a bare state dict."""
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return "model" if isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping) else ""
-
-
-def _worker_weights(root: Path, overrides: Mapping[str, Any], download_large_files: bool) -> dict:
-    """Make sure ``models/model.pt`` exists in the temporary copy; temporary random weights when none ship."""
+def _check_weights(root: Path, overrides: Mapping[str, Any], download_large_files: bool) -> tuple[str, str]:
+    """Make sure ``models/model.pt`` exists in the extracted copy; temporary random weights when none ship."""
     weights = root / "models" / "model.pt"
-    large = [f for f in package_bundles.LARGE_FILES_NAMES if (root / f).is_file()]
     if weights.is_file():
-        return {"status": PASS, "detail": f"models/model.pt ({weights.stat().st_size / 2**20:.2f} MB) ships"}
+        return PASS, f"models/model.pt ({weights.stat().st_size / 2**20:.2f} MB) ships"
     note = "no weights ship with the bundle"
+    large = [f for f in package_bundles.LARGE_FILES_NAMES if (root / f).is_file()]
     if large:
-        from monai.bundle import ConfigParser
-
         entries = ConfigParser.load_config_file(str(root / large[0])).get("large_files", [])
         bad = [e for e in entries if not {"path", "url"} <= set(e)]
         if bad or not entries:
-            return {"status": FAIL, "detail": f"{large[0]}: entries need 'path' and 'url': {bad or entries}"}
+            return FAIL, f"{large[0]}: entries need 'path' and 'url': {bad or entries}"
         if download_large_files:
             from monai.bundle import download_large_files as download
 
             download(bundle_path=str(root))
-            return {"status": PASS, "detail": f"downloaded the files of {large[0]}"}
+            return PASS, f"downloaded the files of {large[0]}"
         note = f"{large[0]} lists {[e['path'] for e in entries]}, not downloaded (offline; --download_large_files)"
     create_random_weights(str(root), overrides)
-    return {"status": TEMP, "detail": f"{note}: TEMPORARY random-initialised models/model.pt in the temporary copy"}
+    return TEMP, f"{note}: TEMPORARY random-initialised models/model.pt in the temporary copy"
 
 
-def _worker_export(root: Path, overrides: Mapping[str, Any], input_shape: list[int], excluded: str | None) -> dict:
-    """``ckpt_export`` to ``models/verify_model.ts`` by scripting, else by tracing with ``input_shape``."""
-    from monai.bundle import ckpt_export
+def _check_metadata(root: Path, schema: str) -> tuple[str, str]:
+    url = json.loads((root / METADATA).read_text())["schema"]
+    if Path(url).name != Path(schema).name:
+        raise ValueError(f"metadata names schema {Path(url).name}, the schema file given is {schema}")
+    verify_metadata(meta_file=str(root / METADATA), filepath=schema)
+    return PASS, f"valid against {Path(schema).name}"
 
-    weights = root / "models" / "model.pt"
-    common = {
-        "net_id": NET_ID,
-        "filepath": str(root / EXPORT_PATH),
-        "ckpt_file": str(weights),
-        "meta_file": str(root / METADATA),
-        "config_file": str(root / INFERENCE_CONFIG),
-        "key_in_ckpt": _weights_in_ckpt_key(weights),
-        "bundle_root": str(root),
-        **overrides,
-    }
+
+def _check_net_in_out(root: Path, overrides: Mapping[str, Any], device: str) -> tuple[str, str]:
+    verify_net_in_out(net_id=NET_ID, meta_file=str(root / METADATA), config_file=str(root / INFERENCE_CONFIG),
+                      device=device, bundle_root=str(root), **overrides)
+    shape = fake_input_shape(_parser(root, overrides))
+    return PASS, f"input {shape}: output channels and dtype match the metadata"
+
+
+def _check_export(root: Path, overrides: Mapping[str, Any], excluded: str | None) -> tuple[str, str]:
+    """``ckpt_export`` to ``models/verify_model.ts`` by scripting, else by tracing with the metadata's input shape."""
+    common = {"net_id": NET_ID, "filepath": str(root / EXPORT_PATH), "ckpt_file": str(root / "models" / "model.pt"),
+              "meta_file": str(root / METADATA), "config_file": str(root / INFERENCE_CONFIG),
+              "bundle_root": str(root), **overrides}
+    tracing = {"use_trace": True, "input_shape": fake_input_shape(_parser(root, overrides))}
     errors: dict[str, str] = {}
-    for mode, extra in (("script", {"use_trace": False}), ("trace", {"use_trace": True, "input_shape": input_shape})):
+    for mode, extra in (("script", {"use_trace": False}), ("trace", tracing)):
         try:
             ckpt_export(**common, **extra)
             break
@@ -372,89 +328,66 @@ def _worker_export(root: Path, overrides: Mapping[str, Any], input_shape: list[i
     else:
         detail = "neither scripting nor tracing works: " + " | ".join(f"{k}: {v}" for k, v in errors.items())
         if excluded:
-            return {"status": EXCLUDED, "detail": f"documented exclusion ({excluded}); {detail}"}
-        return {"status": FAIL, "detail": f"{detail} (fix it, or document an exclusion)"}
+            return EXCLUDED, f"documented exclusion ({excluded}); {detail}"
+        return FAIL, f"{detail} (fix it, or document an exclusion)"
     detail = f"ckpt_export by {mode}" + (f" (script failed: {errors['script']})" if errors else "")
     if excluded:
         detail += f"; listed in EXCLUDE_VERIFY_TORCHSCRIPT ({excluded}) but it exports: remove it from the list"
-    return {"status": PASS, "detail": detail}
+    return PASS, detail
 
 
-def _worker_jit_load(root: Path, overrides: Mapping[str, Any], input_shape: list[int]) -> dict:
+def _check_jit_load(root: Path, overrides: Mapping[str, Any]) -> tuple[str, str]:
     """``torch.jit.load`` of the export and a forward pass whose output has the metadata's channel count."""
-    import torch
-
+    parser = _parser(root, overrides)
+    input_shape = fake_input_shape(parser)
     model = torch.jit.load(str(root / EXPORT_PATH), map_location="cpu").eval()
     with torch.no_grad():
         out = model(torch.rand(*input_shape))
-    channels = _parser(root, overrides)["_meta_#network_data_format#outputs#pred#num_channels"]
+    channels = parser["_meta_#network_data_format#outputs#pred#num_channels"]
     if not isinstance(out, torch.Tensor) or out.shape[1] != channels:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        return {"status": FAIL, "detail": f"TorchScript output {shape}, expected a tensor with {channels} channels"}
-    return {"status": PASS, "detail": f"torch.jit.load + forward {input_shape} -> {list(out.shape)}"}
+        return FAIL, f"TorchScript output {shape}, expected a tensor with {channels} channels"
+    return PASS, f"torch.jit.load + forward {input_shape} -> {list(out.shape)}"
 
 
-def _worker_checks(
-    bundle_root: str,
+def _check_shipped_ts(root: Path) -> tuple[str, str]:
+    torch.jit.load(str(root / "models" / "model.ts"), map_location="cpu")
+    return PASS, "models/model.ts loads with torch.jit.load"
+
+
+def _zoo_checks(
+    name: str,
+    root: Path,
     schema: str,
     overrides: Mapping[str, Any],
-    device: str | None,
+    device: str,
     torchscript_exclusion: str | None,
     download_large_files: bool,
-) -> list[dict]:
-    """All checks that need the bundle's ``scripts``: run by :func:`run_in_bundle_env`. Returns result rows."""
-    import torch
-    from monai.bundle import verify_metadata, verify_net_in_out
+) -> list[CheckResult]:
+    """The checks of the zoo's ``verify_bundle.py`` on the extracted bundle ``root``."""
+    rows: list[CheckResult] = []
 
-    root = Path(bundle_root)
-    rows: list[dict] = []
-
-    def step(check_name: str, function: Callable[[], dict]) -> bool:
+    def step(check_name: str, function: Callable[[], tuple[str, str]]) -> bool:
         start = time.perf_counter()
         try:
-            out = function()
-        except Exception as e:  # a failing check is a result, the next checks still run where they can
-            rows.append({"check": check_name, "status": FAIL, "detail": _short_error(e, 300)})
-            traceback.print_exc()
+            status, detail = function()
+        except Exception as e:  # a failing check is a result; the next checks still run where they can
+            rows.append(CheckResult(name, check_name, FAIL, _short_error(e)))
             return False
-        rows.append(dict(out, check=check_name, detail=f"{out['detail']} [{time.perf_counter() - start:.1f}s]"))
-        return out["status"] != FAIL
+        rows.append(CheckResult(name, check_name, status, f"{detail} [{time.perf_counter() - start:.1f}s]"))
+        return status != FAIL
 
-    def metadata() -> dict:
-        url = json.loads((root / METADATA).read_text())["schema"]
-        if Path(url).name != Path(schema).name:
-            raise ValueError(f"metadata names schema {Path(url).name}, the schema file given is {schema}")
-        verify_metadata(meta_file=str(root / METADATA), filepath=schema)
-        return {"status": PASS, "detail": f"valid against {Path(schema).name}"}
-
-    def net_in_out() -> dict:
-        verify_net_in_out(
-            net_id=NET_ID,
-            meta_file=str(root / METADATA),
-            config_file=str(root / INFERENCE_CONFIG),
-            device=device or ("cuda:0" if torch.cuda.is_available() else "cpu"),
-            bundle_root=str(root),
-            **overrides,
-        )
-        shape = fake_input_shape(_parser(root, overrides))
-        return {"status": PASS, "detail": f"input {shape}: output channels and dtype match the metadata"}
-
-    def shipped_ts() -> dict:
-        torch.jit.load(str(root / "models" / "model.ts"), map_location="cpu")
-        return {"status": PASS, "detail": "models/model.ts loads with torch.jit.load"}
-
-    step("verify_metadata", metadata)
-    weights_ok = step("weights", lambda: _worker_weights(root, overrides, download_large_files))
-    step("verify_net_in_out", net_in_out)
-    if weights_ok:
-        input_shape = fake_input_shape(_parser(root, overrides))
-        step("torchscript", lambda: _worker_export(root, overrides, input_shape, torchscript_exclusion))
-        if (root / EXPORT_PATH).is_file():
-            step("jit_load", lambda: _worker_jit_load(root, overrides, input_shape))
-    else:
-        rows.append({"check": "torchscript", "status": SKIP, "detail": "no usable models/model.pt"})
-    if (root / "models" / "model.ts").is_file():
-        step("model_ts", shipped_ts)
+    with bundle_importable(root):
+        step("verify_metadata", lambda: _check_metadata(root, schema))
+        weights_ok = step("weights", lambda: _check_weights(root, overrides, download_large_files))
+        step("verify_net_in_out", lambda: _check_net_in_out(root, overrides, device))
+        if not weights_ok:
+            rows.append(CheckResult(name, "torchscript", SKIP, "no usable models/model.pt"))
+        elif step("torchscript", lambda: _check_export(root, overrides, torchscript_exclusion)):
+            if (root / EXPORT_PATH).is_file():
+                step("jit_load", lambda: _check_jit_load(root, overrides))
+        if (root / "models" / "model.ts").is_file():
+            step("model_ts", lambda: _check_shipped_ts(root))
     return rows
 
 
@@ -481,7 +414,6 @@ def check_bundle(
     device: str | None = None,
     torchscript_exclusions: Mapping[str, str] | None = None,
     download_large_files: bool = False,
-    timeout: float = 3600,
 ) -> list[CheckResult]:
     """All checks of one bundle; the packaged copy goes to ``work_dir``. See :func:`check` for the arguments."""
     results = check_sources(name, bundles_dir)
@@ -490,27 +422,15 @@ def check_bundle(
     try:
         bundle_root, row = package_and_extract(name, bundles_dir, work_dir)
     except (ValueError, OSError) as e:
-        return results + [CheckResult(name, "package", FAIL, _short_error(e, 300))]
+        return results + [CheckResult(name, "package", FAIL, _short_error(e))]
     results.append(row)
     results += check_required_files(name, bundle_root)
     if has_failures(results):
         return results
     exclusions = EXCLUDE_VERIFY_TORCHSCRIPT if torchscript_exclusions is None else torchscript_exclusions
-    try:
-        rows = run_in_bundle_env(
-            bundle_root,
-            "_worker_checks",
-            timeout=timeout,
-            bundle_root=str(bundle_root),
-            schema=str(Path(schema).resolve()),
-            overrides=dict(overrides or {}),
-            device=device,
-            torchscript_exclusion=exclusions.get(name),
-            download_large_files=download_large_files,
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        return results + [CheckResult(name, "bundle_checks", FAIL, _short_error(e, 600))]
-    return results + [CheckResult(name, **row) for row in rows]
+    device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    return results + _zoo_checks(name, bundle_root, str(Path(schema).resolve()), dict(overrides or {}), device,
+                                 exclusions.get(name), download_large_files)
 
 
 def format_table(results: Sequence[CheckResult], width: int = 150) -> str:
@@ -538,7 +458,6 @@ def check(
     download_large_files: bool = False,
     work_dir: str | None = None,
     bundles_dir: str = str(package_bundles.BUNDLES_DIR),
-    timeout: float = 3600,
     quiet: bool = False,
 ) -> list[CheckResult]:
     """Run the offline model-zoo checks on the bundles (all, or the ones named) and print a table of results.
@@ -555,7 +474,6 @@ def check(
             a bundle without ``models/model.pt`` is checked on temporary random weights.
         work_dir: where the packaged copies go (kept); default a temporary folder, removed afterwards.
         bundles_dir: folder holding the bundles.
-        timeout: seconds allowed for the checks of one bundle in its subprocess.
         quiet: do not print the table.
 
     Returns:
@@ -568,14 +486,11 @@ def check(
     with tempfile.TemporaryDirectory(prefix="check_bundles_") as tmp:
         for name in names:
             target = Path(work_dir or tmp) / name
-            results += check_bundle(
-                name, target, bundles_dir, schema, _overrides_for(name, overrides), device,
-                torchscript_exclusions, download_large_files, timeout,
-            )
+            results += check_bundle(name, target, bundles_dir, schema, _overrides_for(name, overrides), device,
+                                    torchscript_exclusions, download_large_files)
     if not quiet:
         print(format_table(results))
-        long_rows = [r for r in results if r.status in (FAIL, EXCLUDED, WARN) and len(r.detail) > 150]
-        for r in long_rows:
+        for r in (r for r in results if r.status in (FAIL, EXCLUDED, WARN) and len(r.detail) > 150):
             print(f"\n{r.bundle} / {r.check} ({r.status}):\n    {r.detail}")
         counts = {s: sum(r.status == s for r in results) for s in (PASS, TEMP, EXCLUDED, WARN, SKIP, FAIL)}
         print(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no results")

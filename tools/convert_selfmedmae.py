@@ -4,8 +4,9 @@ into this project's weights.
 Two kinds of official checkpoint are recognised from their keys:
 
 - **MAE3D pre-training** (``checkpoint_NNNN.pth.tar`` = ``{epoch, arch, state_dict, optimizer, scaler}``) becomes a
-  :class:`shared.networks.mae.MaskedAutoencoderViT` state dict (encoder and decoder). Its encoder can then be carried into a
-  MONAI ``UNETR``/``ViT`` by ``shared.networks.encoder_transfer.load_mae_encoder`` (``MAEEncoderLoader`` in a bundle).
+  :class:`shared.networks.mae.MaskedAutoencoderViT` state dict (encoder and decoder). Its encoder can then be carried
+  into a MONAI ``UNETR``/``ViT`` by ``shared.networks.encoder_transfer.load_mae_encoder`` (``MAEEncoderLoader`` in a
+  bundle).
 - **UNETR3D fine-tuning** (``best_model.pth.tar`` / ``checkpoint_NNNN.pth.tar`` of ``SegTrainer``) becomes a
   ``monai.networks.nets.UNETR`` state dict: the ViT encoder and the CNN decoder (the official ``UNETR_decoder`` is
   built from MONAI's ``UnetrBasicBlock``/``UnetrPrUpBlock``/``UnetrUpBlock``/``UnetOutBlock`` with the same
@@ -103,9 +104,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared.utils.atomic import save_atomically, write_json_atomically  # noqa: E402
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.networks.mae import MaskedAutoencoderViT  # noqa: E402
+from shared.utils.atomic import save_atomically, write_json_atomically  # noqa: E402
 
 __all__ = [
     "ConversionResult",
@@ -473,7 +475,8 @@ def convert_mae3d_state_dict(
     qkv_bias: bool = True,
     keep_cls_token: bool = True,
 ) -> ConversionResult:
-    """Official MAE3D state dict -> :class:`shared.networks.mae.MaskedAutoencoderViT` state dict (see the module docstring).
+    """Official MAE3D state dict -> :class:`shared.networks.mae.MaskedAutoencoderViT` state dict (see the module
+    docstring).
 
     Args:
         state: the official ``state_dict`` (``module.`` prefix already stripped).

@@ -13,13 +13,16 @@ import json
 import sys
 from pathlib import Path
 
-import fire
-from monai.bundle import ConfigWorkflow
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fire  # noqa: E402
+from monai.bundle import ConfigWorkflow  # noqa: E402
+
+from tools import synthetic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "vit_cxr14_cls" / "configs"
-sys.path.insert(0, str(REPO / "tools"))
-import synthetic_data  # noqa: E402
 
 SMALL_VIT = {"image_size": 64, "crop_size": 56, "patch_size": 8, "network_def#hidden_size": 96,
              "network_def#mlp_dim": 384, "network_def#num_heads": 4, "network_def#num_layers": 4, "num_workers": 0}
@@ -42,7 +45,7 @@ def main(output_dir: str = "runs/cxr14_auc", num_images: int = 800, image_size: 
     out = Path(output_dir).resolve()
     data = out / "data"
     if not (data / "test_list.txt").exists():
-        synthetic_data.make_cxr14(str(data), num_images=num_images, size=image_size, seed=seed)
+        synthetic.make_cxr14(str(data), num_images=num_images, size=image_size, seed=seed)
     common = {"dataset_dir": str(data), "datalist_file": str(out / "datalist.json"), **SMALL_VIT}
     run(["pretrain.json"], out / "mae", epochs=pretrain_epochs, warmup_epochs=3, batch_size=32, snapshot_interval=10,
         resume=False, **common, **SMALL_DECODER)

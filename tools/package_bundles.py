@@ -3,9 +3,10 @@
 For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json``), or the ones named, this writes
 ``<dist_dir>/<name>_v<version>.zip``: a top-level folder ``<name>/`` holding the bundle's files, with the modules
 of the shared code that its configs use copied in as the bundle's ``scripts/`` (in the repository
-``bundles/<name>/scripts`` is a symbolic link to ``shared/``; the zip holds real files), and without test, cache or run-output files (see ``EXCLUDED_DIRS`` and the
-other ``EXCLUDED_*`` constants). Zips are deterministic (fixed timestamps and permissions, sorted entries), so the
-same sources always give the same checksum. ``<dist_dir>/model_info.json`` is then updated in the zoo's format::
+``bundles/<name>/scripts`` is a symbolic link to ``shared/``; the zip holds real files), and without test, cache or
+run-output files (see ``EXCLUDED_DIRS`` and the other ``EXCLUDED_*`` constants). Zips are deterministic (fixed
+timestamps and permissions, sorted entries), so the same sources always give the same checksum.
+``<dist_dir>/model_info.json`` is then updated in the zoo's format::
 
     {"<name>_v<version>": {"checksum": "<sha1 of the zip>", "source": "<base_url>/<name>_v<version>.zip"}}
 
@@ -236,7 +237,8 @@ def _module_file(scripts_dir: Path, parts: Sequence[str]) -> Path | None:
     """The file of module ``parts`` (relative to ``scripts_dir``): ``a/b.py`` or ``a/b/__init__.py``."""
     if not parts:
         return scripts_dir / "__init__.py"
-    for candidate in (scripts_dir.joinpath(*parts[:-1], parts[-1] + ".py"), scripts_dir.joinpath(*parts, "__init__.py")):
+    module, package = scripts_dir.joinpath(*parts[:-1], parts[-1] + ".py"), scripts_dir.joinpath(*parts, "__init__.py")
+    for candidate in (module, package):
         if candidate.is_file():
             return candidate
     return None
@@ -271,7 +273,8 @@ def scripts_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
     for config in sorted((root / "configs").glob("*.json")):
         for dotted in SCRIPTS_REFERENCE.findall(config.read_text(encoding="utf-8")):
             parts = dotted.strip(".").split(".")
-            found = next(filter(None, (_module_file(scripts_dir, parts[:end]) for end in range(len(parts), 0, -1))), None)
+            prefixes = (_module_file(scripts_dir, parts[:end]) for end in range(len(parts), 0, -1))
+            found = next(filter(None, prefixes), None)
             if found is None:
                 raise ValueError(f"{config} names scripts{dotted}, but {scripts_dir} has no such module.")
             wanted.add(found)

@@ -25,17 +25,20 @@ import sys
 import time
 from pathlib import Path
 
-import fire
-import matplotlib
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fire  # noqa: E402
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from ignite.engine import Events  # noqa: E402
 from monai.bundle import ConfigWorkflow  # noqa: E402
 
+from tools import synthetic  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import synthetic_data  # noqa: E402
 
 MAE_BUNDLE = REPO / "bundles" / "mae_pretrain_ct"
 SEG_BUNDLE = REPO / "bundles" / "unetr_btcv_seg"
@@ -88,7 +91,8 @@ class Progress:
         elapsed = time.perf_counter() - self._start
         done = engine.state.epoch - self._first_epoch
         eta = elapsed / max(done, 1) * (self.max_epochs - engine.state.epoch)
-        metric = f", val Dice {self.metrics[-1][1]:.3f}" if self.metrics and self.metrics[-1][0] == engine.state.epoch else ""
+        validated = self.metrics and self.metrics[-1][0] == engine.state.epoch
+        metric = f", val Dice {self.metrics[-1][1]:.3f}" if validated else ""
         print(f"  [{self.stage}] epoch {engine.state.epoch}/{self.max_epochs} loss {self.losses[-1]:.4f}{metric}"
               f" | {elapsed:.0f}s elapsed, ETA {eta:.0f}s", flush=True)
 
@@ -206,10 +210,12 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def write_report(out: Path, results: dict[str, dict], seconds: dict[str, float], full_size: bool,
                  dataset_dir: Path) -> str:
     mae, scratch = results["unetr_mae"], results["unetr_scratch"]
+    configuration = "paper configuration" if full_size else (
+        f"small configuration: {json.dumps(SMALL_RUN)}, encoder {json.dumps(SMALL_ENCODER)}")
     lines = [
         "# MAE self pre-training on BTCV-layout CT: UNETR from the MAE encoder vs from scratch",
         "",
-        f"Data: `{dataset_dir}` ({'paper configuration' if full_size else 'small configuration: ' + json.dumps(SMALL_RUN) + ', encoder ' + json.dumps(SMALL_ENCODER)}).",
+        f"Data: `{dataset_dir}` ({configuration}).",
         f"Validation cases: {mae['num_cases']}. Metrics in each image's original geometry; HD95 in mm; n/a where the "
         "organ was not predicted. One run with one seed on small synthetic data: a difference between the two columns "
         "needs several seeds to be read, and says nothing about the paper's result on real data.",
@@ -248,7 +254,7 @@ def main(dataset_dir: str | None = None, output_dir: str = "runs/experiment", fu
     start = time.perf_counter()
     if dataset_dir is None:
         print(f"generating a synthetic BTCV-layout set ({num_train} training, {num_val} validation cases)", flush=True)
-        data = Path(synthetic_data.make_btcv(str(out / "data"), num_train=num_train, num_val=num_val, num_test=1,
+        data = Path(synthetic.make_btcv(str(out / "data"), num_train=num_train, num_val=num_val, num_test=1,
                                              seed=seed))
     else:
         data = Path(dataset_dir).resolve()

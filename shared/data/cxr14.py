@@ -67,8 +67,8 @@ NO_FINDING = "No Finding"
 
 
 def finding_names() -> list[str]:
-    """The 14 findings as a list, for bundle configs: ``"class_names": {"_target_": "scripts.data.cxr14.finding_names"}``
-    keeps the list in one place."""
+    """The 14 findings as a list, for bundle configs:
+    ``"class_names": {"_target_": "scripts.data.cxr14.finding_names"}`` keeps the list in one place."""
     return list(FINDINGS)
 
 

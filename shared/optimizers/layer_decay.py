@@ -2,8 +2,8 @@
 
 Use from a bundle config (the schedule is MONAI's ``WarmupCosineSchedule``, stepped every iteration)::
 
-    "param_groups": {"_target_": "scripts.optimizers.layer_decay.param_groups", "network": "@network", "lr": "@learning_rate",
-                     "weight_decay": 0.05, "layer_decay": 0.75},
+    "param_groups": {"_target_": "scripts.optimizers.layer_decay.param_groups", "network": "@network",
+                     "lr": "@learning_rate", "weight_decay": 0.05, "layer_decay": 0.75},
     "optimizer": {"_target_": "torch.optim.AdamW", "params": "@param_groups", "lr": "@learning_rate",
                   "betas": [0.9, 0.95]},
     "lr_scheduler": {"_target_": "monai.optimizers.WarmupCosineSchedule", "optimizer": "@optimizer",

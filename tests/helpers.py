@@ -1,0 +1,104 @@
+"""What the tests share: tiny networks, and running bundle configs in this process or as a user runs them.
+
+Import it as ``from tests.helpers import ...`` (the repository root is on ``sys.path``, see ``pytest.ini``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigWorkflow
+
+from shared.networks.mae import MaskedAutoencoderViT
+from tools.check_bundles import bundle_importable
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+
+# A narrow ViT (UNETR and the classifiers need 12 layers unless overridden) and a one-block MAE decoder.
+TINY_ENCODER = {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4}
+TINY_DECODER = {"decoder_hidden_size": 24, "decoder_num_layers": 1, "decoder_num_heads": 2}
+
+
+def network_overrides(**values: Any) -> dict[str, Any]:
+    """``{"network_def#<name>": value}``: config overrides of the network definition."""
+    return {f"network_def#{k}": v for k, v in values.items()}
+
+
+TINY_VIT = network_overrides(**TINY_ENCODER)
+TINY_MAE = network_overrides(**TINY_ENCODER, **TINY_DECODER)
+TINY_UNETR = network_overrides(**TINY_ENCODER, feature_size=8)
+
+
+def tiny_mae(in_channels: int = 1, img_size=32, spatial_dims: int = 3, num_layers: int = 2, **kwargs):
+    """A small MAE whose encoder matches a tiny ``UNETR``/``ViT`` when ``num_layers=12``."""
+    return MaskedAutoencoderViT(
+        in_channels, img_size, 16, num_layers=num_layers, spatial_dims=spatial_dims, **TINY_ENCODER, **TINY_DECODER,
+        **kwargs,
+    )
+
+
+def cli_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``--key value`` pairs for ``python -m monai.bundle run``; values as JSON, which python-fire parses."""
+    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
+
+
+def user_env() -> dict[str, str]:
+    """The environment of a user: no PYTHONPATH, so that nothing of the repository is importable by accident."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def bundle_run(
+    configs: Sequence[Path],
+    overrides: Mapping[str, Any] | None = None,
+    cwd: Path = REPO,
+    torchrun: bool = False,
+    expect_failure: bool = False,
+    timeout: float = 600,
+) -> str:
+    """``python -m monai.bundle run --config_file ...`` (under ``torchrun`` with 2 processes when asked), as a user
+    runs it; returns its output. Fails unless its exit status is what ``expect_failure`` says."""
+    config = str(configs[0]) if len(configs) == 1 else str([str(c) for c in configs])
+    launcher = [sys.executable]
+    if torchrun:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    cmd = launcher + ["-m", "monai.bundle", "run", "--config_file", config, *cli_args(overrides or {})]
+    proc = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert (proc.returncode != 0) == expect_failure, f"{' '.join(cmd)}\nexit {proc.returncode}\n{output[-4000:]}"
+    return output
+
+
+def workflow(
+    configs: Sequence[Path], bundle_root: Path, workflow_type: str | None = "train", **overrides: Any
+) -> ConfigWorkflow:
+    """An initialised ``ConfigWorkflow`` of a bundle's configs in this process (the metadata and logging config of
+    the first config's folder); call it inside :func:`bundle_importable` when the configs use ``scripts``."""
+    folder = Path(configs[0]).parent
+    wf = ConfigWorkflow(
+        config_file=[str(c) for c in configs], meta_file=str(folder / "metadata.json"),
+        logging_file=str(folder / "logging.conf"), workflow_type=workflow_type, bundle_root=str(bundle_root),
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def run_workflow(
+    configs: Sequence[Path], bundle_root: Path, workflow_type: str | None = "train", **overrides: Any
+) -> ConfigWorkflow:
+    """Initialise, check, run and finalise a bundle's configs in this process, with its ``scripts`` importable."""
+    bundle = Path(configs[0]).parents[1]
+    with bundle_importable(bundle):
+        wf = workflow(configs, bundle_root, workflow_type, **overrides)
+        assert wf.check_properties() in ([], None)
+        wf.run()
+        wf.finalize()
+    return wf

@@ -1,0 +1,103 @@
+"""The configs of each bundle agree where they must repeat themselves.
+
+Within a config file each pipeline is written once (``%`` and ``@`` references). Across files of one bundle a few
+things are written twice because each of those files must stand alone: ``inference.json`` (MONAI Label and the model
+zoo read it without ``train.json``) and ``pretrain.json`` (run on its own). These tests make sure the copies agree: the
+same image preprocessing, the same network and the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from monai.bundle import ConfigParser
+
+from tests.helpers import BUNDLES
+
+# step parameters that differ by design between copies: which keys a step acts on and how each key is resampled
+PER_KEY_PARAMETERS = {"keys", "mode", "image_only", "_desc_"}
+
+# (config, id of a list of transforms, how many leading image steps are the shared preprocessing; steps on the label
+# alone do not count); every entry of a bundle must give the same image steps
+TRAIN, INFERENCE = "train#deterministic_transforms", "preprocessing#transforms"
+IMAGE_STEPS = {
+    "mae_pretrain_ct": [("train.json", TRAIN, 5), ("inference.json", INFERENCE, 5)],
+    "unetr_btcv_seg": [("train.json", TRAIN, 6), ("inference.json", INFERENCE, 6)],
+    "unetr_brats_seg": [
+        ("pretrain.json", "train#deterministic_transforms", 6),
+        ("train.json", "train#deterministic_transforms", 6),
+        ("inference.json", "preprocessing#transforms", 6),
+    ],
+    "vit_cxr14_cls": [
+        ("pretrain.json", "train#deterministic_transforms", 3),
+        ("train.json", "train#deterministic_transforms", 3),
+        ("inference.json", "preprocessing#transforms", 3),
+    ],
+}
+
+# settings that every standalone config of a bundle defining them must define alike
+SHARED_IDS = ("pixdim", "intensity_range", "roi_size", "patch_size", "in_channels", "image_size", "crop_size",
+              "intensity_mean", "intensity_std", "dataset_layout", "use_dicom_window")
+
+
+def parser_of(bundle: str, config: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / config))
+    return parser
+
+
+def resolved(parser: ConfigParser, value: Any) -> Any:
+    """``value`` with references to plain settings (``@pixdim``, ``@intensity_range#0``) replaced by their values."""
+    if isinstance(value, str) and value.startswith("@"):
+        return resolved(parser, parser[value[1:]])
+    if isinstance(value, list):
+        return [resolved(parser, v) for v in value]
+    if isinstance(value, dict):
+        return {k: resolved(parser, v) for k, v in value.items()}
+    return value
+
+
+def image_steps(bundle: str, config: str, list_id: str, count: int) -> list[dict]:
+    """The first ``count`` steps of a transform list that touch the image, without their per-key parameters."""
+    parser = parser_of(bundle, config)
+    steps = [s for s in parser[list_id] if s.get("keys") != "label"][:count]
+    return [{k: resolved(parser, v) for k, v in s.items() if k not in PER_KEY_PARAMETERS} for s in steps]
+
+
+@pytest.mark.parametrize("bundle", sorted(IMAGE_STEPS))
+def test_standalone_configs_preprocess_images_alike(bundle):
+    (first, *others) = [image_steps(bundle, *entry) for entry in IMAGE_STEPS[bundle]]
+    assert all(len(s) == n for s, (_, _, n) in zip([first, *others], IMAGE_STEPS[bundle]))
+    for steps, entry in zip(others, IMAGE_STEPS[bundle][1:]):
+        assert steps == first, f"{bundle}: {entry[0]} {entry[1]} differs from {IMAGE_STEPS[bundle][0][0]}"
+
+
+@pytest.mark.parametrize("bundle", sorted(IMAGE_STEPS))
+def test_standalone_configs_share_their_settings(bundle):
+    configs = sorted(p.name for p in (BUNDLES / bundle / "configs").glob("*.json")
+                     if p.name in ("train.json", "pretrain.json", "inference.json"))
+    parsers = {c: parser_of(bundle, c) for c in configs}
+    for key in SHARED_IDS:
+        values = {c: resolved(p, p[key]) for c, p in parsers.items() if key in p}
+        assert len({json.dumps(v) for v in values.values()}) <= 1, f"{bundle}: {key} differs: {values}"
+
+
+@pytest.mark.parametrize("bundle", ["unetr_btcv_seg", "unetr_brats_seg", "vit_cxr14_cls"])
+def test_inference_builds_the_trained_network(bundle):
+    train, inference = parser_of(bundle, "train.json"), parser_of(bundle, "inference.json")
+    outputs = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())["network_data_format"]
+    trained = {k: v for k, v in resolved(train, train["network_def"]).items()}
+    inferred = {k: v for k, v in resolved(inference, inference["network_def"]).items()}
+    for net in (trained, inferred):  # the class count is written as a number or derived from the class names
+        channels = net.pop("out_channels", None) or net.pop("num_classes", None)
+        assert channels in (outputs["outputs"]["pred"]["num_channels"], "$len(@class_names)",
+                            "$len(@class_names) + 1"), channels
+    assert trained == inferred
+
+
+def test_every_bundle_is_covered():
+    assert sorted(IMAGE_STEPS) == sorted(p.name for p in BUNDLES.iterdir() if (p / "configs").is_dir())
+    assert all(Path(BUNDLES / b / "configs" / c).is_file() for b, entries in IMAGE_STEPS.items() for c, _, _ in entries)

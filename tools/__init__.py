@@ -1,0 +1,1 @@
+"""Command-line tools of the repository (run them from its root: ``python tools/<tool>.py``)."""
