@@ -1,0 +1,91 @@
+"""Mixed precision for any MONAI inferer, on the CPU as on CUDA.
+
+MONAI's engines run their ``amp`` under ``torch.autocast("cuda")`` only, so on a CPU nothing is ever mixed precision.
+:class:`AutocastInferer` wraps an inferer (``SimpleInferer``, ``SlidingWindowInferer``, ...) so that every network
+call runs under ``torch.autocast`` on the device of the input, and hands back float32 outputs: losses, metrics and
+sliding-window sums are then computed in float32. In a bundle config::
+
+    "amp": {"_target_": "scripts.inferers.autocast.autocast_pays_off", "device": "@device"},
+    "amp_dtype": {"_target_": "scripts.inferers.autocast.autocast_dtype", "device": "@device"},
+    "inferer": {"_target_": "scripts.inferers.autocast.AutocastInferer", "enabled": "@amp", "dtype": "@amp_dtype",
+                "inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi_size"}}
+
+``--amp false`` turns it off. float16 on a GPU without bfloat16 needs a gradient scaler in training: give the
+trainer ``"amp": "$@amp and @amp_dtype == 'float16'"`` (MONAI's trainer then scales the loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from monai.inferers import Inferer, SimpleInferer
+
+__all__ = ["autocast_dtype", "autocast_pays_off", "to_float32", "AutocastInferer"]
+
+
+def _device_type(device: torch.device | str) -> str:
+    return torch.device(device).type
+
+
+def autocast_dtype(device: torch.device | str) -> str:
+    """The autocast dtype for ``device``: ``"bfloat16"`` on CPUs and on GPUs that support it, ``"float16"`` on older
+    GPUs (float16 is slow on CPUs)."""
+    if _device_type(device) == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return "bfloat16"
+
+
+def autocast_pays_off(device: torch.device | str) -> bool:
+    """Whether mixed precision is faster than float32 on ``device``: on every CUDA GPU, and on CPUs with native
+    bfloat16 arithmetic (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated and slower."""
+    kind = _device_type(device)
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def to_float32(value: Any) -> Any:
+    """``value`` with every floating-point tensor in it (also in dicts, lists and tuples) cast to float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, Mapping):
+        return {k: to_float32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_float32(v) for v in value)
+    return value
+
+
+class AutocastInferer(Inferer):
+    """Run ``inferer`` with every network call under ``torch.autocast`` on the input's device; outputs in float32.
+
+    Args:
+        inferer: the inferer to wrap (default ``SimpleInferer``).
+        enabled: False runs ``inferer`` unchanged, in float32.
+        dtype: ``"bfloat16"`` (default; CPUs and recent GPUs) or ``"float16"`` (older GPUs), or a torch dtype.
+    """
+
+    def __init__(
+        self, inferer: Inferer | None = None, enabled: bool = True, dtype: str | torch.dtype = "bfloat16"
+    ) -> None:
+        super().__init__()
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.enabled = bool(enabled)
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if self.dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast dtype must be bfloat16 or float16, got {dtype}.")
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return self.inferer(inputs, network, *args, **kwargs)
+        device_type = inputs.device.type
+
+        def autocast_network(x: torch.Tensor, *net_args: Any, **net_kwargs: Any) -> Any:
+            with torch.autocast(device_type, dtype=self.dtype):
+                out = network(x, *net_args, **net_kwargs)
+            return to_float32(out)
+
+        return self.inferer(inputs, autocast_network, *args, **kwargs)
