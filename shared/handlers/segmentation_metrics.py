@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..metrics.segmentation import case_metrics, summarize
+from ..metrics.segmentation import MISSED_HD95_RULE, case_metrics, summarize
 from ..utils.dist import gather_objects, is_main_process
 from ..utils.stats import nan_to_none
 
@@ -36,6 +36,8 @@ class SegmentationMetricsSaver:
         class_names: names of the scored channels (without the background when ``include_background`` is False).
         include_background: score channel 0 too (e.g. BraTS's three region channels).
         case_name: turns the image's file path into the case name (default: the file name).
+        class_groups: extra means over groups of classes, e.g. ``{"mean_8_organs": [...]}`` for the 8 organs of the
+            TransUNet BTCV protocol.
     """
 
     def __init__(
@@ -44,11 +46,13 @@ class SegmentationMetricsSaver:
         class_names: Sequence[str],
         include_background: bool = False,
         case_name: Callable[[str], str] = os.path.basename,
+        class_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.output_dir = output_dir
         self.case_name = case_name
         self.class_names = list(class_names)
         self.include_background = include_background
+        self.class_groups = dict(class_groups or {})
         self.cases: list[str] = []
         self.per_case: list[dict[str, np.ndarray]] = []
         self.summary: dict[str, dict[str, float]] = {}
@@ -75,7 +79,7 @@ class SegmentationMetricsSaver:
         cases, per_case = self._gather()
         if not is_main_process() or not per_case:
             return
-        self.summary = summarize(per_case, self.class_names)
+        self.summary = summarize(per_case, self.class_names, self.class_groups)
         os.makedirs(self.output_dir, exist_ok=True)
         with open(os.path.join(self.output_dir, "metrics_per_case.csv"), "w", newline="") as f:
             writer = csv.writer(f)
@@ -83,11 +87,13 @@ class SegmentationMetricsSaver:
             for name, scores in zip(cases, per_case):
                 for metric in ("dice", "hd95"):
                     writer.writerow([name, metric, *(f"{v:.4f}" for v in scores[metric])])
+                writer.writerow([name, "missed", *(int(v) for v in scores["missed"])])
+        summary = {"num_cases": len(per_case), **nan_to_none(self.summary), "hd95_rule": MISSED_HD95_RULE}
         with open(os.path.join(self.output_dir, "metrics_summary.json"), "w") as f:
-            json.dump({"num_cases": len(per_case), **nan_to_none(self.summary)}, f, indent=4)
+            json.dump(summary, f, indent=4)
         engine.logger.info(
             f"mean Dice {self.summary['dice']['mean']:.4f}, mean HD95 {self.summary['hd95']['mean']:.2f} "
-            f"over {len(per_case)} cases, written to {self.output_dir}"
+            f"({self.summary['misses']['total']} missed) over {len(per_case)} cases, written to {self.output_dir}"
         )
 
     def _gather(self) -> tuple[list[str], list[dict[str, np.ndarray]]]:

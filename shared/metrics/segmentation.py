@@ -1,21 +1,35 @@
-"""Per-case, per-class Dice and HD95 (in the label's units, e.g. mm) and their summary over cases."""
+"""Per-case, per-class Dice and HD95 (in the label's units, e.g. mm) and their summary over cases.
+
+A class present in the reference but absent from the prediction is *missed*: its Dice is 0 and, since a surface
+distance to nothing is undefined, its HD95 is set to the diagonal of the image (the largest distance possible in it)
+instead of being left out, which would flatter a model that misses organs. A class absent from the reference is not
+scored (NaN) in that case.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-__all__ = ["case_metrics", "summarize"]
+__all__ = ["MISSED_HD95_RULE", "image_diagonal", "case_metrics", "summarize"]
+
+MISSED_HD95_RULE = "a missed class (empty prediction, non-empty reference) scores HD95 = the image diagonal"
+
+
+def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | None) -> float:
+    """Length of the diagonal of an image of ``shape`` voxels of size ``spacing`` (voxels when None)."""
+    spacing = spacing if spacing is not None else [1.0] * len(shape)
+    return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing)))
 
 
 def case_metrics(
     pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float] | None, include_background: bool
 ) -> dict[str, np.ndarray]:
-    """Dice and HD95 (in the units of ``spacing``) of one case.
+    """Dice and HD95 (in the units of ``spacing``) of one case, and which classes it missed.
 
     Args:
         pred: ``(C, *spatial)`` one-hot (or multi-label) prediction.
@@ -24,29 +38,55 @@ def case_metrics(
         include_background: score channel 0 too.
 
     Returns:
-        ``{"dice": (K,), "hd95": (K,)}`` with ``K`` the scored classes; NaN where the reference class is empty.
+        ``{"dice": (K,), "hd95": (K,), "missed": (K,) bool}`` with ``K`` the scored classes; Dice and HD95 are NaN
+        where the reference class is empty, HD95 is the image diagonal where the class is missed.
     """
     pred, label = pred[None].float(), label[None].float()
     dice = compute_dice(pred, label, include_background=include_background, ignore_empty=True)
     hd95 = compute_hausdorff_distance(
         pred, label, include_background=include_background, percentile=95, spacing=spacing
     )
-    empty = label.flatten(2).sum(-1) == 0
-    if not include_background:
-        empty = empty[:, 1:]
-    hd95 = hd95.masked_fill(empty, float("nan"))
-    return {"dice": dice[0].cpu().numpy(), "hd95": hd95[0].cpu().numpy()}
+    first = 0 if include_background else 1
+    in_reference = label.flatten(2).sum(-1)[:, first:] > 0
+    in_prediction = pred.flatten(2).sum(-1)[:, first:] > 0
+    missed = in_reference & ~in_prediction
+    hd95 = hd95.masked_fill(~in_reference, float("nan"))
+    hd95 = hd95.masked_fill(missed, image_diagonal(label.shape[2:], spacing))
+    return {"dice": dice[0].cpu().numpy(), "hd95": hd95[0].cpu().numpy(), "missed": missed[0].cpu().numpy()}
 
 
-def summarize(per_case: list[dict[str, np.ndarray]], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Mean over cases per class (ignoring NaN) and the mean over classes, for each metric."""
-    summary = {}
-    for metric in ("dice", "hd95"):
-        values = np.stack([case[metric] for case in per_case])
-        with np.errstate(all="ignore"):
-            per_class = np.nanmean(values, axis=0) if values.size else np.array([])
-        row = {name: float(v) for name, v in zip(class_names, per_class)}
-        finite = [v for v in row.values() if not math.isnan(v)]
-        row["mean"] = float(np.mean(finite)) if finite else float("nan")
-        summary[metric] = row
+def _mean_row(values: np.ndarray, class_names: Sequence[str], groups: Mapping[str, Sequence[str]]) -> dict:
+    """Per-class mean over cases (ignoring NaN), the mean over classes, and the mean over each group of classes."""
+    with np.errstate(all="ignore"):
+        per_class = np.nanmean(values, axis=0) if values.size else np.full(len(class_names), np.nan)
+    row = {name: float(v) for name, v in zip(class_names, per_class)}
+    row["mean"] = _finite_mean(row.values())
+    for group, members in groups.items():
+        row[group] = _finite_mean(row[m] for m in members)
+    return row
+
+
+def _finite_mean(values) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def summarize(
+    per_case: list[dict[str, np.ndarray]],
+    class_names: Sequence[str],
+    class_groups: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per-class means over cases (ignoring NaN), the mean over classes and over each group of classes (e.g.
+    ``{"mean_8_organs": [...]}``), for Dice and HD95; and the number of cases in which each class was missed.
+
+    Raises:
+        ValueError: a group names a class that is not in ``class_names``.
+    """
+    groups = dict(class_groups or {})
+    unknown = sorted({m for members in groups.values() for m in members} - set(class_names))
+    if unknown:
+        raise ValueError(f"class_groups name classes that are not scored: {unknown}")
+    summary = {m: _mean_row(np.stack([case[m] for case in per_case]), class_names, groups) for m in ("dice", "hd95")}
+    misses = np.stack([case["missed"] for case in per_case]).sum(0)
+    summary["misses"] = {**{name: int(v) for name, v in zip(class_names, misses)}, "total": int(misses.sum())}
     return summary
