@@ -14,3 +14,7 @@ its modules eagerly: a config names what it uses by its full path, e.g. ``script
 - ``visualize``: reconstruction pictures.
 - ``utils``: atomic file writes, distributed helpers, NaN-aware statistics.
 """
+
+from .utils.errors import install_excepthook
+
+install_excepthook()  # a failed run ends with its cause, not with MONAI's "Failed to evaluate ConfigExpression"

@@ -18,7 +18,7 @@ from monai.bundle import ConfigParser
 from tests.helpers import BUNDLES
 
 # step parameters that differ by design between copies: which keys a step acts on and how each key is resampled
-PER_KEY_PARAMETERS = {"keys", "mode", "image_only", "_desc_"}
+PER_KEY_PARAMETERS = {"keys", "mode", "image_only", "source_key", "_desc_"}
 
 # (config, id of a list of transforms, how many leading image steps are the shared preprocessing; steps on the label
 # alone do not count); every entry of a bundle must give the same image steps
@@ -63,7 +63,8 @@ def resolved(parser: ConfigParser, value: Any) -> Any:
 def image_steps(bundle: str, config: str, list_id: str, count: int) -> list[dict]:
     """The first ``count`` steps of a transform list that touch the image, without their per-key parameters."""
     parser = parser_of(bundle, config)
-    steps = [s for s in parser[list_id] if s.get("keys") != "label"][:count]
+    label_steps = [s for s in parser[list_id] if s.get("keys") == "label" or s["_target_"].endswith("CheckGeometryd")]
+    steps = [s for s in parser[list_id] if s not in label_steps][:count]
     return [{k: resolved(parser, v) for k, v in s.items() if k not in PER_KEY_PARAMETERS} for s in steps]
 
 

@@ -96,13 +96,13 @@ CASES: dict[str, BundleCase] = {
         network={**_ROI32, **TINY_UNETR},
         make_data=_btcv_inputs,
         outputs=("eval/*_seg.nii.gz",),
-        inference={"dataloader#num_workers": 0, "inferer#sw_batch_size": 1},
+        inference={"dataloader#num_workers": 0, "inferer#inferer#sw_batch_size": 1},
     ),
     "unetr_brats_seg": BundleCase(
         network={**_ROI32, **TINY_UNETR},
         make_data=_brats_msd_inputs,
         outputs=("eval/BRATS_*_seg.nii.gz",),
-        inference={"num_workers": 0, "inferer#sw_batch_size": 1, "dataset_layout": "msd"},
+        inference={"num_workers": 0, "inferer#inferer#sw_batch_size": 1, "dataset_layout": "msd"},
     ),
     "vit_cxr14_cls": BundleCase(
         network={**TINY_VIT, "network_def#num_layers": 2, "image_size": 40, "crop_size": 32,

@@ -279,13 +279,12 @@ def scripts_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
                 raise ValueError(f"{config} names scripts{dotted}, but {scripts_dir} has no such module.")
             wanted.add(found)
     todo = list(wanted)
-    while todo:
-        for path in _relative_imports(scripts_dir, todo.pop()) - wanted:
+    while todo:  # every module needs what it imports and the __init__.py of its packages (which may import too)
+        module = todo.pop()
+        packages = {scripts_dir / parent / "__init__.py" for parent in module.relative_to(scripts_dir).parents}
+        for path in (_relative_imports(scripts_dir, module) | {p for p in packages if p.is_file()}) - wanted:
             wanted.add(path)
             todo.append(path)
-    for path in list(wanted):
-        for parent in path.relative_to(scripts_dir).parents:
-            wanted.add(scripts_dir / parent / "__init__.py")
     return {f"{SCRIPTS_DIR}/{p.relative_to(scripts_dir).as_posix()}": p for p in sorted(wanted) if p.is_file()}
 
 

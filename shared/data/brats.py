@@ -321,9 +321,15 @@ def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
         ``[{"image": ...}, ...]`` with absolute paths.
     """
     lay = get_layout(layout)
-    if lay.name == "brats2021":
-        return brats2021_cases(dataset_dir, labelled=False)
-    return msd_cases(dataset_dir, "test")
+    cases = brats2021_cases(dataset_dir, labelled=False) if lay.name == "brats2021" else msd_cases(dataset_dir, "test")
+    names: dict[str, list[str]] = {}
+    for case in cases:
+        first = case["image"][0] if isinstance(case["image"], list) else case["image"]
+        names.setdefault(case_name(first), []).append(first)
+    clashes = {n: files for n, files in names.items() if len(files) > 1}
+    if clashes:
+        raise ValueError(f"cases with the same name would overwrite each other's output: {clashes}")
+    return cases
 
 
 def case_name(path: str) -> str:

@@ -166,8 +166,14 @@ def read_data_entry(path: str) -> list[Entry]:
         width = len(header)
         label_cache: dict[str, tuple[float, ...]] = {}
         seen: dict[str, int] = {}
+        row_end = reader.line_num
         for row in reader:
-            line = reader.line_num
+            line, row_end = row_end + 1, reader.line_num  # a quoted field may span lines: report where the row starts
+            if any("\n" in field or "\r" in field for field in row):
+                raise ValueError(
+                    f"{path}, line {line}: a quoted field that starts on this line is not closed (it runs on to line "
+                    f"{row_end}); check the quotes on line {line}."
+                )
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) < needed:
@@ -281,6 +287,8 @@ def build_datalist(
     """
     csv_path = csv_file or find_data_entry_csv(dataset_dir)
     entries = {e.image: e for e in read_data_entry(csv_path)}
+    if not entries:
+        raise ValueError(f"{csv_path} lists no images (it has a header but no rows).")
     lists = {}
     for key, name in (("train_val", TRAIN_VAL_LIST), ("test", TEST_LIST)):
         path = os.path.join(dataset_dir, name)

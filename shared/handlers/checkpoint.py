@@ -1,21 +1,42 @@
-"""Atomic checkpoint writing, so that an interrupted run never leaves a truncated file behind.
+"""Checkpoints that are never truncated, never hold NaN weights, and resume a run as it was left.
 
 MONAI's ``CheckpointSaver`` writes in place (``DiskSaver(atomic=False)``): a run killed while saving leaves a
 corrupt checkpoint and nothing to resume from. :class:`AtomicCheckpointSaver` writes through
-:func:`save_atomically` instead. Resuming uses MONAI's ``CheckpointLoader``
-(``weights_only=True``), which restores the trainer's epoch and iteration too.
+:func:`save_atomically`, clears the temporaries of killed writes when it starts, and refuses to replace a file with
+non-finite weights. :class:`ResumeLoader` restores a run from its checkpoint (``weights_only=True``), the best
+validation metric included (:class:`BestMetricState`), so that a resumed run does not take its first validation for
+a new best and overwrite the best model.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
+from typing import Any
 
+import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 
-from ..utils.atomic import save_atomically
+from ..utils.atomic import remove_temporaries, save_atomically
+from ..utils.config import as_bool
 from ..utils.dist import is_main_process
 
-__all__ = ["AtomicCheckpointSaver"]
+__all__ = ["AtomicCheckpointSaver", "BestMetricState", "ResumeLoader", "non_finite_entries"]
+
+logger = logging.getLogger(__name__)
+
+
+def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) state dict that hold NaN or infinite values."""
+    if isinstance(state, torch.Tensor):
+        return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, Mapping):
+        return [n for k, v in state.items() for n in non_finite_entries(v, f"{prefix}{k}.")]
+    if isinstance(state, (list, tuple)):
+        return [n for i, v in enumerate(state) for n in non_finite_entries(v, f"{prefix}{i}.")]
+    return []
 
 
 class AtomicCheckpointSaver:
@@ -23,9 +44,10 @@ class AtomicCheckpointSaver:
 
     With one entry the file holds that object's state dict itself (as MONAI's ``CheckpointSaver`` does, and as
     MONAI Label and ``ckpt_export`` expect for ``models/model.pt``); with several it holds ``{name: state_dict}``,
-    which MONAI's ``CheckpointLoader`` restores.
+    which :class:`ResumeLoader` (or MONAI's ``CheckpointLoader``) restores.
 
-    Under ``torch.distributed`` only rank 0 writes.
+    Under ``torch.distributed`` only rank 0 writes. When attached, leftovers of interrupted writes (``.tmp_*``) in
+    the file's folder are removed.
 
     Args:
         save_path: the checkpoint file, overwritten each time.
@@ -35,6 +57,9 @@ class AtomicCheckpointSaver:
         on_completed: also save when the run completes.
         only_best: attached to an evaluator, save only when its key metric has just improved (MONAI's
             ``engine.state.best_metric_epoch``), as ``CheckpointSaver(save_key_metric=True)`` does.
+
+    Raises:
+        FloatingPointError: when saving, if any weight is NaN or infinite; the file keeps its last finite content.
     """
 
     def __init__(
@@ -54,6 +79,10 @@ class AtomicCheckpointSaver:
         self.only_best = only_best
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            folder = os.path.dirname(os.path.abspath(self.save_path))
+            for path in remove_temporaries(folder):
+                logger.warning(f"removed {path}, left by an interrupted write")
         if self.save_interval > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
         if self.on_completed:
@@ -68,5 +97,116 @@ class AtomicCheckpointSaver:
             return
         if self.only_best and getattr(engine.state, "best_metric_epoch", -1) != engine.state.epoch:
             return
-        save_atomically(self.state(), self.save_path)
+        state = self.state()
+        bad = non_finite_entries(state)
+        if bad:
+            raise FloatingPointError(
+                f"refusing to write {self.save_path} at epoch {engine.state.epoch}: {len(bad)} tensors hold NaN or "
+                f"infinite values (e.g. {bad[0].rstrip('.')}); the file keeps its last finite content."
+            )
+        save_atomically(state, self.save_path)
         engine.logger.info(f"epoch {engine.state.epoch}: saved {self.save_path}")
+
+
+class BestMetricState:
+    """The best key metric of an evaluator, and its epoch, as a checkpoint entry: put it in the training
+    checkpoint's ``save_dict`` so that a resumed run knows which model is the best so far.
+
+    Args:
+        engine: the evaluator (``SupervisedEvaluator``).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best_metric": float(self.engine.state.best_metric),
+                "best_metric_epoch": int(self.engine.state.best_metric_epoch)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.engine.state.best_metric = float(state["best_metric"])
+        self.engine.state.best_metric_epoch = int(state["best_metric_epoch"])
+
+
+class ResumeLoader:
+    """Resume a training run from its checkpoint when ``resume`` is on and the checkpoint exists.
+
+    - ``resume`` is read with :func:`as_bool`: ``--resume false`` means False.
+    - A checkpoint that cannot be read is an error naming the file and saying how to start over.
+    - Entries of ``load_dict`` missing from an older checkpoint are skipped with a warning.
+    - A run restarted with a larger ``epochs`` continues on a learning-rate schedule for the new total: the
+      schedule's length (``t_total``, ``warmup_steps``) is the one configured now, not the one saved.
+    - A run that had already finished says so instead of silently training nothing.
+
+    Args:
+        load_path: the checkpoint (``models/checkpoint.pt``).
+        load_dict: the objects to restore, as saved (e.g. ``@checkpoint_saver#save_dict``).
+        resume: whether to resume at all.
+        map_location: ``torch.load``'s ``map_location``.
+        scheduler_key: the ``load_dict`` entry of the learning-rate schedule.
+    """
+
+    SCHEDULE_LENGTH = ("t_total", "warmup_steps", "warmup_multiplier")
+
+    def __init__(
+        self,
+        load_path: str,
+        load_dict: Mapping[str, Any],
+        resume: bool | str = True,
+        map_location: Any = None,
+        scheduler_key: str = "lr_scheduler",
+    ) -> None:
+        self.load_path = load_path
+        self.load_dict = dict(load_dict)
+        self.resume = as_bool(resume, "resume")
+        self.map_location = map_location
+        self.scheduler_key = scheduler_key
+
+    def attach(self, engine: Engine) -> None:
+        if not self.resume:
+            engine.logger.info(f"resume is off: training starts from the beginning ({self.load_path} is overwritten)")
+        elif not os.path.isfile(self.load_path):
+            engine.logger.info(f"no checkpoint at {self.load_path}: training starts from the beginning")
+        else:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def _read(self) -> Mapping[str, Any]:
+        try:
+            checkpoint = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
+        except Exception as e:  # truncated, corrupt or unsafe files raise several types
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise RuntimeError(
+                f"cannot resume from {self.load_path} ({type(e).__name__}: {reason}). Delete the file, or run with "
+                "--resume false, to start the training over."
+            ) from e
+        if not isinstance(checkpoint, Mapping):
+            raise RuntimeError(f"{self.load_path} holds no checkpoint dict; delete it or run with --resume false.")
+        return checkpoint
+
+    def __call__(self, engine: Engine) -> None:
+        checkpoint = self._read()
+        scheduler = self.load_dict.get(self.scheduler_key)
+        length = {k: getattr(scheduler, k) for k in self.SCHEDULE_LENGTH if hasattr(scheduler, k)}
+        missing = [k for k in self.load_dict if k not in checkpoint]
+        for key in missing:
+            engine.logger.warning(f"{self.load_path} has no {key!r}: it starts afresh")
+        to_load = {k: v for k, v in self.load_dict.items() if k in checkpoint}
+        max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        if max_epochs is not None and engine.state.epoch > max_epochs:
+            raise RuntimeError(
+                f"{self.load_path} is at epoch {engine.state.epoch}, beyond the {max_epochs} epochs asked for: run "
+                "with a larger --epochs to continue, or --resume false to start over."
+            )
+        engine.state.max_epochs = max_epochs
+        saved_length = {k: getattr(scheduler, k) for k in length}
+        for key, value in length.items():
+            setattr(scheduler, key, value)
+        if saved_length != length:
+            engine.logger.info(f"learning-rate schedule continues for the new length {length} (was {saved_length})")
+        engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}")
+        if max_epochs is not None and engine.state.epoch >= max_epochs:
+            engine.logger.warning(
+                f"this run is already complete ({engine.state.epoch} of {max_epochs} epochs in {self.load_path}): "
+                "nothing to train. Pass a larger --epochs to continue, or --resume false to start over."
+            )

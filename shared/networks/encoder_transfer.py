@@ -71,6 +71,8 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
         source = os.fspath(checkpoint)
         if not os.path.isfile(source):
             raise FileNotFoundError(f"MAE checkpoint {source!r} does not exist.")
+        if os.path.getsize(source) == 0:
+            raise ValueError(f"MAE checkpoint {source!r} is empty (0 bytes): an interrupted copy or download?")
         if source.endswith(".safetensors"):
             from safetensors.torch import load_file
 
@@ -79,7 +81,7 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
             try:
                 state = torch.load(source, map_location="cpu", weights_only=True)
             except Exception as e:  # torch raises several types for corrupt or unsafe files
-                raise ValueError(f"Cannot read MAE checkpoint {source!r}: {e}") from e
+                raise ValueError(f"Cannot read MAE checkpoint {source!r} ({type(e).__name__}: {e})") from e
     for wrapper in CHECKPOINT_WRAPPER_KEYS:
         if isinstance(state.get(wrapper), Mapping):
             state = dict(state[wrapper])
@@ -162,6 +164,21 @@ def _patch_grid(network: nn.Module, vit: nn.Module) -> tuple[int, ...]:
     return (side,) * dims
 
 
+def _check_spatial_dims(encoder_state: Mapping[str, torch.Tensor], vit: nn.Module, checkpoint: object) -> None:
+    """A 2-D encoder cannot initialise a 3-D network, nor the reverse: say so instead of a list of shape errors."""
+    key = "patch_embedding.patch_embeddings.weight"
+    if key not in encoder_state:
+        return
+    target = getattr(vit.patch_embedding.patch_embeddings, "weight", None)
+    if target is None:  # a perceptron patch embedding: no spatial kernel to compare
+        return
+    source = "the given mapping" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    dims, target_dims = encoder_state[key].dim() - 2, target.dim() - 2
+    if dims != target_dims:
+        raise ValueError(f"{source} holds a {dims}-D encoder (patch embedding {tuple(encoder_state[key].shape)}); the "
+                         f"network is {target_dims}-D. Pre-train with the {target_dims}-D MAE of this bundle.")
+
+
 def load_mae_encoder(
     network: nn.Module,
     checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -186,6 +203,7 @@ def load_mae_encoder(
     """
     vit = _target_vit(network)
     encoder_state, skipped = extract_encoder_state(read_state_dict(checkpoint))
+    _check_spatial_dims(encoder_state, vit, checkpoint)
     report = TransferReport(skipped=skipped)
     new_state = vit.state_dict()
     for key, target in new_state.items():

@@ -13,6 +13,7 @@ from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey
 
 from ..data.xray import read_xray
+from ..utils.errors import InputError
 
 __all__ = ["LoadXRayd"]
 
@@ -22,21 +23,39 @@ class LoadXRayd(MapTransform):
     with ``filename_or_obj`` and ``spatial_shape`` in the metadata. Rows come first (``H``), so axis 1 of the
     output is vertical and axis 2 horizontal (left-right flips are ``spatial_axis=1``).
 
+    A file that cannot be read (truncated, not an image, an undecodable DICOM) raises an :class:`InputError` naming
+    it; so does an image with NaN or infinite values (possible in DICOM and float images).
+
     Args:
         keys: keys holding file paths.
         use_dicom_window: use the DICOM VOI window when present (see :func:`read_xray`).
+        source_key: when given, the path is also stored as a string under this key (see ``LoadImaged``).
         allow_missing_keys: don't raise when a key is missing.
     """
 
-    def __init__(self, keys: KeysCollection, use_dicom_window: bool = True, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        use_dicom_window: bool = True,
+        source_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.use_dicom_window = use_dicom_window
+        self.source_key = source_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
             path = os.fspath(d[key])
-            pixels = read_xray(path, self.use_dicom_window)
+            try:
+                pixels = read_xray(path, self.use_dicom_window)
+            except Exception as e:  # PIL and pydicom raise many types for truncated or foreign files
+                raise InputError(path, f"cannot be read ({type(e).__name__}: {e})") from e
+            if not np.isfinite(pixels).all():
+                raise InputError(path, f"{int((~np.isfinite(pixels)).sum())} pixels are NaN or infinite")
+            if self.source_key is not None:
+                d[self.source_key] = path
             meta = {
                 ImageMetaKey.FILENAME_OR_OBJ: path,
                 "spatial_shape": np.asarray(pixels.shape),

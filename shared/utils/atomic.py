@@ -1,11 +1,16 @@
 """Atomic file writes: a reader (or a crash) never sees a half-written checkpoint or datalist.
 
-The data goes to a temporary file in the destination folder, is flushed to disk, and is renamed over the
-destination, which POSIX makes atomic.
+The data goes to a temporary file ``.tmp_*`` in the destination folder, is flushed to disk, and is renamed over the
+destination, which POSIX makes atomic. The file gets the permissions a plain ``open()`` would give it (``0o666``
+less the umask), not the ``0o600`` of a temporary file. A process killed while writing leaves its ``.tmp_*`` file
+behind; :func:`remove_temporaries` clears them at the next start. (ignite's ``DiskSaver(atomic=True)`` does the
+same rename, but neither flushes to disk nor respects the umask, and names its temporaries so that they cannot be
+told from other files.)
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -15,7 +20,18 @@ from typing import IO
 
 import torch
 
-__all__ = ["atomic_open", "save_atomically", "write_json_atomically"]
+__all__ = ["TEMPORARY_PREFIX", "atomic_open", "save_atomically", "write_json_atomically", "remove_temporaries"]
+
+TEMPORARY_PREFIX = ".tmp_"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 @contextmanager
@@ -25,8 +41,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1])
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -49,3 +66,16 @@ def write_json_atomically(obj: object, path: str | os.PathLike) -> None:
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=4)
         f.write("\n")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the ``.tmp_*`` files that interrupted writes left in ``folder``; returns their paths. Call it only
+    where no other process is writing into ``folder`` (see :class:`BundleLock`)."""
+    removed = []
+    for path in glob.glob(os.path.join(os.fspath(folder), TEMPORARY_PREFIX + "*")):
+        try:
+            os.remove(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed

@@ -1,0 +1,143 @@
+"""The inputs of a run, checked before any work: lists that are not empty, files that exist and outputs that do not
+overwrite each other; and an inference loader that processes every good input and reports the bad ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ignite.engine import Engine, Events
+from monai.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from ..utils.errors import describe_source, root_cause
+
+__all__ = ["non_empty", "output_stem", "image_datalist", "SkipFailedInputs", "InputFailures"]
+
+logger = logging.getLogger(__name__)
+
+
+def non_empty(items: Sequence[Any], what: str) -> list[Any]:
+    """``items`` as a list; an error saying what was looked for, and where, when there is none.
+
+    Args:
+        items: a datalist (or any list).
+        what: what the list is and where it comes from, e.g. ``"validation cases of /data/BTCV/dataset_0.json"``.
+
+    Raises:
+        ValueError: ``items`` is empty.
+    """
+    items = list(items)
+    if not items:
+        raise ValueError(f"no {what}: nothing to do.")
+    return items
+
+
+def output_stem(path: str) -> str:
+    """The name an output is saved under: the file name without its extension (``.nii.gz`` counts as one)."""
+    name = os.path.basename(os.fspath(path))
+    for ext in (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".jpg", ".jpeg", ".dcm"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return os.path.splitext(name)[0]
+
+
+def image_datalist(
+    input_files: str | Sequence[str],
+    looked_for: str = "input_files",
+    name_of: Callable[[str], str] = output_stem,
+) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for inference, refusing before any work what would fail later or lose outputs.
+
+    Args:
+        input_files: one path (a string is one file, not a sequence of characters) or a list of paths (a DICOM
+            series is given as its folder).
+        looked_for: where the files were looked for, for the message when there is none (e.g. the glob pattern).
+        name_of: the output name of an input; two inputs with the same output name would overwrite each other.
+
+    Raises:
+        FileNotFoundError: no input, or inputs that do not exist.
+        ValueError: two inputs would be written to the same output.
+    """
+    files = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+    files = [os.fspath(f) for f in files]
+    if not files:
+        raise FileNotFoundError(f"no input images: nothing matches {looked_for}. Pass --input_files or --dataset_dir.")
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise FileNotFoundError(f"input images not found: {', '.join(missing[:10])}")
+    by_name: dict[str, list[str]] = {}
+    for f in files:
+        by_name.setdefault(name_of(f), []).append(f)
+    clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    if clashes:
+        shown = "; ".join(f"{name}: {', '.join(paths)}" for name, paths in list(clashes.items())[:5])
+        raise ValueError(f"inputs with the same name would overwrite each other's output ({shown}); rename them or "
+                         "run them separately.")
+    return [{"image": f} for f in files]
+
+
+class InputFailures(RuntimeError):
+    """Some inputs of an inference run could not be processed; the others were."""
+
+
+class _Reporting(TorchDataset):
+    """``dataset`` whose items that fail to load or transform become ``{"__failed__": [source, reason]}``."""
+
+    def __init__(self, dataset: Sequence) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except Exception as e:  # any failure of one input is reported, the run goes on with the others
+            items = getattr(self.dataset, "data", None)
+            item = items[index] if items is not None else index
+            source = describe_source(item.get("image", item) if isinstance(item, dict) else item)
+            cause = root_cause(e)
+            reason = getattr(cause, "problem", None) or f"{type(cause).__name__}: {cause}"
+            return {"__failed__": [source, str(reason)]}
+
+
+class SkipFailedInputs:
+    """An inference data loader that runs every input it can and reports, at the end, those it could not.
+
+    Iterating it gives the batches of the inputs whose loading and preprocessing succeeded; an input that fails
+    (unreadable file, wrong dimensions, NaN values, ...) is logged with its reason and skipped. Attached to the
+    evaluator (put it in ``handlers`` too), it raises :class:`InputFailures` listing every failed input when the
+    run ends, so that the process exits non-zero after the good inputs are done.
+
+    Args:
+        dataset: the inference dataset (``monai.data.Dataset`` of the datalist and the preprocessing).
+        num_workers: data-loader workers.
+    """
+
+    def __init__(self, dataset: Sequence, num_workers: int = 0) -> None:
+        self.dataset = dataset
+        self.loader = DataLoader(_Reporting(dataset), batch_size=1, shuffle=False, num_workers=num_workers)
+        self.failures: list[tuple[str, str]] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        self.failures = []
+        for batch in self.loader:
+            if isinstance(batch, dict) and "__failed__" in batch:
+                source, reason = (v[0] if isinstance(v, (list, tuple)) else v for v in batch["__failed__"])
+                self.failures.append((str(source), str(reason)))
+                logger.error(f"skipped {source}: {reason}")
+                continue
+            yield batch
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self.report)
+
+    def report(self, engine: Engine | None = None) -> None:
+        if self.failures:
+            done = len(self.dataset) - len(self.failures)
+            lines = "\n".join(f"  {source}: {reason}" for source, reason in self.failures)
+            raise InputFailures(f"{len(self.failures)} of {len(self.dataset)} inputs failed ({done} done):\n{lines}")

@@ -1,0 +1,95 @@
+"""One training job per ``bundle_root``: a lock file holding the pid of the job that writes there.
+
+Killing only the ``torchrun`` launcher leaves its workers running, and writing ``models/``. A second job started on
+the same ``bundle_root`` would then interleave its writes with theirs. :class:`BundleLock` makes the second job
+refuse to start while the first holds the lock (its process is alive), and takes over a lock whose process is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+import time
+
+from ignite.engine import Engine, Events
+
+from ..utils.dist import is_main_process
+
+__all__ = ["BundleLock", "BundleLockedError"]
+
+logger = logging.getLogger(__name__)
+
+
+class BundleLockedError(RuntimeError):
+    """Another live process holds the lock."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BundleLock:
+    """A lock file (default ``models/.lock``) held by rank 0 from the start of a training run to its end.
+
+    Args:
+        path: the lock file.
+        name: what the lock protects, for messages (e.g. the bundle root).
+    """
+
+    def __init__(self, path: str, name: str = "") -> None:
+        self.path = path
+        self.name = name or os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        self.held = False
+
+    def attach(self, engine: Engine) -> None:
+        """Take the lock now (before anything is written) and release it when the run completes or the process
+        exits; a killed process leaves the lock behind, and the next job takes it over."""
+        self.acquire()
+        engine.add_event_handler(Events.COMPLETED, self.release)
+
+    def holder(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> None:
+        """Create the lock file; refuse when a live process on this host holds it.
+
+        Raises:
+            BundleLockedError: naming the holder and how to stop it.
+        """
+        if not is_main_process():
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        holder = self.holder()
+        if holder is not None and holder.get("host") == socket.gethostname() and holder.get("pid") != os.getpid():
+            if _alive(int(holder["pid"])):
+                raise BundleLockedError(
+                    f"{self.name} is being trained by process {holder['pid']} (since {holder.get('started', '?')}; "
+                    f"lock {self.path}). Stop it first (e.g. kill {holder['pid']}; killing only a torchrun launcher "
+                    "leaves its workers running) or use another --bundle_root."
+                )
+            logger.warning(f"taking over {self.path}: its process {holder['pid']} is gone")
+        with open(self.path, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+        self.held = True
+        atexit.register(self.release)
+
+    def release(self, engine: Engine | None = None) -> None:
+        if self.held:
+            holder = self.holder()
+            if holder is not None and holder.get("pid") == os.getpid():
+                os.remove(self.path)
+            self.held = False

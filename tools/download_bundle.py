@@ -1,0 +1,126 @@
+"""Download one bundle of this repository and extract it only if its checksum is the published one.
+
+``python -m monai.bundle download --url ...`` extracts whatever the URL serves: a zip altered on the way (or on the
+server) is installed, and the code in its ``scripts/`` runs at the next training or inference. This tool reads the
+bundle's expected sha1 from a ``model_info.json`` (the file ``tools/package_bundles.py`` writes beside the zips, in
+the model zoo's format), downloads the zip, compares the checksum and extracts nothing when it differs; then it
+downloads the bundle's large files (their hashes are checked by MONAI). Command line (python-fire)::
+
+    python tools/download_bundle.py --name unetr_btcv_seg --model_info https://host/bundles/model_info.json \\
+        --bundle_dir bundles/
+    python tools/download_bundle.py --name unetr_btcv_seg --url https://host/bundles/unetr_btcv_seg_v0.2.0.zip \\
+        --sha1 <checksum printed by package_bundles.py> --bundle_dir bundles/
+
+The checksum is only as trustworthy as where it comes from: take ``model_info.json`` (or the sha1) from the project's
+release page over HTTPS, not from the server that hosts the zip if you do not trust that server.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fire  # noqa: E402
+from monai.apps.utils import HashCheckError, download_url, extractall  # noqa: E402
+from monai.bundle import download_large_files  # noqa: E402
+
+__all__ = ["published_entry", "download_bundle", "main"]
+
+
+def _read_json(location: str) -> dict:
+    if os.path.isfile(location):
+        return json.loads(Path(location).read_text())
+    with urllib.request.urlopen(location, timeout=60) as response:  # noqa: S310 (an http(s) URL given by the user)
+        return json.loads(response.read().decode())
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in version.replace("-", ".").split("."))
+
+
+def published_entry(model_info: dict, name: str, version: str | None = None) -> tuple[str, str, str]:
+    """``(version, source url, sha1)`` of ``name`` in a ``model_info.json`` dict (the newest version by default).
+
+    Raises:
+        KeyError: the bundle (or that version of it) is not listed.
+    """
+    versions = {key[len(name) + 2:]: entry for key, entry in model_info.items() if key.startswith(f"{name}_v")}
+    if not versions:
+        raise KeyError(f"{name} is not in model_info.json (it lists {sorted(model_info)}).")
+    if version is None:
+        version = max(versions, key=_version_key)
+    if version not in versions:
+        raise KeyError(f"{name} version {version} is not in model_info.json (versions: {sorted(versions)}).")
+    return version, versions[version]["source"], versions[version]["checksum"]
+
+
+def download_bundle(
+    name: str,
+    bundle_dir: str = "bundles",
+    model_info: str | None = None,
+    version: str | None = None,
+    url: str | None = None,
+    sha1: str | None = None,
+    large_files: bool = True,
+) -> Path:
+    """Download, verify and extract one bundle; returns its folder.
+
+    Args:
+        name: the bundle.
+        bundle_dir: where the bundle folder is created.
+        model_info: path or URL of a ``model_info.json``; gives the zip's URL and checksum.
+        version: the version to download (default: the newest in ``model_info``).
+        url: the zip's URL, with ``sha1``, instead of ``model_info``.
+        sha1: the zip's expected sha1.
+        large_files: also download the files of the bundle's ``large_files.yml``.
+
+    Raises:
+        ValueError: neither ``model_info`` nor ``url`` and ``sha1`` given, or a zip without a ``<name>/`` folder.
+        RuntimeError: the checksum differs (nothing is extracted).
+    """
+    if model_info:
+        version, url, sha1 = published_entry(_read_json(model_info), name, version)
+    if not url or not sha1:
+        raise ValueError("give --model_info, or --url with --sha1: a bundle is only extracted after its checksum.")
+    target = Path(bundle_dir) / name
+    with tempfile.TemporaryDirectory() as tmp:
+        zip_path = Path(tmp) / f"{name}.zip"
+        try:
+            download_url(url=url, filepath=zip_path, hash_val=sha1, hash_type="sha1", progress=False)
+        except HashCheckError as e:
+            raise RuntimeError(f"{url} does not have the published sha1 {sha1}: refused, nothing extracted.") from e
+        extracted = Path(tmp) / "extracted"
+        extractall(filepath=zip_path, output_dir=extracted, has_base=True)
+        if not (extracted / name).is_dir():
+            raise ValueError(f"{url} holds no {name}/ folder: not a bundle zip of {name}.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise FileExistsError(f"{target} exists; remove it or choose another --bundle_dir.")
+        shutil.move(str(extracted / name), str(target))
+    if large_files and any((target / f).is_file() for f in ("large_files.yml", "large_files.yaml", "large_files.json")):
+        download_large_files(bundle_path=str(target))
+    print(f"{name} {version or ''} verified (sha1 {sha1}) and extracted to {target}")
+    return target
+
+
+@functools.wraps(download_bundle)
+def main(*args, **kwargs) -> None:
+    """Command line entry: :func:`download_bundle`, with a one-line error and exit status 1 on failure."""
+    try:
+        download_bundle(*args, **kwargs)
+    except (ValueError, RuntimeError, KeyError, FileExistsError) as e:
+        print(f"download_bundle: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    fire.Fire(main, name="download_bundle")
