@@ -20,7 +20,6 @@ from tools.check_bundles import bundle_importable
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
-SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
 
 # A narrow ViT (UNETR and the classifiers need 12 layers unless overridden) and a one-block MAE decoder.
 TINY_ENCODER = {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4}

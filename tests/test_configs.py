@@ -60,11 +60,16 @@ def resolved(parser: ConfigParser, value: Any) -> Any:
     return value
 
 
+def touches_image(step: dict) -> bool:
+    """False for steps on the label alone and for the steps that move MONAI Label's ``image_path`` string aside."""
+    return step.get("keys") not in ("label", "image_path", "source_path") and not step["_target_"].endswith(
+        "CheckGeometryd")
+
+
 def image_steps(bundle: str, config: str, list_id: str, count: int) -> list[dict]:
     """The first ``count`` steps of a transform list that touch the image, without their per-key parameters."""
     parser = parser_of(bundle, config)
-    label_steps = [s for s in parser[list_id] if s.get("keys") == "label" or s["_target_"].endswith("CheckGeometryd")]
-    steps = [s for s in parser[list_id] if s not in label_steps][:count]
+    steps = [s for s in parser[list_id] if touches_image(s)][:count]
     return [{k: resolved(parser, v) for k, v in s.items() if k not in PER_KEY_PARAMETERS} for s in steps]
 
 

@@ -363,8 +363,12 @@ def test_zoo_checks_pass(name: str, capsys: pytest.CaptureFixture) -> None:
     table = capsys.readouterr().out
     statuses = {r.check: r.status for r in results}
     assert not check_bundles.has_failures(results), table
-    for required in ("version", "json_format", "package", "required_files", "verify_metadata", "verify_net_in_out"):
+    for required in ("version", "json_format", "package", "required_files", "verify_net_in_out"):
         assert statuses.get(required) == check_bundles.PASS, table
+    # the metadata schema is a team hand-out beside the repository (../shared/schemas); a clone alone has no copy
+    # and the check says it skipped, it does not pass
+    expected = check_bundles.PASS if check_bundles.DEFAULT_SCHEMA.is_file() else check_bundles.SKIP
+    assert statuses.get("verify_metadata") == expected, table
     assert statuses.get("weights") in (check_bundles.PASS, check_bundles.TEMP), table
     if statuses.get("torchscript") != check_bundles.EXCLUDED:
         assert statuses.get("torchscript") == statuses.get("jit_load") == check_bundles.PASS, table

@@ -7,7 +7,7 @@
 #      "pynetdicom<3"`. NOTE: monailabel pulls torch 2.14.1 (a CUDA build, ~4.5 GB of nvidia-* wheels, ~8 GB in all;
 #      it runs on CPU); pydicom 3 breaks pydicom-seg at server start, hence the pins. It is kept apart from the
 #      project's own environment on purpose.
-#   2. creates the app:        monailabel apps --download --name monaibundle --output <workdir>/apps
+#   2. creates the stock app (unchanged): monailabel apps --download --name monaibundle --output <workdir>/apps
 #   3. puts each bundle under <app>/model/<name> as a packaged bundle: tools/package_bundles.py (zip with shared/
 #      copied in as scripts/) and unzip, or, when packaging refuses, a dereferenced copy (cp -rL). A bundle whose
 #      metadata says it classifies and whose name lacks "classification" is placed as <name>_classification,
@@ -38,8 +38,6 @@
 #   MONAILABEL_TIMEOUT       seconds to wait for /info/ (default 900)
 #   MONAILABEL_IMAGE_SIZE    synthetic 3-D image size, e.g. "80 72 56" (default; 2-D images are 256 256)
 #   MONAILABEL_KEEP          1: keep the work folder even when everything passed
-#   MONAILABEL_COMPAT_PATCH  1 (default): patch the app (see patch_app: MONAI 1.6 Spacingd vs 'image_path';
-#                            Restored on classification outputs); 0: run the stock app
 #   PYTHON                   Python used to build the venv and to package bundles (default python3)
 # Exit status: 0 when every bundle passed, 1 when one failed, 2 on a setup error.
 # A 3-D UNETR at paper size (ViT-B, 96^3 or 128^3 windows) takes tens of seconds per volume on a CPU.
@@ -135,48 +133,6 @@ install_bundle() {  # src dest_folder
     log "$name: copied (dereferenced) from $src"
 }
 
-patch_app() {  # MONAI 1.6.x Spacingd + MONAI Label 0.8.5: see the NOTE printed in main()
-    cat >> "$1" <<'EOF'
-
-
-# --- added by tools/monailabel_integration.sh ---------------------------------------------------------------------
-# MONAI 1.6's Spacingd calls d[k].update(...) for every key "image_*" of a NIfTI input; MONAI Label puts the string
-# "image_path" into the request data, so every bundle with Spacingd fails. Hide it while the pre-transforms run.
-from monailabel.tasks.infer.basic_infer import BasicInferTask as _BasicInferTask
-
-_run_pre_transforms = _BasicInferTask.run_pre_transforms
-
-
-def _run_pre_transforms_without_image_path(self, data, transforms):
-    path = data.pop("image_path", None)
-    data = _run_pre_transforms(self, data, transforms)
-    if path is not None:
-        data["image_path"] = path
-    return data
-
-
-_BasicInferTask.run_pre_transforms = _run_pre_transforms_without_image_path
-
-# BundleInferTask appends Restored (resize the prediction back to the image's spatial shape) for every task type but
-# detection; on a classification output (one score per class) it raises "operands could not be broadcast", so no
-# classification bundle can be served. Leave Restored out for classification.
-from monailabel.tasks.infer.bundle import BundleInferTask as _BundleInferTask
-from monailabel.transform.post import Restored as _Restored
-
-_post_transforms = _BundleInferTask.post_transforms
-
-
-def _post_transforms_without_restore_for_classification(self, data=None):
-    post = _post_transforms(self, data)
-    if str(getattr(self.type, "value", self.type)).lower() == "classification":  # InferType is an Enum
-        post = [t for t in post if not isinstance(t, _Restored)]
-    return post
-
-
-_BundleInferTask.post_transforms = _post_transforms_without_restore_for_classification
-EOF
-}
-
 # ------------------------------------------------------------------------------------------------ server
 SERVER_PID=""
 cleanup() {
@@ -219,15 +175,6 @@ main() {
     local app="$apps/monaibundle"
     mkdir -p "$app/model"
     log "app: $app"
-    if [ "${MONAILABEL_COMPAT_PATCH:-1}" = 1 ]; then
-        patch_app "$app/main.py"
-        log "NOTE: patched the app for MONAI 1.6: its Spacingd updates every 'image_*' entry as a metadata dict and"
-        log "      crashes on MONAI Label's 'image_path' string (AttributeError: 'str' object has no attribute"
-        log "      'update') for NIfTI inputs; the patch hides 'image_path' during the pre-transforms"
-        log "      and leaves MONAI Label's Restored out of classification post-transforms (stock 0.8.5 appends it"
-        log "      to every non-detection task and fails on a per-class score vector)"
-        log "      (MONAILABEL_COMPAT_PATCH=0 runs the stock app)"
-    fi
 
     local names=() cases=() skipped=()
     for b in "${requested[@]}"; do

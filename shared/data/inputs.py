@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
@@ -15,7 +15,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..utils.errors import describe_source, root_cause
 
-__all__ = ["non_empty", "output_stem", "image_datalist", "SkipFailedInputs", "InputFailures"]
+__all__ = ["non_empty", "select_keys", "output_stem", "image_datalist", "SkipFailedInputs", "InputFailures"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,21 @@ def non_empty(items: Sequence[Any], what: str) -> list[Any]:
     if not items:
         raise ValueError(f"no {what}: nothing to do.")
     return items
+
+
+def select_keys(items: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The datalist ``items`` with only ``keys`` in each (e.g. the images of a labelled datalist, for pre-training).
+
+    Raises:
+        ValueError: an item lacks one of ``keys`` (e.g. label-guided crops on a datalist without labels).
+    """
+    selected = []
+    for item in items:
+        missing = [k for k in keys if k not in item]
+        if missing:
+            raise ValueError(f"the datalist entry {dict(item)} has no {', '.join(missing)}.")
+        selected.append({k: item[k] for k in keys})
+    return selected
 
 
 def output_stem(path: str) -> str:

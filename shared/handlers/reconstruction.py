@@ -18,8 +18,8 @@ class ReconstructionSnapshotHandler:
     """Every ``interval`` epochs, save a :func:`reconstruction_panel` of the first sample of the last iteration as
     ``<output_dir>/reconstruction_epoch<NNNN>.png`` and, when a ``summary_writer`` is given, to TensorBoard.
 
-    Only rank 0 writes under ``torch.distributed``. Needs a trainer built with ``decollate=False`` whose network
-    returns the dict of :class:`MaskedAutoencoderViT`.
+    Only rank 0 writes under ``torch.distributed``. Needs a trainer whose network returns the dict of
+    :class:`MaskedAutoencoderViT` (its output decollated, MONAI's default, or not).
 
     Args:
         output_dir: folder for the PNG files.
@@ -52,19 +52,25 @@ class ReconstructionSnapshotHandler:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
+    @staticmethod
+    def _first_sample(output: object) -> tuple:
+        """Image, reconstruction and mask of the first sample of a trainer output, decollated (a list of items, the
+        default) or not (a batch dict)."""
+        if isinstance(output, list) and output and isinstance(output[0].get("pred"), dict):
+            item = output[0]
+            return item["image"], item["pred"]["reconstruction"], item["pred"]["mask"]
+        if isinstance(output, dict) and isinstance(output.get("pred"), dict):
+            return output["image"][0], output["pred"]["reconstruction"][0], output["pred"]["mask"][0]
+        raise TypeError("ReconstructionSnapshotHandler needs a trainer whose network returns the MAE output dict.")
+
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():
             return
-        output = engine.state.output
-        if not isinstance(output, dict) or not isinstance(output.get("pred"), dict):
-            raise TypeError("ReconstructionSnapshotHandler needs decollate=False and an MAE network output dict.")
-        panel = reconstruction_panel(
-            output["image"][0], output["pred"]["reconstruction"][0], output["pred"]["mask"][0],
-            self.patch_size, self.num_slices,
-        )
+        image, reconstruction, mask = self._first_sample(engine.state.output)
+        panel = reconstruction_panel(image, reconstruction, mask, self.patch_size, self.num_slices)
         os.makedirs(self.output_dir, exist_ok=True)
         picture = Image.fromarray(panel)
-        zoom = max(1, -(-self.min_tile_size // output["image"].shape[2]))  # small crops are shown enlarged
+        zoom = max(1, -(-self.min_tile_size // image.shape[1]))  # small crops are shown enlarged
         picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
         picture.save(os.path.join(self.output_dir, f"reconstruction_epoch{engine.state.epoch:04d}.png"))
         if self.summary_writer is not None:

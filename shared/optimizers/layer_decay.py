@@ -61,8 +61,10 @@ def param_groups(
         layer_decay: the per-block learning-rate factor; the paper fine-tunes with 0.75.
 
     Returns:
-        a list of ``{"params", "lr", "weight_decay", "lr_scale"}`` dicts, one per (depth, decay) pair. Schedulers
-        derived from ``LambdaLR`` (e.g. ``monai.optimizers.WarmupCosineSchedule``) keep each group's scale.
+        a list of ``{"params", "lr", "weight_decay", "lr_scale"}`` dicts, one per (depth, decay) pair, the groups at
+        the base rate first (so that what reports "the" learning rate, e.g. ``LrScheduleHandler(print_lr=True)``,
+        reports the base one). Schedulers derived from ``LambdaLR`` (e.g. ``monai.optimizers.WarmupCosineSchedule``)
+        keep each group's scale.
     """
     network = getattr(network, "module", network)
     prefix, num_layers = _vit_prefix(network)
@@ -78,4 +80,4 @@ def param_groups(
             {"params": [], "lr": lr * scale, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale},
         )
         group["params"].append(param)
-    return list(groups.values())
+    return sorted(groups.values(), key=lambda group: -group["lr_scale"])

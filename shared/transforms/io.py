@@ -54,6 +54,13 @@ class _NamingLoader:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # settings such as ``image_only`` (MONAI Label sets it to False) belong to the wrapped loader
+        if name == "_loader":
+            super().__setattr__(name, value)
+        else:
+            setattr(self._loader, name, value)
+
     def __call__(self, filename: Any, reader: Any = None) -> Any:
         if isinstance(filename, (list, tuple)):
             check_same_grid(filename)

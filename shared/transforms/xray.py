@@ -20,8 +20,11 @@ __all__ = ["LoadXRayd"]
 
 class LoadXRayd(MapTransform):
     """Load chest X-rays (PNG, JPEG, DICOM; see :func:`read_xray`) as ``(1, H, W)`` float32 MetaTensors in [0, 1],
-    with ``filename_or_obj`` and ``spatial_shape`` in the metadata. Rows come first (``H``), so axis 1 of the
-    output is vertical and axis 2 horizontal (left-right flips are ``spatial_axis=1``).
+    with ``filename_or_obj`` in the metadata. Rows come first (``H``), so axis 1 of the output is vertical and axis 2
+    horizontal (left-right flips are ``spatial_axis=1``).
+
+    The metadata deliberately has no ``spatial_shape``: nothing is inverted back to the image grid (the outputs are
+    per-finding scores), and MONAI Label's ``Restored`` would otherwise try to resize the score vector to it.
 
     A file that cannot be read (truncated, not an image, an undecodable DICOM) raises an :class:`InputError` naming
     it; so does an image with NaN or infinite values (possible in DICOM and float images).
@@ -58,7 +61,6 @@ class LoadXRayd(MapTransform):
                 d[self.source_key] = path
             meta = {
                 ImageMetaKey.FILENAME_OR_OBJ: path,
-                "spatial_shape": np.asarray(pixels.shape),
                 "original_channel_dim": "no_channel",
             }
             d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(pixels))[None], affine=torch.eye(3), meta=meta)

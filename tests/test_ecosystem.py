@@ -1,0 +1,270 @@
+"""The bundles as the ecosystem uses them: experiment tracking with ``--tracking mlflow``, multi-node ``torchrun``,
+DICOM series in and NIfTI out, ONNX export, and the inputs MONAI Label gives a bundle."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.networks.nets import UNETR
+from monai.transforms import LoadImaged
+from PIL import Image
+
+from tests.helpers import (
+    BUNDLES,
+    TINY_ENCODER,
+    TINY_MAE,
+    TINY_UNETR,
+    TINY_VIT,
+    bundle_importable,
+    cli_args,
+    run_workflow,
+    user_env,
+)
+from tools import synthetic
+
+SEG = BUNDLES / "unetr_btcv_seg" / "configs"
+MAE = BUNDLES / "mae_pretrain_ct" / "configs"
+SMALL = {"roi_size": [32, 32, 32], "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def btcv(tmp_path_factory) -> Path:
+    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=1,
+                                    shape=(48, 40, 24)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --tracking mlflow
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _mlflow_metrics(tracking_uri: str) -> dict[str, list[float]]:
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+    metrics: dict[str, list[float]] = {}
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            for key in run.data.metrics:
+                metrics[key] = [m.value for m in client.get_metric_history(run.info.run_id, key)]
+    return metrics
+
+
+@pytest.mark.parametrize("config", [MAE / "train.json", SEG / "train.json"], ids=["mae_pretraining", "finetuning"])
+def test_mlflow_tracking_logs_the_loss_and_one_learning_rate(config, btcv, tmp_path):
+    pytest.importorskip("mlflow")
+    network = {**TINY_MAE, "network_def#num_layers": 2} if config.parent == MAE else TINY_UNETR
+    overrides = {"dataset_dir": str(btcv), "epochs": 2, "batch_size": 2, "num_samples": 1, "warmup_epochs": 1,
+                 "val_interval": 1, "tracking_uri": f"sqlite:///{tmp_path}/mlruns.db", **SMALL, **network}
+    run_workflow([config], tmp_path / "bundle", tracking="mlflow", **overrides)
+    metrics = _mlflow_metrics(overrides["tracking_uri"])
+    assert len(metrics["train_loss"]) == 2 * 1  # two epochs of one iteration
+    assert len(metrics["learning_rate"]) == 2 and not any(k.startswith("lr_group") for k in metrics)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# two torchrun "nodes" on this machine
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("config, network", [(SEG, TINY_UNETR), (MAE, {**TINY_MAE, "network_def#num_layers": 2})],
+                         ids=["finetuning", "mae_pretraining"])
+def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, btcv, tmp_path):
+    port = _free_port()
+    configs = str([str(config / "train.json"), str(config / "multi_gpu_train.json")])
+    overrides = {"dataset_dir": str(btcv), "epochs": 2, "batch_size": 1, "num_samples": 1, "warmup_epochs": 1,
+                 "val_interval": 1, **SMALL, **network}
+    check = "$print('FINAL WEIGHTS', sum(float(p.double().sum()) for p in @network.parameters()), flush=True)"
+    processes = []
+    for node in (0, 1):  # each "node" writes into its own bundle_root, as on machines without a shared disk
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+                    "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+        cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", configs,
+               *cli_args({**overrides, "bundle_root": str(tmp_path / f"node{node}")}),
+               "--finalize", json.dumps([check, "$dist.barrier()", "$dist.destroy_process_group()"])]
+        processes.append(subprocess.Popen(cmd, cwd=tmp_path, env={**user_env(), "OMP_NUM_THREADS": "1"},
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), "\n\n".join(o[-3000:] for o in outputs)
+    weights = [float(re.findall(r"FINAL WEIGHTS ([-+.0-9e]+)", o)[-1]) for o in outputs]
+    assert weights[0] == pytest.approx(weights[1], rel=1e-6)  # one model, trained by both ranks
+    written = {node: sorted(p.relative_to(tmp_path / f"node{node}").as_posix()
+                            for p in (tmp_path / f"node{node}").rglob("*") if p.is_file())
+               for node in (0, 1) if (tmp_path / f"node{node}").exists()}
+    assert "models/model.pt" in written[0]
+    assert not written.get(1), f"rank 1 wrote {written[1]}"
+    assert "Epoch[1] Complete" in outputs[0] and "Epoch[1] Complete" not in outputs[1]  # ranks > 0 are quiet
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DICOM series in, NIfTI out
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path) -> None:
+    """One CT slice per file, with the geometry of ``affine`` (a RAS NIfTI affine) in DICOM's LPS frame."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+    origin = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]
+    spacing = np.linalg.norm(lps, axis=0)
+    row_dir, col_dir = lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]  # DICOM columns run along array axis 0
+    series, study = generate_uid(), generate_uid()
+    for k in range(volume.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, series, "CT", "synthetic"
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
+        ds.ImagePositionPatient = [float(v) for v in origin + lps[:, 2] * k]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+        ds.SliceThickness = float(spacing[2])
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
+        ds.save_as(str(folder / f"slice{k:03d}.dcm"), enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def series(btcv, tmp_path_factory) -> tuple[Path, Path]:
+    source = btcv / "imagesTs" / "img0061.nii.gz"
+    image = nib.load(source)
+    folder = tmp_path_factory.mktemp("dicom") / "series_1"
+    write_dicom_series(np.asanyarray(image.dataobj), image.affine, folder)
+    return folder, source
+
+
+def _geometry(path: Path) -> tuple[tuple, np.ndarray]:
+    image = nib.load(path)
+    return tuple(image.shape[:3]), image.affine
+
+
+def test_segmentation_of_a_dicom_series_has_the_series_geometry(series, tmp_path):
+    folder, source = series
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    torch.save(UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER).state_dict(), bundle / "models" / "model.pt")
+    run_workflow([SEG / "inference.json"], bundle, "infer", input_files=str(folder), output_dir=str(tmp_path / "out"),
+                 **SMALL, **TINY_UNETR)
+    shape, affine = _geometry(tmp_path / "out" / "series_1_seg.nii.gz")
+    expected_shape, expected_affine = _geometry(source)  # the series was written from this volume
+    assert shape == expected_shape
+    np.testing.assert_allclose(affine, expected_affine, atol=1e-3)
+
+
+def test_mae_reconstruction_of_a_dicom_series_has_the_series_geometry(series, tmp_path):
+    folder, source = series
+    from tests.helpers import tiny_mae
+
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    torch.save(tiny_mae(num_layers=2).state_dict(), bundle / "models" / "model.pt")
+    run_workflow([MAE / "inference.json"], bundle, "infer", input_files=[str(folder)], output_dir=str(tmp_path / "out"),
+                 **SMALL, **TINY_MAE, **{"network_def#num_layers": 2})
+    expected_shape, expected_affine = _geometry(source)
+    for kind in ("original", "masked", "reconstruction"):
+        shape, affine = _geometry(tmp_path / "out" / f"series_1_{kind}.nii.gz")
+        assert shape == expected_shape, kind
+        np.testing.assert_allclose(affine, expected_affine, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ONNX export
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bundle, network, shape", [
+    ("unetr_btcv_seg", {**TINY_UNETR, "roi_size": [32, 32, 32]}, [1, 1, 32, 32, 32]),
+    ("vit_cxr14_cls", {**TINY_VIT, "network_def#num_layers": 2, "crop_size": 32}, [1, 1, 32, 32]),
+])
+def test_onnx_export_gives_the_network_outputs(bundle, network, shape, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    root = BUNDLES / bundle
+    with bundle_importable(root):
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(tmp_path), **network})
+        torch.manual_seed(0)
+        net = parser.get_parsed_content("network_def").eval()
+        torch.save(net.state_dict(), tmp_path / "model.pt")
+        cmd = [sys.executable, "-m", "monai.bundle", "onnx_export", "network_def",
+               "--filepath", str(tmp_path / "model.onnx"),
+               "--ckpt_file", str(tmp_path / "model.pt"), "--meta_file", str(root / "configs" / "metadata.json"),
+               "--config_file", str(root / "configs" / "inference.json"), "--input_shape", json.dumps(shape),
+               "--bundle_root", str(tmp_path), *cli_args(network)]
+        proc = subprocess.run(cmd, env={**user_env(), "PYTHONPATH": str(root)}, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            expected = net(x)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-3, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what MONAI Label gives a bundle's inference preprocessing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bundle", ["mae_pretrain_ct", "unetr_btcv_seg", "unetr_brats_seg"])
+def test_preprocessing_takes_monai_labels_image_path(bundle, tmp_path):
+    """MONAI Label adds ``image_path`` (a string) and loads with ``image_only=False``; MONAI 1.6's ``Spacingd``
+    updates every key that starts with ``image_``: the preprocessing must survive it and keep ``image_path``."""
+    root = BUNDLES / bundle
+    channels = 4 if bundle == "unetr_brats_seg" else 1
+    volume = np.random.default_rng(0).normal(size=(40, 36, 24, channels) if channels > 1 else (40, 36, 24))
+    path = tmp_path / "input.nii.gz"
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([1.2, 1.2, 2.5, 1.0])), str(path))
+    with bundle_importable(root):
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(tmp_path), **SMALL})
+        preprocessing = parser.get_parsed_content("preprocessing")
+        for transform in preprocessing.transforms:  # as MONAI Label's bundle task does
+            if isinstance(transform, LoadImaged):
+                transform._loader.image_only = False
+        out = preprocessing({"image": str(path), "image_path": str(path)})
+    assert out["image_path"] == str(path)
+    assert out["image"].shape[0] == channels
+
+
+def test_classifier_scores_carry_no_image_shape_to_restore(tmp_path):
+    """MONAI Label appends ``Restored``, which resizes the prediction to the ``spatial_shape`` in the image's
+    metadata: on a per-finding score vector that fails, so the X-ray loader must not record one."""
+    root = BUNDLES / "vit_cxr14_cls"
+    path = tmp_path / "xray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, size=(300, 280)).astype(np.uint8)).save(path)
+    with bundle_importable(root):
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(tmp_path)})
+        out = parser.get_parsed_content("preprocessing")({"image": str(path), "image_path": str(path)})
+    assert out["image"].shape == (1, 224, 224)
+    assert "spatial_shape" not in out["image"].meta
+    assert out["image"].meta["filename_or_obj"] == str(path)
