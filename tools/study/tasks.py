@@ -1,0 +1,272 @@
+"""The paper's three tasks as studies: where the data comes from, which bundle configs run each stage with which
+overrides, and how the evaluation's files turn into the study's metrics.
+
+A task knows two sizes: ``small`` (synthetic data generated here, narrow networks, a budget that fits a 2-core CPU in
+about a quarter of an hour) and ``full`` (the bundles' paper configuration, for the real data set). Everything a task
+runs is a bundle config: nothing here re-implements training or evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.data.brats import brats_datalist
+from shared.data.cxr14 import prepare_datalist
+from tools import synthetic
+
+__all__ = ["Stage", "Task", "TASKS", "btcv", "brats", "cxr14"]
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
+
+def _network(**values: Any) -> dict[str, Any]:
+    return {f"network_def#{k}": v for k, v in values.items()}
+
+
+# a fine-tuning run of a study: a checkpoint at the end only, no training metric, no validation data cached (the
+# study evaluates the last model on its own evaluation cases)
+_STUDY_RUN = {"save_interval": 0, "train#trainer#key_train_metric": None, "train#trainer#postprocessing": None,
+              "validate#dataset#cache_rate": 0.0}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One bundle run of a study: the configs (merged left to right) and the overrides of the task's size."""
+
+    configs: tuple[Path, ...]
+    overrides: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task(ABC):
+    """One of the paper's experiments as a study.
+
+    Attributes:
+        name: subcommand name.
+        metric: key of the primary metric in ``summary.json`` (higher is better).
+        metric_label: the metric in words.
+        class_label: what the per-class table lists (organ, region, finding).
+        pretrain: the MAE pre-training stage (small size; ``full`` uses the config's own values).
+        finetune: the fine-tuning stage (small size).
+        evaluate: the evaluation stage (small size).
+        full_pretrain, full_finetune, full_evaluate: overrides of the paper configuration (on top of the configs).
+        finetune_steps: training iterations of one fine-tuning run (small size); epochs follow from the labelled size.
+        full_finetune_steps: the same for the paper configuration.
+        batch_size: labelled cases (images) per iteration, to turn steps into epochs.
+        labelled_sizes: default labelled-set sizes on synthetic data (``"all"``: every training case).
+        full_labelled_sizes: default labelled-set sizes on the real data.
+        synthetic: keyword arguments of the synthetic data generator.
+    """
+
+    name: str
+    metric: str
+    metric_label: str
+    class_label: str
+    pretrain: Stage
+    finetune: Stage
+    evaluate: Stage
+    finetune_steps: int
+    full_finetune_steps: int
+    batch_size: int
+    labelled_sizes: tuple[int | str, ...]
+    full_labelled_sizes: tuple[int | str, ...]
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    full_pretrain: dict[str, Any] = field(default_factory=dict)
+    full_finetune: dict[str, Any] = field(default_factory=dict)
+    full_evaluate: dict[str, Any] = field(default_factory=dict)
+
+    # --- data ---------------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def make_synthetic(self, out_dir: Path, seed: int, **changes: Any) -> Path:
+        """Write the task's synthetic data set into ``out_dir`` (``changes`` update the generator's arguments);
+        returns the ``dataset_dir``."""
+
+    @abstractmethod
+    def cases(self, dataset_dir: Path, workdir: Path) -> tuple[list[dict], list[dict]]:
+        """The training cases (labelled subsets are drawn from them; the MAE sees all their images) and the
+        evaluation cases (reported, never used to choose anything), as datalist items."""
+
+    def write_datalist(self, path: Path, training: Sequence[dict], evaluation: Sequence[dict]) -> Path:
+        """A datalist file the task's bundle reads as it is: ``training`` to train on, ``evaluation`` to score."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"training": list(training), "validation": list(evaluation)}, indent=1))
+        return path
+
+    def data_overrides(self, dataset_dir: Path, datalist: Path) -> dict[str, Any]:
+        """Overrides that point a bundle config at the data set and a study datalist."""
+        return {"dataset_dir": str(dataset_dir), "datalist_file": str(datalist)}
+
+    @abstractmethod
+    def scores(self, eval_dir: Path) -> dict[str, Any]:
+        """The metrics of one evaluated run: the primary metric, secondary ones and per-class values."""
+
+    # --- budget ---------------------------------------------------------------------------------------------------
+
+    def epochs_for(self, labelled: int, steps: int) -> int:
+        """Epochs of ``steps`` iterations over ``labelled`` cases (the same iterations for every labelled size)."""
+        return max(1, math.ceil(steps / math.ceil(labelled / self.batch_size)))
+
+
+def _segmentation_scores(eval_dir: Path, groups: dict[str, str]) -> dict[str, Any]:
+    summary = json.loads((eval_dir / "metrics_summary.json").read_text())
+    scores = {name: summary["dice"][key] for name, key in groups.items()}
+    scores["mean_hd95"] = summary["hd95"]["mean"]
+    scores["misses"] = summary["misses"]["total"]
+    scores["per_class"] = {k: v for k, v in summary["dice"].items() if not k.startswith("mean")}
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BTCV: mae_pretrain_ct + unetr_btcv_seg
+# ----------------------------------------------------------------------------------------------------------------
+
+_CT = BUNDLES / "mae_pretrain_ct" / "configs"
+_SEG = BUNDLES / "unetr_btcv_seg" / "configs"
+_SMALL_VIT = _network(hidden_size=96, mlp_dim=384, num_heads=4)
+_SMALL_ROI = {"roi_size": [48, 48, 48], "num_workers": 0}
+
+
+class BtcvTask(Task):
+    def make_synthetic(self, out_dir: Path, seed: int, **changes: Any) -> Path:
+        return Path(synthetic.make_btcv(str(out_dir), seed=seed, **{**self.synthetic, **changes}))
+
+    def cases(self, dataset_dir: Path, workdir: Path) -> tuple[list[dict], list[dict]]:
+        datalist = json.loads((dataset_dir / "dataset_0.json").read_text())
+        return datalist["training"], datalist["validation"]
+
+    def scores(self, eval_dir: Path) -> dict[str, Any]:
+        return _segmentation_scores(eval_dir, {"mean_dice_13": "mean", "mean_dice_8": "mean_8_organs"})
+
+
+btcv = BtcvTask(
+    name="btcv",
+    metric="mean_dice_13",
+    metric_label="mean Dice over the 13 organs",
+    class_label="organ",
+    pretrain=Stage((_CT / "train.json",), {
+        **_SMALL_VIT, **_SMALL_ROI, **_network(decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4),
+        "epochs": 300, "warmup_epochs": 30, "batch_size": 2, "num_samples": 4, "base_learning_rate": 0.2,
+        "snapshot_interval": 100, "save_interval": 0,
+    }),
+    finetune=Stage((_SEG / "train.json",), {
+        **_SMALL_VIT, **_SMALL_ROI, **_network(feature_size=8), **_STUDY_RUN, "batch_size": 2, "num_samples": 1,
+        "base_learning_rate": 1.0, "layer_decay": 0.5,
+    }),
+    evaluate=Stage((_SEG / "train.json", _SEG / "evaluate.json"),
+                   {**_SMALL_VIT, **_SMALL_ROI, **_network(feature_size=8)}),
+    finetune_steps=300,
+    full_finetune_steps=25000,
+    batch_size=2,
+    labelled_sizes=(2, "all"),
+    full_labelled_sizes=(3, 5, 7, 12, 24),
+    synthetic={"num_train": 8, "num_val": 4, "num_test": 0},
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BraTS: unetr_brats_seg (pretrain.json + train.json)
+# ----------------------------------------------------------------------------------------------------------------
+
+_BRATS = BUNDLES / "unetr_brats_seg" / "configs"
+_BRATS_ROI = {"roi_size": [48, 48, 48], "num_workers": 0, "dataset_layout": "msd"}
+
+
+class BratsTask(Task):
+    def make_synthetic(self, out_dir: Path, seed: int, **changes: Any) -> Path:
+        return Path(synthetic.make_brats(str(out_dir), layout="msd", seed=seed, **{**self.synthetic, **changes}))
+
+    def cases(self, dataset_dir: Path, workdir: Path) -> tuple[list[dict], list[dict]]:
+        split = brats_datalist(str(dataset_dir), "msd", str(workdir / "bundle_split.json"))
+        return split["training"], split["validation"]
+
+    def scores(self, eval_dir: Path) -> dict[str, Any]:
+        return _segmentation_scores(eval_dir, {"mean_dice_regions": "mean"})
+
+
+brats = BratsTask(
+    name="brats",
+    metric="mean_dice_regions",
+    metric_label="mean Dice over TC, WT and ET",
+    class_label="region",
+    pretrain=Stage((_BRATS / "pretrain.json",), {
+        **_SMALL_VIT, **_BRATS_ROI, **_network(decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4),
+        "epochs": 200, "warmup_epochs": 20, "batch_size": 2, "num_samples": 4, "base_learning_rate": 0.2,
+        "snapshot_interval": 100, "save_interval": 0,
+    }),
+    finetune=Stage((_BRATS / "train.json",), {
+        **_SMALL_VIT, **_BRATS_ROI, **_network(feature_size=8), **_STUDY_RUN, "batch_size": 2, "num_samples": 1,
+        "base_learning_rate": 1.0, "layer_decay": 0.5,
+    }),
+    evaluate=Stage((_BRATS / "train.json", _BRATS / "evaluate.json"),
+                   {**_SMALL_VIT, **_BRATS_ROI, **_network(feature_size=8)}),
+    finetune_steps=300,
+    full_finetune_steps=20000,
+    batch_size=2,
+    labelled_sizes=(2, "all"),
+    full_labelled_sizes=(20, "all"),
+    synthetic={"num_cases": 14},
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ChestX-ray14: vit_cxr14_cls (pretrain.json + train.json)
+# ----------------------------------------------------------------------------------------------------------------
+
+_CXR = BUNDLES / "vit_cxr14_cls" / "configs"
+_CXR_SMALL = {"image_size": 64, "crop_size": 56, "patch_size": 8, "num_workers": 0,
+              **_network(hidden_size=96, mlp_dim=384, num_heads=4, num_layers=4)}
+
+
+class Cxr14Task(Task):
+    def make_synthetic(self, out_dir: Path, seed: int, **changes: Any) -> Path:
+        return Path(synthetic.make_cxr14(str(out_dir), seed=seed, **{**self.synthetic, **changes}))
+
+    def cases(self, dataset_dir: Path, workdir: Path) -> tuple[list[dict], list[dict]]:
+        split = prepare_datalist(str(dataset_dir), str(workdir / "bundle_split.json"))
+        root = dataset_dir.resolve()
+        relative = [{"image": str(Path(i["image"]).relative_to(root)), "label": i["label"]} for i in split["training"]]
+        test = [{"image": str(Path(i["image"]).relative_to(root)), "label": i["label"]} for i in split["test"]]
+        return relative, test
+
+    def write_datalist(self, path: Path, training: Sequence[dict], evaluation: Sequence[dict]) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"training": list(training), "validation": list(evaluation), "test": list(evaluation)}
+        path.write_text(json.dumps(data))
+        return path
+
+    def scores(self, eval_dir: Path) -> dict[str, Any]:
+        summary = json.loads((eval_dir / "auc.json").read_text())
+        return {"mean_auc": summary["mean_auc"], "per_class": summary["auc"]}
+
+
+cxr14 = Cxr14Task(
+    name="cxr14",
+    metric="mean_auc",
+    metric_label="mean ROC-AUC over the 14 findings",
+    class_label="finding",
+    pretrain=Stage((_CXR / "pretrain.json",), {
+        **_CXR_SMALL, **_network(decoder_hidden_size=64, decoder_num_layers=2, decoder_num_heads=4),
+        "epochs": 100, "warmup_epochs": 10, "batch_size": 32, "base_learning_rate": 1.5e-3 * 256 / 32,
+        "snapshot_interval": 10, "save_interval": 0,
+    }),
+    finetune=Stage((_CXR / "train.json",), {
+        **_CXR_SMALL, "save_interval": 0, "val_cache_rate": 0.0, "batch_size": 32,
+        "base_learning_rate": 1e-3 * 256 / 32, "layer_decay": 0.75,
+    }),
+    evaluate=Stage((_CXR / "train.json", _CXR / "evaluate.json"), {**_CXR_SMALL, "val_batch_size": 64}),
+    finetune_steps=400,
+    full_finetune_steps=30000,
+    batch_size=32,
+    labelled_sizes=(64, "all"),
+    full_labelled_sizes=(1000, 10000, "all"),
+    synthetic={"num_images": 800, "size": 128},
+)
+
+TASKS = {task.name: task for task in (btcv, brats, cxr14)}

@@ -1,0 +1,81 @@
+"""Choosing the fine-tuning hyper-parameters of a study on held-out *training* cases, the same way for both arms.
+
+The training cases are split once (seeded): the held-out part plays the evaluation cases, the rest the training
+cases, and the MAE is pre-trained on the images of the rest only. Every point of a grid (e.g. learning rate x
+layer-wise decay) is then run as a small study (the smallest labelled size, a few seeds, both arms); each arm gets the
+point with its best mean metric. The cases a study reports are never seen. Run it with ``--tune``::
+
+    python tools/run_experiment.py btcv --tune --grid '{"base_learning_rate": [0.5, 1.0], "layer_decay": [0.5, 0.75]}'
+
+and give the result to a study with ``--hyperparameters <output_dir>/tuning.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tools.study.stats import mean_sd
+from tools.study.study import ARMS, StudyOptions, run_study
+from tools.study.tasks import Task
+
+__all__ = ["held_out_split", "grid_points", "tune"]
+
+
+def held_out_split(cases: list[dict], held_out: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """``(training, held_out)``: ``held_out`` cases drawn with ``random.Random(seed)``, the rest in their order."""
+    if not 1 <= held_out < len(cases):
+        raise ValueError(f"cannot hold out {held_out} of {len(cases)} training cases.")
+    order = list(range(len(cases)))
+    random.Random(seed).shuffle(order)
+    chosen = set(order[:held_out])
+    return [c for i, c in enumerate(cases) if i not in chosen], [c for i, c in enumerate(cases) if i in chosen]
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, as override dicts."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out: int) -> dict[str, Any]:
+    """Run the grid on held-out training cases; write ``tuning.json`` and ``tuning.md`` under ``options.output_dir``.
+
+    Returns:
+        ``{"task", "grid", "held_out", "results": [{"point", "mae": [...], "scratch": [...]}], "chosen": {arm: point}}``
+    """
+    out = options.output_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_dir = options.dataset_dir or task.make_synthetic(out / "data", options.data_seed, **options.synthetic)
+    training, _ = task.cases(Path(dataset_dir), out / "datalists")
+    tune_training, tune_evaluation = held_out_split(training, held_out, options.data_seed)
+    sizes = [min(int(n) for n in (options.labelled_sizes or task.labelled_sizes) if n != "all")]
+    base = replace(options, dataset_dir=Path(dataset_dir), labelled_sizes=sizes, cases=(tune_training, tune_evaluation))
+    results, mae_file = [], None
+    for i, point in enumerate(grid_points(grid)):
+        print(f"tuning {task.name}: grid point {i + 1}: {point}", flush=True)
+        study = run_study(task, replace(base, output_dir=out / f"point{i}", mae_file=mae_file,
+                                        arm_overrides={arm: point for arm in ARMS}))
+        mae_file = study["pretraining"]["mae_file"]  # one MAE for the whole grid
+        scores = {arm: [r.scores[task.metric] for r in study["runs"] if r.arm == arm] for arm in ARMS}
+        results.append({"point": point, **scores})
+    chosen = {arm: max(results, key=lambda r: mean_sd(r[arm])[0])["point"] for arm in ARMS}
+    tuning = {"task": task.name, "metric": task.metric, "grid": grid, "held_out": len(tune_evaluation),
+              "training": len(tune_training), "labelled": sizes[0], "seeds": list(options.seeds), "results": results,
+              "chosen": chosen}
+    (out / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
+    lines = [f"# Hyper-parameters of the {task.name} study, chosen on held-out training cases", "",
+             f"{len(tune_training)} training cases ({sizes[0]} labelled), {len(tune_evaluation)} held-out training "
+             f"cases scored; seeds {list(options.seeds)}; `{task.metric}` mean ± sd.", "",
+             "| point | MAE-init | scratch |", "|---|---|---|"]
+    for r in results:
+        lines.append(f"| `{json.dumps(r['point'])}` | {mean_sd(r['mae'])[0]:.3f} ± {mean_sd(r['mae'])[1]:.3f} | "
+                     f"{mean_sd(r['scratch'])[0]:.3f} ± {mean_sd(r['scratch'])[1]:.3f} |")
+    lines += ["", f"Chosen: MAE-init `{json.dumps(chosen['mae'])}`, scratch `{json.dumps(chosen['scratch'])}`.", ""]
+    (out / "tuning.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return tuning
