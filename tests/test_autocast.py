@@ -7,14 +7,15 @@ import json
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNETR
 
-from shared.inferers.autocast import AutocastInferer, autocast_dtype, autocast_pays_off
+from shared.inferers.autocast import AutocastInferer, autocast_dtype, autocast_pays_off, needs_grad_scaler
 from shared.networks.mae import mae_loss
-from tests.helpers import BUNDLES, TINY_ENCODER, tiny_mae
+from tests.helpers import BUNDLES, TINY_ENCODER, bundle_importable, tiny_mae
 
 
 def tiny_unetr() -> UNETR:
@@ -77,3 +78,18 @@ def test_cpu_defaults_and_every_config_has_an_amp_switch():
             inferers = [config[k]["inferer"] for k in ("train", "validate") if k in config] + (
                 [config["inferer"]] if "inferer" in config else [])
             assert inferers and all(i["_target_"].endswith("AutocastInferer") for i in inferers), path
+
+
+def test_amp_false_on_the_command_line_turns_autocast_off():
+    """``python -m monai.bundle run ... --amp false`` passes the string "false" (not a bool): it must mean off."""
+    root = BUNDLES / "unetr_btcv_seg"
+    for value, expected in (("false", False), ("true", True), (False, False)):
+        with bundle_importable(root):
+            parser = ConfigParser()
+            parser.read_config([str(root / "configs" / "train.json")])
+            parser.update({"amp": value, "amp_dtype": "float16"})
+            assert parser.get_parsed_content("validate#inferer").enabled is expected, value
+            assert parser.get_parsed_content("train#trainer#amp") is expected, value  # fp16 scales the loss
+    assert needs_grad_scaler("true", "bfloat16") is False
+    with pytest.raises(ValueError, match="amp must be true or false, got 'maybe'"):
+        AutocastInferer(enabled="maybe")

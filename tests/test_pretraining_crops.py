@@ -44,8 +44,9 @@ def pretraining_pipeline(bundle: str, tmp_path: Path, crop: dict | None = None, 
 
 
 @pytest.mark.parametrize("bundle", sorted(CONFIGS))
-def test_pretraining_crops_are_label_free_by_default(bundle, tmp_path):
-    transforms, item = pretraining_pipeline(bundle, tmp_path)
+@pytest.mark.parametrize("setting", [{}, {"label_guided_crops": "false"}], ids=["default", "false_from_the_cli"])
+def test_pretraining_crops_are_label_free_by_default(bundle, setting, tmp_path):
+    transforms, item = pretraining_pipeline(bundle, tmp_path, **setting)
     assert set(item) == {"image"}  # labels are not even read
     assert any(isinstance(t, RandSpatialCropSamplesd) for t in transforms)
     assert not any(isinstance(t, RandCropByPosNegLabeld) for t in transforms)
@@ -53,7 +54,7 @@ def test_pretraining_crops_are_label_free_by_default(bundle, tmp_path):
 
 @pytest.mark.parametrize("bundle", sorted(CONFIGS))
 def test_label_guided_crops_follow_the_label_and_drop_it(bundle, tmp_path):
-    transforms, item = pretraining_pipeline(bundle, tmp_path, label_guided_crops=True)
+    transforms, item = pretraining_pipeline(bundle, tmp_path, label_guided_crops="true")
     assert set(item) == {"image", "label"}
     assert not any(isinstance(t, RandSpatialCropSamplesd) for t in transforms)
     samples = run(transforms, item)

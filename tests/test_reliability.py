@@ -118,6 +118,8 @@ def test_a_resumed_run_keeps_the_best_model(tmp_path):
 def test_fault_injection_loses_nothing(tmp_path):
     observed = fault_injection.fault_injection(kills=2, epochs=8, workdir=str(tmp_path))
     assert len(observed["kills"]) == 2 and observed["model_pt_metric"] == pytest.approx(observed["best_metric"])
+    with pytest.raises(ValueError, match="10 kills need at least 32 epochs"):  # refused before any work
+        fault_injection.fault_injection(kills=10, epochs=8, workdir=str(tmp_path / "too_short"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ downloads the bundle's large files (their hashes are checked by MONAI). Command 
 
     python tools/download_bundle.py --name unetr_btcv_seg --model_info https://host/bundles/model_info.json \\
         --bundle_dir bundles/
-    python tools/download_bundle.py --name unetr_btcv_seg --url https://host/bundles/unetr_btcv_seg_v0.2.0.zip \\
+    python tools/download_bundle.py --name unetr_btcv_seg --url https://host/bundles/unetr_btcv_seg_v0.2.1.zip \\
         --sha1 <checksum printed by package_bundles.py> --bundle_dir bundles/
 
 The checksum is only as trustworthy as where it comes from: take ``model_info.json`` (or the sha1) from the project's

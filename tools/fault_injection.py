@@ -9,9 +9,10 @@ time, and checks after every restart that:
 - ``models/model.pt`` is still the best model seen: validating it gives the best metric the checkpoint records;
 
 and at the end that the run has as many epochs as an uninterrupted one. The suite runs it with two kills; run it
-longer by hand::
+longer by hand (each kill waits for two fresh checkpoints and may land after a third, so the run gets
+``3 * kills + 2`` epochs unless ``--epochs`` gives more)::
 
-    python tools/fault_injection.py --kills 20 --epochs 12
+    python tools/fault_injection.py --kills 10
 """
 
 from __future__ import annotations
@@ -69,13 +70,26 @@ def _validate(root: Path, data: Path, overrides: dict) -> float:
         return float(evaluator.state.metrics["val_mean_dice"])
 
 
-def fault_injection(kills: int = 3, epochs: int = 8, seed: int = 0, workdir: str | None = None,
+def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, workdir: str | None = None,
                     timeout: float = 300) -> dict:
     """Run the experiment described in the module docstring; returns what was observed.
 
+    Args:
+        kills: how many times the run is killed and restarted.
+        epochs: epochs of the run; default and minimum ``3 * kills + 2``.
+        seed: seed of the random kill moments.
+        workdir: where data, bundle and logs go (default: a new temporary folder).
+        timeout: seconds an attempt may take.
+
     Raises:
+        ValueError: ``epochs`` too short for ``kills``.
         AssertionError: something was lost (the message says what).
     """
+    needed = 3 * kills + 2
+    epochs = needed if epochs is None else epochs
+    if epochs < needed:
+        raise ValueError(f"{kills} kills need at least {needed} epochs (each kill waits for two fresh checkpoints "
+                         f"and may land after a third), got --epochs {epochs}")
     rng = random.Random(seed)
     work = Path(workdir or tempfile.mkdtemp(prefix="fault_injection_"))
     data = Path(synthetic.make_btcv(str(work / "data"), num_train=2, num_val=1, num_test=0, shape=(48, 48, 32)))

@@ -13,9 +13,18 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from ..utils.config import as_bool
 from ..utils.errors import describe_source, root_cause
 
-__all__ = ["non_empty", "select_keys", "output_stem", "image_datalist", "SkipFailedInputs", "InputFailures"]
+__all__ = [
+    "non_empty",
+    "select_keys",
+    "pretraining_keys",
+    "output_stem",
+    "image_datalist",
+    "SkipFailedInputs",
+    "InputFailures",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +58,12 @@ def select_keys(items: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list
             raise ValueError(f"the datalist entry {dict(item)} has no {', '.join(missing)}.")
         selected.append({k: item[k] for k in keys})
     return selected
+
+
+def pretraining_keys(label_guided_crops: bool | str) -> list[str]:
+    """The keys MAE pre-training reads: ``["image"]``, or ``["image", "label"]`` for label-guided crops
+    (``--label_guided_crops true``; the command line's string ``"false"`` means False)."""
+    return ["image", "label"] if as_bool(label_guided_crops, "label_guided_crops") else ["image"]
 
 
 def output_stem(path: str) -> str:

@@ -10,8 +10,10 @@ sliding-window sums are then computed in float32. In a bundle config::
     "inferer": {"_target_": "scripts.inferers.autocast.AutocastInferer", "enabled": "@amp", "dtype": "@amp_dtype",
                 "inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi_size"}}
 
-``--amp false`` turns it off. float16 on a GPU without bfloat16 needs a gradient scaler in training: give the
-trainer ``"amp": "$@amp and @amp_dtype == 'float16'"`` (MONAI's trainer then scales the loss).
+``--amp false`` turns it off (the command line passes the string ``"false"``, read here as False). float16 on a GPU
+without bfloat16 needs a gradient scaler in training: give the trainer ``"amp": {"_target_":
+"scripts.inferers.autocast.needs_grad_scaler", "amp": "@amp", "dtype": "@amp_dtype"}`` (MONAI's trainer then scales
+the loss).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["autocast_dtype", "autocast_pays_off", "to_float32", "AutocastInferer"]
+from ..utils.config import as_bool
+
+__all__ = ["autocast_dtype", "autocast_pays_off", "needs_grad_scaler", "to_float32", "AutocastInferer"]
 
 
 def _device_type(device: torch.device | str) -> str:
@@ -48,6 +52,12 @@ def autocast_pays_off(device: torch.device | str) -> bool:
     return False
 
 
+def needs_grad_scaler(amp: bool | str, dtype: str | torch.dtype) -> bool:
+    """Whether training with ``amp`` in ``dtype`` needs MONAI's gradient scaler: only float16 does (bfloat16 has
+    float32's range). Give the result to the trainer's ``amp``."""
+    return as_bool(amp, "amp") and str(dtype).removeprefix("torch.") == "float16"
+
+
 def to_float32(value: Any) -> Any:
     """``value`` with every floating-point tensor in it (also in dicts, lists and tuples) cast to float32."""
     if isinstance(value, torch.Tensor):
@@ -64,7 +74,7 @@ class AutocastInferer(Inferer):
 
     Args:
         inferer: the inferer to wrap (default ``SimpleInferer``).
-        enabled: False runs ``inferer`` unchanged, in float32.
+        enabled: False (or ``"false"``, as the command line passes it) runs ``inferer`` unchanged, in float32.
         dtype: ``"bfloat16"`` (default; CPUs and recent GPUs) or ``"float16"`` (older GPUs), or a torch dtype.
     """
 
@@ -73,7 +83,7 @@ class AutocastInferer(Inferer):
     ) -> None:
         super().__init__()
         self.inferer = inferer if inferer is not None else SimpleInferer()
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "amp")
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if self.dtype not in (torch.bfloat16, torch.float16):
             raise ValueError(f"autocast dtype must be bfloat16 or float16, got {dtype}.")

@@ -13,6 +13,7 @@ from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey
 
 from ..data.xray import read_xray
+from ..utils.config import as_bool
 from ..utils.errors import InputError
 
 __all__ = ["LoadXRayd"]
@@ -44,7 +45,7 @@ class LoadXRayd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.use_dicom_window = use_dicom_window
+        self.use_dicom_window = as_bool(use_dicom_window, "use_dicom_window")
         self.source_key = source_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

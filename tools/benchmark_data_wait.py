@@ -1,0 +1,61 @@
+"""Does the data pipeline starve the network? A fine-tuning run of ``unetr_btcv_seg`` at the main job's sizes, with
+ignite's ``BasicTimeProfiler``, for several ``num_workers``: seconds waiting for batches vs computing, per iteration.
+
+    python tools/benchmark_data_wait.py                           # synthetic BTCV, the study's small configuration
+    python tools/benchmark_data_wait.py --num_workers "[0,1,2,4]" --epochs 20
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fire  # noqa: E402
+from ignite.handlers import BasicTimeProfiler  # noqa: E402
+
+from tools import synthetic  # noqa: E402
+from tools.study.tasks import btcv  # noqa: E402
+from tools.study.workflow import run_bundle  # noqa: E402
+
+
+class _Profiler:
+    """Attaches ignite's ``BasicTimeProfiler`` to the trainer and keeps it for reading after the run."""
+
+    def __init__(self) -> None:
+        self.profiler = BasicTimeProfiler()
+
+    def attach(self, engine) -> None:
+        self.profiler.attach(engine)
+
+
+def main(num_workers=(0, 1, 2, 4), epochs: int = 10, batch_size: int = 2, dataset_dir: str | None = None) -> None:
+    """Print, per ``num_workers``, the mean seconds per iteration spent waiting for data and computing."""
+    work = Path(tempfile.mkdtemp(prefix="benchmark_data_wait_"))
+    data = Path(dataset_dir) if dataset_dir else Path(synthetic.make_btcv(str(work / "data"), **btcv.synthetic))
+    results: dict[int, dict[str, Any]] = {}
+    for workers in num_workers:
+        probe = _Profiler()
+        overrides = {**btcv.finetune.overrides, "dataset_dir": str(data), "epochs": epochs, "warmup_epochs": 1,
+                     "val_interval": epochs + 1, "batch_size": batch_size, "num_workers": workers,
+                     "pretrained_encoder": "", "resume": False}
+        run_bundle(btcv.finetune.configs, work / f"workers{workers}", work / f"workers{workers}.log", overrides, probe)
+        stats = probe.profiler.get_results()
+        data_wait = float(stats["dataflow_stats"]["mean"])
+        compute = float(stats["processing_stats"]["mean"])
+        results[workers] = {"data_wait_s": data_wait, "compute_s": compute}
+        print(f"num_workers={workers}: data wait {data_wait:.3f} s, compute {compute:.3f} s per iteration "
+              f"({data_wait / (data_wait + compute):.0%} waiting)", flush=True)
+    base = results[next(iter(results))]
+    for workers, figures in results.items():
+        total = figures["data_wait_s"] + figures["compute_s"]
+        print(f"  num_workers={workers}: {total / (base['data_wait_s'] + base['compute_s']):.2f}x the iteration time "
+              f"of num_workers={next(iter(results))}")
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

@@ -1,0 +1,146 @@
+"""What ``unetr_btcv_seg/configs/inference.json`` costs per CT, and what its settings cost in Dice, measured in one run.
+
+``timing``: the whole bundle run (``python -m monai.bundle run``, one process per setting, under ``/usr/bin/time``
+when present) on one CT volume, for each setting: wall seconds, peak memory, and the fraction of voxels whose label
+equals that of the first setting. By default the volume is a synthetic abdomen CT of a common size (512x512x115 at
+0.68x0.68x2.5 mm: 233x233x144 voxels after resampling to 1.5x1.5x2 mm) and the network a randomly initialised UNETR
+of the paper's size (speed does not depend on the weights; agreement of a random network is not informative, pass
+``--model_file`` for that).
+
+``dice``: the Dice cost of the settings, through ``evaluate.json``, for models a study trained
+(``tools/run_experiment.py``, small configuration) on its synthetic validation cases.
+
+    python tools/benchmark_inference.py timing
+    python tools/benchmark_inference.py dice --study_dir runs/study_btcv
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fire  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "unetr_btcv_seg"
+
+# name -> overrides of inference.json / evaluate.json; the first is the reference for agreement and Dice cost
+SETTINGS = {
+    "fp32, overlap 0.5 (the model zoo's)": {"amp": False, "inferer#inferer#overlap": 0.5},
+    "bf16, overlap 0.5": {"amp": True, "inferer#inferer#overlap": 0.5},
+    "fp32, overlap 0.25": {"amp": False, "inferer#inferer#overlap": 0.25},
+    "bf16, overlap 0.25": {"amp": True, "inferer#inferer#overlap": 0.25},
+}
+
+
+def _cli(overrides: dict[str, Any]) -> list[str]:
+    return [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
+
+
+def synthetic_ct(out_dir: Path, shape=(512, 512, 115), spacing=(0.683, 0.683, 2.5)) -> Path:
+    """One synthetic abdomen CT in the BTCV layout (``imagesTs``); returns its path."""
+    from tools import synthetic
+
+    synthetic.make_btcv(str(out_dir), num_train=0, num_val=0, num_test=1, shape=shape,
+                        inplane_spacing=(spacing[0], spacing[0]), slice_spacing=(spacing[2], spacing[2]))
+    return next((out_dir / "imagesTs").glob("*.nii.gz"))
+
+
+def random_unetr(path: Path) -> Path:
+    """The paper's UNETR (as ``inference.json`` builds it), randomly initialised, saved as a model file."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
+    return path
+
+
+def run_timed(cmd: list[str], cwd: Path) -> dict[str, Any]:
+    """Run ``cmd``; wall seconds and peak resident memory (MB, from ``/usr/bin/time -v`` when present)."""
+    timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+    full = [timer, "-v", *cmd] if timer else cmd
+    start = time.perf_counter()
+    proc = subprocess.run(full, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return {"seconds": round(seconds, 1), "peak_memory_mb": round(int(peak.group(1)) / 1024) if peak else None}
+
+
+def timing(ct: str | None = None, model_file: str | None = None, workdir: str | None = None) -> dict[str, Any]:
+    """Time ``inference.json`` on one CT per setting; print and return the figures."""
+    work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_inference_"))
+    work.mkdir(parents=True, exist_ok=True)
+    volume = Path(ct) if ct else synthetic_ct(work / "ct")
+    model = Path(model_file) if model_file else random_unetr(work / "random_unetr.pt")
+    print(f"CT {volume}: shape {nib.load(volume).shape}, spacing {nib.load(volume).header.get_zooms()}; "
+          f"model {model}", flush=True)
+    results: dict[str, Any] = {}
+    reference = None
+    for name, overrides in SETTINGS.items():
+        out = work / re.sub(r"\W+", "_", name)
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+               "--bundle_root", str(BUNDLE), *_cli({"input_files": [str(volume)], "output_dir": str(out),
+                                                    "model_file": str(model), **overrides})]
+        results[name] = run_timed(cmd, work)
+        labels = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
+        reference = labels if reference is None else reference
+        results[name]["voxel_agreement"] = round(float((labels == reference).mean()), 5)
+        print(f"{name:40s} {results[name]}", flush=True)
+    first = next(iter(results.values()))["seconds"]
+    for name, figures in results.items():
+        print(f"  {name}: {figures['seconds'] / first:.2f}x the time of the first")
+    return results
+
+
+def dice(study_dir: str = "runs/study_btcv",
+         runs: Sequence[str] = ("n8_seed0_scratch", "n8_seed0_mae")) -> dict[str, Any]:
+    """Mean Dice (13 organs) through ``evaluate.json`` of a study's models, per setting, on its evaluation cases.
+
+    Args:
+        study_dir: the ``--output_dir`` of a finished ``tools/run_experiment.py btcv`` study.
+        runs: names of its runs (folders under ``runs/``), e.g. ``n8_seed0_mae``; fire reads ``a,b`` as a list.
+    """
+    study = Path(study_dir).resolve()
+    summary = json.loads((study / "summary.json").read_text())
+    from tools.study.tasks import TASKS
+
+    task = TASKS[summary["task"]]
+    results: dict[str, Any] = {}
+    for run in [runs] if isinstance(runs, str) else runs:
+        root = study / "runs" / run
+        datalist = next((study / "datalists").glob(f"{run.split('_')[0]}_{run.split('_')[1]}.json"))
+        for name, overrides in SETTINGS.items():
+            eval_dir = Path(tempfile.mkdtemp(prefix="benchmark_dice_"))
+            configs = [str(c) for c in task.evaluate.configs]
+            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs),
+                   "--bundle_root", str(root), *_cli({
+                       **task.evaluate.overrides, **task.data_overrides(Path(summary["configuration"]["dataset_dir"]),
+                                                                        datalist),
+                       "model_file": str(root / "models" / "checkpoint.pt"), "eval_dir": str(eval_dir),
+                       **{k.replace("inferer#inferer", "validate#inferer#inferer"): v for k, v in overrides.items()},
+                   })]
+            figures = run_timed(cmd, root)
+            scores = task.scores(eval_dir)
+            results.setdefault(name, {})[run] = {"mean_dice_13": round(scores["mean_dice_13"], 4), **figures}
+            print(f"{run:20s} {name:40s} {results[name][run]}", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    fire.Fire({"timing": timing, "dice": dice})
