@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.helpers import (
     TINY_VIT,
     bundle_importable,
     cli_args,
+    free_port,
     run_workflow,
     user_env,
 )
@@ -76,16 +76,10 @@ def test_mlflow_tracking_logs_the_loss_and_one_learning_rate(config, btcv, tmp_p
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("config, network", [(SEG, TINY_UNETR), (MAE, {**TINY_MAE, "network_def#num_layers": 2})],
                          ids=["finetuning", "mae_pretraining"])
 def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, btcv, tmp_path):
-    port = _free_port()
+    port = free_port()
     configs = str([str(config / "train.json"), str(config / "multi_gpu_train.json")])
     overrides = {"dataset_dir": str(btcv), "epochs": 2, "batch_size": 1, "num_samples": 1, "warmup_epochs": 1,
                  "val_interval": 1, **SMALL, **network}

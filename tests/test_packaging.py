@@ -14,19 +14,15 @@ inference must write. A bundle without an entry fails these tests, so a new bund
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +30,7 @@ from typing import Any
 import pytest
 from monai.bundle import ConfigWorkflow, download_large_files
 
-from tests.helpers import TINY_MAE, TINY_UNETR, TINY_VIT, cli_args, user_env
+from tests.helpers import TINY_MAE, TINY_UNETR, TINY_VIT, cli_args, http_server, user_env
 from tools import check_bundles, package_bundles, synthetic
 
 REPO = package_bundles.REPO_ROOT
@@ -143,39 +139,6 @@ def _stage(name: str, root: Path) -> Path:
 
 def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _http_server(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` with ``python -m http.server`` on 127.0.0.1; yields the base URL; always terminated."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", str(directory)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(base + "/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"http.server on port {port} did not start") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,7 +287,7 @@ def test_download_round_trip(name: str, tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     dist.mkdir()
     version = package_bundles.read_metadata(bundles_dir / name)["version"]
-    with _http_server(dist) as base:
+    with http_server(dist) as base:
         weights_url = f"{base}/{name}_v{version}_model.pt"
         shutil.copy(weights, dist / f"{name}_v{version}_model.pt")  # "uploaded" next to the zip
         (result,) = package_bundles.package(name, str(dist), base, weights_url, large_file_threshold_mb=0.0,
