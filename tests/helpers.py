@@ -6,7 +6,6 @@ Import it as ``from tests.helpers import ...`` (the repository root is on ``sys.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -49,8 +48,9 @@ def tiny_mae(in_channels: int = 1, img_size=32, spatial_dims: int = 3, num_layer
 
 
 def cli_args(overrides: Mapping[str, Any]) -> list[str]:
-    """``--key value`` pairs for ``python -m monai.bundle run``; values as JSON, which python-fire parses."""
-    return [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
+    """``--key value`` pairs for ``python -m monai.bundle run``; values as Python literals, which python-fire parses
+    back (JSON's ``false`` inside a list or dict would reach the config as the string "false")."""
+    return [arg for key, value in overrides.items() for arg in (f"--{key}", repr(value))]
 
 
 def user_env() -> dict[str, str]:

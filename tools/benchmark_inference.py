@@ -3,9 +3,9 @@
 ``timing``: the whole bundle run (``python -m monai.bundle run``, one process per setting, under ``/usr/bin/time``
 when present) on one CT volume, for each setting: wall seconds, peak memory, and the fraction of voxels whose label
 equals that of the first setting. By default the volume is a synthetic abdomen CT of a common size (512x512x115 at
-0.68x0.68x2.5 mm: 233x233x144 voxels after resampling to 1.5x1.5x2 mm) and the network a randomly initialised UNETR
-of the paper's size (speed does not depend on the weights; agreement of a random network is not informative, pass
-``--model_file`` for that).
+0.68x0.68x2.5 mm: 221x165x144 voxels after resampling to 1.5x1.5x2 mm and cropping to the body) and the network a
+randomly initialised UNETR of the paper's size (speed does not depend on the weights; agreement of a random network
+is not informative, pass ``--model_file`` for that).
 
 ``dice``: the Dice cost of the settings, through ``evaluate.json``, for models a study trained
 (``tools/run_experiment.py``, small configuration) on its synthetic validation cases.
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,17 +36,66 @@ import numpy as np  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "unetr_btcv_seg"
 
-# name -> overrides of inference.json / evaluate.json; the first is the reference for agreement and Dice cost
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of running the network and its postprocessing.
+
+    Args:
+        amp: bf16 autocast (``--amp``).
+        overlap: sliding-window overlap.
+        argmax_first: take the argmax on the resampled grid and invert the label map with nearest-neighbour
+            interpolation, instead of inverting the 14 probability channels first (the model zoo's order).
+    """
+
+    amp: bool
+    overlap: float
+    argmax_first: bool = False
+
+
+# the first is the reference for agreement and Dice cost
 SETTINGS = {
-    "fp32, overlap 0.5 (the model zoo's)": {"amp": False, "inferer#inferer#overlap": 0.5},
-    "bf16, overlap 0.5": {"amp": True, "inferer#inferer#overlap": 0.5},
-    "fp32, overlap 0.25": {"amp": False, "inferer#inferer#overlap": 0.25},
-    "bf16, overlap 0.25": {"amp": True, "inferer#inferer#overlap": 0.25},
+    "fp32, overlap 0.5 (the model zoo's)": Setting(amp=False, overlap=0.5),
+    "bf16, overlap 0.5": Setting(amp=True, overlap=0.5),
+    "fp32, overlap 0.25": Setting(amp=False, overlap=0.25),
+    "bf16, overlap 0.25": Setting(amp=True, overlap=0.25),
+    "bf16, overlap 0.5, argmax before inverting": Setting(amp=True, overlap=0.5, argmax_first=True),
 }
 
 
+def _argmax_then_invert(preprocessing: str) -> list[dict[str, Any]]:
+    return [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {"_target_": "Invertd", "keys": "pred", "transform": preprocessing, "orig_keys": "image",
+             "nearest_interp": True, "to_tensor": True}]
+
+
+def inference_overrides(setting: Setting) -> dict[str, Any]:
+    """Overrides of ``inference.json`` for ``setting``."""
+    overrides: dict[str, Any] = {"amp": setting.amp, "inferer#inferer#overlap": setting.overlap}
+    if setting.argmax_first:
+        overrides["postprocessing#transforms"] = [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True}, *_argmax_then_invert("@preprocessing"),
+            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
+             "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False}]
+    return overrides
+
+
+def evaluate_overrides(setting: Setting, num_classes: int = 14) -> dict[str, Any]:
+    """Overrides of ``train.json`` + ``evaluate.json`` for ``setting``."""
+    overrides: dict[str, Any] = {"amp": setting.amp, "validate#inferer#inferer#overlap": setting.overlap}
+    if setting.argmax_first:
+        overrides["validate#postprocessing#transforms"] = [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            *_argmax_then_invert("@validate#preprocessing"),
+            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "to_onehot": num_classes}]
+    return overrides
+
+
 def _cli(overrides: dict[str, Any]) -> list[str]:
-    return [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
+    """``--key value`` pairs for ``python -m monai.bundle run``. Values are written as Python literals, which
+    python-fire parses back (it would read JSON's ``false`` inside a list or dict as the string "false")."""
+    return [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else repr(v))]
 
 
 def synthetic_ct(out_dir: Path, shape=(512, 512, 115), spacing=(0.683, 0.683, 2.5)) -> Path:
@@ -92,11 +142,11 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
           f"model {model}", flush=True)
     results: dict[str, Any] = {}
     reference = None
-    for name, overrides in SETTINGS.items():
+    for name, setting in SETTINGS.items():
         out = work / re.sub(r"\W+", "_", name)
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
                "--bundle_root", str(BUNDLE), *_cli({"input_files": [str(volume)], "output_dir": str(out),
-                                                    "model_file": str(model), **overrides})]
+                                                    "model_file": str(model), **inference_overrides(setting)})]
         results[name] = run_timed(cmd, work)
         labels = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
         reference = labels if reference is None else reference
@@ -125,7 +175,7 @@ def dice(study_dir: str = "runs/study_btcv",
     for run in [runs] if isinstance(runs, str) else runs:
         root = study / "runs" / run
         datalist = next((study / "datalists").glob(f"{run.split('_')[0]}_{run.split('_')[1]}.json"))
-        for name, overrides in SETTINGS.items():
+        for name, setting in SETTINGS.items():
             eval_dir = Path(tempfile.mkdtemp(prefix="benchmark_dice_"))
             configs = [str(c) for c in task.evaluate.configs]
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs),
@@ -133,7 +183,7 @@ def dice(study_dir: str = "runs/study_btcv",
                        **task.evaluate.overrides, **task.data_overrides(Path(summary["configuration"]["dataset_dir"]),
                                                                         datalist),
                        "model_file": str(root / "models" / "checkpoint.pt"), "eval_dir": str(eval_dir),
-                       **{k.replace("inferer#inferer", "validate#inferer#inferer"): v for k, v in overrides.items()},
+                       **evaluate_overrides(setting),
                    })]
             figures = run_timed(cmd, root)
             scores = task.scores(eval_dir)
