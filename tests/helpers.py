@@ -20,9 +20,15 @@ from monai.bundle import ConfigWorkflow
 
 from shared.networks.mae import MaskedAutoencoderViT
 from tools.check_bundles import bundle_importable
+from tools.study.workflow import cli_args  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
+MAE = BUNDLES / "mae_pretrain_ct" / "configs"
+SEG = BUNDLES / "unetr_btcv_seg" / "configs"
+BRATS = BUNDLES / "unetr_brats_seg" / "configs"
+# 32^3 crops, data loaded in the test's process: what most test runs of the 3D bundles override
+SMALL = {"roi_size": [32, 32, 32], "num_workers": 0}
 
 # A narrow ViT (UNETR and the classifiers need 12 layers unless overridden) and a one-block MAE decoder.
 TINY_ENCODER = {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4}
@@ -45,12 +51,6 @@ def tiny_mae(in_channels: int = 1, img_size=32, spatial_dims: int = 3, num_layer
         in_channels, img_size, 16, num_layers=num_layers, spatial_dims=spatial_dims, **TINY_ENCODER, **TINY_DECODER,
         **kwargs,
     )
-
-
-def cli_args(overrides: Mapping[str, Any]) -> list[str]:
-    """``--key value`` pairs for ``python -m monai.bundle run``; values as Python literals, which python-fire parses
-    back (JSON's ``false`` inside a list or dict would reach the config as the string "false")."""
-    return [arg for key, value in overrides.items() for arg in (f"--{key}", repr(value))]
 
 
 def user_env() -> dict[str, str]:

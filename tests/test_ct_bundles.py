@@ -20,8 +20,9 @@ from monai.networks.nets import UNETR
 
 from shared.networks.encoder_transfer import load_mae_encoder
 from tests.helpers import (
-    BUNDLES,
+    MAE,
     REPO,
+    SEG,
     TINY_ENCODER,
     TINY_MAE,
     TINY_UNETR,
@@ -33,9 +34,6 @@ from tests.helpers import (
 )
 from tools import synthetic
 from tools.benchmark_inference import Setting, inference_overrides
-
-MAE = BUNDLES / "mae_pretrain_ct" / "configs"
-SEG = BUNDLES / "unetr_btcv_seg" / "configs"
 
 ROI = {"roi_size": [32, 32, 32]}
 MAE_RUN = {**TINY_MAE, **ROI, "batch_size": 2, "num_samples": 2, "num_workers": 0, "warmup_epochs": 1,

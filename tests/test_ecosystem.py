@@ -20,6 +20,9 @@ from PIL import Image
 
 from tests.helpers import (
     BUNDLES,
+    MAE,
+    SEG,
+    SMALL,
     TINY_ENCODER,
     TINY_MAE,
     TINY_UNETR,
@@ -31,10 +34,6 @@ from tests.helpers import (
     user_env,
 )
 from tools import synthetic
-
-SEG = BUNDLES / "unetr_btcv_seg" / "configs"
-MAE = BUNDLES / "mae_pretrain_ct" / "configs"
-SMALL = {"roi_size": [32, 32, 32], "num_workers": 0}
 
 
 @pytest.fixture(scope="module")

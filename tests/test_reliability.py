@@ -34,7 +34,9 @@ from shared.utils.atomic import TEMPORARY_PREFIX, save_atomically
 from shared.utils.config import as_bool
 from shared.utils.errors import InputError, cause_line
 from tests.helpers import (
-    BUNDLES,
+    MAE,
+    SEG,
+    SMALL,
     TINY_ENCODER,
     TINY_MAE,
     TINY_UNETR,
@@ -46,11 +48,6 @@ from tests.helpers import (
 from tools import fault_injection, synthetic
 from tools.download_bundle import download_bundle
 from tools.package_bundles import package
-
-SEG = BUNDLES / "unetr_btcv_seg" / "configs"
-MAE = BUNDLES / "mae_pretrain_ct" / "configs"
-BRATS = BUNDLES / "unetr_brats_seg" / "configs"
-SMALL = {"roi_size": [32, 32, 32], "num_workers": 0}
 
 
 @pytest.fixture(scope="module")

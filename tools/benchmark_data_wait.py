@@ -23,28 +23,19 @@ from tools.study.tasks import btcv  # noqa: E402
 from tools.study.workflow import run_bundle  # noqa: E402
 
 
-class _Profiler:
-    """Attaches ignite's ``BasicTimeProfiler`` to the trainer and keeps it for reading after the run."""
-
-    def __init__(self) -> None:
-        self.profiler = BasicTimeProfiler()
-
-    def attach(self, engine) -> None:
-        self.profiler.attach(engine)
-
-
 def main(num_workers=(0, 1, 2, 4), epochs: int = 10, batch_size: int = 2, dataset_dir: str | None = None) -> None:
     """Print, per ``num_workers``, the mean seconds per iteration spent waiting for data and computing."""
     work = Path(tempfile.mkdtemp(prefix="benchmark_data_wait_"))
     data = Path(dataset_dir) if dataset_dir else Path(synthetic.make_btcv(str(work / "data"), **btcv.synthetic))
     results: dict[int, dict[str, Any]] = {}
     for workers in num_workers:
-        probe = _Profiler()
+        profiler = BasicTimeProfiler()  # has attach(engine), as run_bundle expects of a progress handler
         overrides = {**btcv.finetune.overrides, "dataset_dir": str(data), "epochs": epochs, "warmup_epochs": 1,
                      "val_interval": epochs + 1, "batch_size": batch_size, "num_workers": workers,
                      "pretrained_encoder": "", "resume": False}
-        run_bundle(btcv.finetune.configs, work / f"workers{workers}", work / f"workers{workers}.log", overrides, probe)
-        stats = probe.profiler.get_results()
+        root = work / f"workers{workers}"
+        run_bundle(btcv.finetune.configs, root, root.with_suffix(".log"), overrides, profiler)
+        stats = profiler.get_results()
         data_wait = float(stats["dataflow_stats"]["mean"])
         compute = float(stats["processing_stats"]["mean"])
         results[workers] = {"data_wait_s": data_wait, "compute_s": compute}

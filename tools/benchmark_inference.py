@@ -34,6 +34,8 @@ import fire  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tools.study.workflow import cli_args  # noqa: E402
+
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "unetr_btcv_seg"
 
 
@@ -92,12 +94,6 @@ def evaluate_overrides(setting: Setting, num_classes: int = 14) -> dict[str, Any
     return overrides
 
 
-def _cli(overrides: dict[str, Any]) -> list[str]:
-    """``--key value`` pairs for ``python -m monai.bundle run``. Values are written as Python literals, which
-    python-fire parses back (it would read JSON's ``false`` inside a list or dict as the string "false")."""
-    return [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else repr(v))]
-
-
 def synthetic_ct(out_dir: Path, shape=(512, 512, 115), spacing=(0.683, 0.683, 2.5)) -> Path:
     """One synthetic abdomen CT in the BTCV layout (``imagesTs``); returns its path."""
     from tools import synthetic
@@ -145,7 +141,7 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
     for name, setting in SETTINGS.items():
         out = work / re.sub(r"\W+", "_", name)
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
-               "--bundle_root", str(BUNDLE), *_cli({"input_files": [str(volume)], "output_dir": str(out),
+               "--bundle_root", str(BUNDLE), *cli_args({"input_files": [str(volume)], "output_dir": str(out),
                                                     "model_file": str(model), **inference_overrides(setting)})]
         results[name] = run_timed(cmd, work)
         labels = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
@@ -179,7 +175,7 @@ def dice(study_dir: str = "runs/study_btcv",
             eval_dir = Path(tempfile.mkdtemp(prefix="benchmark_dice_"))
             configs = [str(c) for c in task.evaluate.configs]
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs),
-                   "--bundle_root", str(root), *_cli({
+                   "--bundle_root", str(root), *cli_args({
                        **task.evaluate.overrides, **task.data_overrides(Path(summary["configuration"]["dataset_dir"]),
                                                                         datalist),
                        "model_file": str(root / "models" / "checkpoint.pt"), "eval_dir": str(eval_dir),

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from shared.utils.atomic import TEMPORARY_PREFIX  # noqa: E402
 from tools import synthetic  # noqa: E402
 from tools.check_bundles import bundle_importable  # noqa: E402
+from tools.study.workflow import cli_args  # noqa: E402
 
 __all__ = ["fault_injection"]
 
@@ -97,7 +98,7 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
     overrides = {**TINY, "epochs": epochs}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"),
            "--bundle_root", str(root), "--dataset_dir", str(data)]
-    cmd += [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v))]
+    cmd += cli_args(overrides)
     models, checkpoint = root / "models", root / "models" / "checkpoint.pt"
     observed: dict = {"kills": [], "work_dir": str(work)}
     left_over: set[str] = set()

@@ -150,21 +150,6 @@ def make_data(kind: str, out: Path, tiny: bool) -> dict[str, Any]:
     return {"dataset_dir": str(out)}
 
 
-class EpochTimer:
-    """Records the trainer's epoch: its seconds (data loading and compute, caching excluded) and iterations."""
-
-    def __init__(self) -> None:
-        self.seconds: float | None = None
-        self.iterations = 0
-
-    def attach(self, engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.record)
-
-    def record(self, engine) -> None:
-        self.seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
-        self.iterations = engine.state.epoch_length
-
-
 def training_epochs(device: torch.device, tiny: bool, workdir: Path) -> dict[str, Any]:
     """One epoch of each bundle's training and pre-training config, ``amp`` on.
 
@@ -186,15 +171,17 @@ def training_epochs(device: torch.device, tiny: bool, workdir: Path) -> dict[str
         root = workdir / f"{bundle}_{config.removesuffix('.json')}"
         run_overrides = {**data[kind], **overrides, **small, "epochs": 1, "warmup_epochs": 1, "val_interval": 2,
                          "amp": True, "num_workers": 2, "device": f"$torch.device('{device}')"}
-        timer = EpochTimer()
+        finished = []
 
-        def run(configs=configs, root=root, run_overrides=run_overrides, timer=timer) -> None:
-            run_bundle(configs, root, root / "run.log", run_overrides, timer)
+        def run(configs=configs, root=root, run_overrides=run_overrides, finished=finished) -> None:
+            finished.append(run_bundle(configs, root, root / "run.log", run_overrides))
 
         figures = measured(run, device)
-        if timer.seconds is not None:
-            figures.update(epoch_seconds=round(timer.seconds, 3), iterations=timer.iterations,
-                           seconds_per_iteration=round(timer.seconds / max(timer.iterations, 1), 3))
+        if finished:  # ignite's trainer state keeps the epoch's duration
+            state = finished[0].parser.get_parsed_content("train#trainer").state
+            seconds = state.times[Events.EPOCH_COMPLETED.name]
+            figures.update(epoch_seconds=round(seconds, 3), iterations=state.epoch_length,
+                           seconds_per_iteration=round(seconds / state.epoch_length, 3))
         results[f"{bundle}/{config}"] = {**figures, "batch": overrides}
     return results
 

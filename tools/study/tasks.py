@@ -123,13 +123,41 @@ def _segmentation_scores(eval_dir: Path, groups: dict[str, str]) -> dict[str, An
     return scores
 
 
+# the study's narrow ViT (the paper's is 768 wide, 12 heads)
+_SMALL_VIT = _network(hidden_size=96, mlp_dim=384, num_heads=4)
+
+
+def _small_segmentation_stages(pretrain_config: Path, seg_configs: Path, data: dict[str, Any],
+                                pretrain_epochs: int) -> dict[str, Stage]:
+    """The three stages of a segmentation study at the small size (the same recipe for BTCV and BraTS).
+
+    Args:
+        pretrain_config: the MAE pre-training config.
+        seg_configs: the UNETR bundle's ``configs`` folder (``train.json``, ``evaluate.json``).
+        data: crop size and data-set overrides of every stage.
+        pretrain_epochs: MAE pre-training epochs (a tenth of them warm-up).
+    """
+    segmentation = {**_SMALL_VIT, **data, **_network(feature_size=8)}
+    return {
+        "pretrain": Stage((pretrain_config,), {
+            **_SMALL_VIT, **data, **_network(decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4),
+            "epochs": pretrain_epochs, "warmup_epochs": pretrain_epochs // 10, "batch_size": 2, "num_samples": 4,
+            "base_learning_rate": 0.2, "snapshot_interval": 100, "save_interval": 0,
+        }),
+        "finetune": Stage((seg_configs / "train.json",), {
+            **segmentation, **_STUDY_RUN, "batch_size": 2, "num_samples": 1, "base_learning_rate": 1.0,
+            "layer_decay": 0.5,
+        }),
+        "evaluate": Stage((seg_configs / "train.json", seg_configs / "evaluate.json"), segmentation),
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # BTCV: mae_pretrain_ct + unetr_btcv_seg
 # ----------------------------------------------------------------------------------------------------------------
 
 _CT = BUNDLES / "mae_pretrain_ct" / "configs"
 _SEG = BUNDLES / "unetr_btcv_seg" / "configs"
-_SMALL_VIT = _network(hidden_size=96, mlp_dim=384, num_heads=4)
 _SMALL_ROI = {"roi_size": [48, 48, 48], "num_workers": 0}
 
 
@@ -150,17 +178,7 @@ btcv = BtcvTask(
     metric="mean_dice_13",
     metric_label="mean Dice over the 13 organs",
     class_label="organ",
-    pretrain=Stage((_CT / "train.json",), {
-        **_SMALL_VIT, **_SMALL_ROI, **_network(decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4),
-        "epochs": 300, "warmup_epochs": 30, "batch_size": 2, "num_samples": 4, "base_learning_rate": 0.2,
-        "snapshot_interval": 100, "save_interval": 0,
-    }),
-    finetune=Stage((_SEG / "train.json",), {
-        **_SMALL_VIT, **_SMALL_ROI, **_network(feature_size=8), **_STUDY_RUN, "batch_size": 2, "num_samples": 1,
-        "base_learning_rate": 1.0, "layer_decay": 0.5,
-    }),
-    evaluate=Stage((_SEG / "train.json", _SEG / "evaluate.json"),
-                   {**_SMALL_VIT, **_SMALL_ROI, **_network(feature_size=8)}),
+    **_small_segmentation_stages(_CT / "train.json", _SEG, _SMALL_ROI, pretrain_epochs=300),
     finetune_steps=300,
     full_finetune_steps=25000,
     batch_size=2,
@@ -195,17 +213,7 @@ brats = BratsTask(
     metric="mean_dice_regions",
     metric_label="mean Dice over TC, WT and ET",
     class_label="region",
-    pretrain=Stage((_BRATS / "pretrain.json",), {
-        **_SMALL_VIT, **_BRATS_ROI, **_network(decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4),
-        "epochs": 200, "warmup_epochs": 20, "batch_size": 2, "num_samples": 4, "base_learning_rate": 0.2,
-        "snapshot_interval": 100, "save_interval": 0,
-    }),
-    finetune=Stage((_BRATS / "train.json",), {
-        **_SMALL_VIT, **_BRATS_ROI, **_network(feature_size=8), **_STUDY_RUN, "batch_size": 2, "num_samples": 1,
-        "base_learning_rate": 1.0, "layer_decay": 0.5,
-    }),
-    evaluate=Stage((_BRATS / "train.json", _BRATS / "evaluate.json"),
-                   {**_SMALL_VIT, **_BRATS_ROI, **_network(feature_size=8)}),
+    **_small_segmentation_stages(_BRATS / "pretrain.json", _BRATS, _BRATS_ROI, pretrain_epochs=200),
     finetune_steps=300,
     full_finetune_steps=20000,
     batch_size=2,

@@ -1,9 +1,10 @@
-"""Run a bundle's configs in this process, as ``python -m monai.bundle run`` would, with the logs in a file."""
+"""Run a bundle's configs in this process, as ``python -m monai.bundle run`` would, with the logs in a file; and the
+command-line form of config overrides for runs in a process of their own."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ from monai.bundle import ConfigWorkflow
 
 from tools.check_bundles import bundle_importable
 
-__all__ = ["run_bundle"]
+__all__ = ["run_bundle", "cli_args"]
+
+
+def cli_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``--key value`` pairs for ``python -m monai.bundle run``. Values are written as Python literals, which
+    python-fire parses back (JSON's ``false`` inside a list or dict would reach the config as the string "false")."""
+    return [arg for key, value in overrides.items() for arg in (f"--{key}", repr(value))]
 
 
 def _file_handler(log_file: Path) -> logging.Handler:
