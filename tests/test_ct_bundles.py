@@ -55,7 +55,7 @@ def logged(name: str, log: str) -> list[float]:
 @pytest.fixture(scope="module")
 def btcv(tmp_path_factory) -> Path:
     return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=1,
-                                    shape=(64, 64, 32), seed=0))
+                                    shape=(64, 64, 32), seed=0, body_scale=0.1))
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from tools import synthetic
 @pytest.fixture(scope="module")
 def btcv(tmp_path_factory) -> Path:
     return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=1,
-                                    shape=(48, 40, 24)))
+                                    shape=(48, 40, 24), body_scale=0.1))
 
 
 # ---------------------------------------------------------------------------------------------------------------

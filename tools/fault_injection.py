@@ -93,7 +93,8 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
                          f"and may land after a third), got --epochs {epochs}")
     rng = random.Random(seed)
     work = Path(workdir or tempfile.mkdtemp(prefix="fault_injection_"))
-    data = Path(synthetic.make_btcv(str(work / "data"), num_train=2, num_val=1, num_test=0, shape=(48, 48, 32)))
+    data = Path(synthetic.make_btcv(str(work / "data"), num_train=2, num_val=1, num_test=0, shape=(48, 48, 32),
+                                         body_scale=0.1))
     root = work / "bundle"
     overrides = {**TINY, "epochs": epochs}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"),

@@ -140,8 +140,9 @@ def sliding_window(device: torch.device, tiny: bool) -> dict[str, Any]:
 def make_data(kind: str, out: Path, tiny: bool) -> dict[str, Any]:
     """Synthetic data of ``kind`` under ``out``; returns the config overrides that point a bundle at it."""
     if kind == "btcv":
-        shape = (64, 64, 32) if tiny else (256, 256, 96)
-        return {"dataset_dir": synthetic.make_btcv(str(out), num_train=2, num_val=1, num_test=0, shape=shape)}
+        shape, body_scale = ((64, 64, 32), 0.1) if tiny else ((256, 256, 96), 1.0)
+        return {"dataset_dir": synthetic.make_btcv(str(out), num_train=2, num_val=1, num_test=0, shape=shape,
+                                                   body_scale=body_scale)}
     if kind == "brats":
         shape = (48, 48, 32) if tiny else (160, 160, 128)
         synthetic.make_brats(str(out), layout="msd", num_cases=4, shape=shape, seed=0)

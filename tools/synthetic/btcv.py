@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, map_coordinates
 
 from .common import (
     STREAM_BTCV,
@@ -40,8 +40,18 @@ BTCV_LABELS = {
     "13": "lad",
 }
 
-# portal-venous Hounsfield units per BTCV label id
-_BTCV_HU = {1: 120, 2: 180, 3: 180, 4: 10, 5: 40, 6: 110, 7: 40, 8: 180, 9: 130, 10: 160, 11: 100, 12: 60, 13: 60}
+# mean Hounsfield units per BTCV label id in the two contrast phases of abdominal CT: arterial (bright aorta and renal
+# cortex, unopacified IVC, patchy spleen) and portal-venous (the BTCV protocol)
+_PHASE_HU = {
+    "arterial": {1: 110, 2: 200, 3: 200, 4: 10, 5: 40, 6: 75, 7: 40, 8: 320, 9: 70, 10: 120, 11: 110, 12: 60, 13: 60},
+    "portal_venous": {1: 120, 2: 180, 3: 180, 4: 10, 5: 40, 6: 110, 7: 40, 8: 180, 9: 130, 10: 160, 11: 100, 12: 60,
+                      13: 60},
+}
+PHASES = tuple(_PHASE_HU)
+
+# half-extents (mm) of the normalised anatomy: x and y of an adult abdomen (body ~300 x 210 mm in-plane at scale 1),
+# z of the abdominal field of a BTCV scan; organ positions and sizes below are fractions of these
+BODY_HALF_EXTENT_MM = (175.0, 175.0, 150.0)
 
 
 @dataclass
@@ -49,14 +59,16 @@ class _CtCase:
     """Mutable state of one CT phantom while it is painted."""
 
     grid: Grid
+    spacing: tuple[float, float, float]
     rng: np.random.Generator
     hu: np.ndarray
     label: np.ndarray
     scale: float
     z_shift: float
     hu_offset: float
+    phase: str
 
-    def place(self, centre: Sequence[float], jitter: Sequence[float] = (0.04, 0.04, 0.06)) -> np.ndarray:
+    def place(self, centre: Sequence[float], jitter: Sequence[float] = (0.05, 0.05, 0.06)) -> np.ndarray:
         """Case-specific position of an anatomical centre: body scaling, craniocaudal shift and jitter."""
         c = np.asarray(centre, dtype=float) * np.array([self.scale, self.scale, 1.0])
         c[2] += self.z_shift
@@ -68,8 +80,8 @@ class _CtCase:
         return r * self.rng.uniform(1.0 - spread, 1.0 + spread, 3)
 
     def organ_hu(self, label_id: int) -> float:
-        """Mean HU of an organ for this case (global offset plus +-10 HU organ jitter)."""
-        return _BTCV_HU[label_id] + self.hu_offset + float(self.rng.uniform(-10, 10))
+        """Mean HU of an organ in this case's contrast phase (global offset plus +-10 HU organ jitter)."""
+        return _PHASE_HU[self.phase][label_id] + self.hu_offset + float(self.rng.uniform(-10, 10))
 
 
 def _btcv_body(case: _CtCase) -> None:
@@ -87,7 +99,7 @@ def _btcv_body(case: _CtCase) -> None:
     case.hu[rho <= 1.0] = -100.0 + rng.uniform(-20, 20)
     case.hu[rho <= 1.0 - fat] = 45.0 + case.hu_offset
     cavity = rho <= 1.0 - fat - muscle
-    texture = smooth_noise(rng, grid.shape, [max(4, n // 12) for n in grid.shape])
+    texture = smooth_noise(rng, grid.shape, _cells(case, 32.0))
     visceral = np.where(texture > 0.4, -90.0, 30.0 + case.hu_offset)
     visceral = np.where((texture < -1.5) & (z < 0.3) & (y < 0.1), -900.0, visceral)  # bowel gas, intraperitoneal
     case.hu[cavity] = visceral[cavity]
@@ -139,7 +151,7 @@ def _btcv_solid_organs(case: _CtCase) -> None:
 
     liver = ellipsoid(grid, case.place([-0.36, -0.08, 0.5]), case.size([0.42, 0.4, 0.48]), rng.uniform(-0.2, 0.2))
     _btcv_organ(case, 6, *liver)
-    spleen = ellipsoid(grid, case.place([0.56, 0.26, 0.45]), case.size([0.13, 0.2, 0.25]), rng.uniform(-0.5, 0.0))
+    spleen = ellipsoid(grid, case.place([0.56, 0.26, 0.45]), case.size([0.14, 0.22, 0.3]), rng.uniform(-0.5, 0.0))
     _btcv_organ(case, 1, *spleen)
 
     centre, radii = case.place([0.3, -0.18, 0.5]), case.size([0.22, 0.2, 0.3])
@@ -151,13 +163,13 @@ def _btcv_solid_organs(case: _CtCase) -> None:
         paint(case.hu, window, gas, -900.0)
 
     for label_id, side, height in ((2, -1.0, -0.12), (3, 1.0, -0.02)):
-        centre, radii = case.place([0.32 * side, 0.35, height]), case.size([0.1, 0.12, 0.28])
+        centre, radii = case.place([0.32 * side, 0.35, height]), case.size([0.13, 0.15, 0.36])
         angle = side * rng.uniform(0.2, 0.5)
         _btcv_organ(case, label_id, *ellipsoid(grid, centre, radii, angle))
         window, medulla = ellipsoid(grid, centre, radii * 0.55, angle)
         paint(case.hu, window, medulla, case.organ_hu(label_id) - 70.0)
 
-    gall = ellipsoid(grid, case.place([-0.26, -0.34, 0.12]), case.size([0.08, 0.08, 0.16]), rng.uniform(-0.5, 0.5))
+    gall = ellipsoid(grid, case.place([-0.26, -0.34, 0.12]), case.size([0.09, 0.09, 0.2]), rng.uniform(-0.5, 0.5))
     _btcv_organ(case, 4, *gall)
 
 
@@ -165,7 +177,7 @@ def _btcv_tubular_organs(case: _CtCase) -> None:
     """Paint pancreas, portal/splenic veins, aorta, IVC and oesophagus as tubes along polylines."""
     grid = case.grid
     pancreas = np.stack([case.place(p) for p in ([-0.12, -0.02, 0.02], [0.1, 0.05, 0.08], [0.4, 0.14, 0.16])])
-    _btcv_organ(case, 11, *tube(grid, bezier(pancreas), case.size([0.065, 0.065, 0.09], 0.1)))
+    _btcv_organ(case, 11, *tube(grid, bezier(pancreas), case.size([0.075, 0.075, 0.1], 0.1)))
 
     veins = np.stack([case.place(p) for p in ([-0.22, -0.02, 0.22], [0.05, 0.13, 0.23], [0.44, 0.22, 0.3])])
     _btcv_organ(case, 10, *tube(grid, bezier(veins), case.size([0.035, 0.035, 0.05], 0.1)))
@@ -184,7 +196,7 @@ def _btcv_tubular_organs(case: _CtCase) -> None:
 
 def _btcv_adrenals(case: _CtCase) -> None:
     """Paint the small, flat adrenal glands superomedial to the kidneys (last, so nothing covers them)."""
-    for label_id, side, height in ((12, -1.0, 0.3), (13, 1.0, 0.38)):
+    for label_id, side, height in ((12, -1.0, 0.34), (13, 1.0, 0.42)):
         centre, radii = case.place([0.22 * side, 0.3, height]), case.size([0.06, 0.04, 0.13])
         _btcv_organ(case, label_id, *ellipsoid(case.grid, centre, radii, side * case.rng.uniform(0.3, 0.8)))
 
@@ -201,42 +213,100 @@ def _btcv_affine(rng: np.random.Generator, shape: Sequence[int], spacing: Sequen
     return affine
 
 
+def _case_spacing(
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    field_of_view: Sequence[Sequence[float]],
+    inplane_spacing: Sequence[float] | None,
+    slice_spacing: Sequence[float] | None,
+) -> tuple[float, float, float]:
+    """Voxel spacing (mm) of one case: drawn from the given spacing ranges, else from the field-of-view ranges (mm,
+    in-plane and craniocaudal) divided by the shape."""
+    inplane_fov, axial_fov = field_of_view
+    if inplane_spacing is None:
+        inplane_spacing = (inplane_fov[0] / shape[0], inplane_fov[1] / shape[0])
+    if slice_spacing is None:
+        slice_spacing = (axial_fov[0] / shape[2], axial_fov[1] / shape[2])
+    inplane = round(float(rng.uniform(*inplane_spacing)), 3)
+    return inplane, inplane, round(float(rng.uniform(*slice_spacing)), 3)
+
+
+def _organ_texture(case: _CtCase, amplitude: float) -> None:
+    """Add smooth parenchymal heterogeneity (about ``amplitude`` HU) inside the labelled organs."""
+    texture = smooth_noise(case.rng, case.grid.shape, _cells(case, 24.0)) * amplitude
+    organs = case.label > 0
+    case.hu[organs] += texture[organs]
+
+
+def _cells(case: _CtCase, wavelength_mm: float, minimum: int = 4) -> list[int]:
+    """Coarse nodes per axis of a smooth random field that varies over about ``wavelength_mm`` (physical, so that a
+    case's random draws do not depend on its array shape)."""
+    return [max(minimum, round(n * s / wavelength_mm)) for n, s in zip(case.grid.shape, case.spacing)]
+
+
+def _deform(case: _CtCase, amplitude_mm: float, wavelength_mm: float) -> None:
+    """Warp image and labels with one smooth random displacement field (about ``amplitude_mm`` per axis, varying over
+    about ``wavelength_mm``): organ shapes and contacts differ from case to case beyond the ellipsoids' jitter."""
+    shape = case.grid.shape
+    cells = _cells(case, wavelength_mm, minimum=3)
+    axes = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    source = [a + smooth_noise(case.rng, shape, cells) * (amplitude_mm / s) for a, s in zip(axes, case.spacing)]
+    case.hu = map_coordinates(case.hu, source, order=1, mode="nearest").astype(np.float32)
+    case.label = map_coordinates(case.label, source, order=0, mode="nearest").astype(np.uint8)
+
+
 def btcv_phantom(
     shape: Sequence[int] = (128, 128, 64),
     rng: np.random.Generator | int = 0,
-    inplane_spacing: Sequence[float] = (0.7, 0.9),
-    slice_spacing: Sequence[float] = (2.5, 5.0),
+    inplane_spacing: Sequence[float] | None = None,
+    slice_spacing: Sequence[float] | None = None,
+    field_of_view: Sequence[Sequence[float]] = ((340.0, 420.0), (250.0, 310.0)),
+    body_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One abdominal CT phantom with the 13 BTCV organ labels.
+    """One adult-sized abdominal CT phantom with the 13 BTCV organ labels.
 
-    Voxel axes point to the patient's left, posterior and superior (LPS voxel order), hence the negative x/y
-    diagonal of the RAS affine. Organs are ellipsoids and tubes at anatomically plausible places (liver
-    right-anterior, spleen left-posterior, paravertebral kidneys, aorta left-anterior of the vertebra, IVC to its
-    right, pancreas and splenic/portal vein across the midline, adrenals above the kidneys, ...) with per-case
-    jitter of positions (+-0.04 of the half field of view), sizes (+-15 %), orientation and intensity (+-20 HU
-    global, +-10 HU per organ). Every semi-axis spans at least 1.6 voxels so all labels survive small shapes.
+    The anatomy is laid out in millimetres (``BODY_HALF_EXTENT_MM``), so the voxel spacing decides how much of it the
+    array shows, not how large the organs are: body about 300 x 210 mm in-plane, liver about 1.5 l, spleen about
+    180 ml, kidneys about 130 ml each, aorta about 24 mm wide (``tests/test_synthetic_data.py`` pins the ranges).
+    Voxel axes point to the patient's left, posterior and superior (LPS voxel order), hence the negative x/y diagonal
+    of the RAS affine. Organs are ellipsoids and tubes at anatomically plausible places (liver right-anterior, spleen
+    left-posterior, paravertebral kidneys, aorta left-anterior of the vertebra, IVC to its right, pancreas and
+    splenic/portal vein across the midline, adrenals above the kidneys, ...). What varies per case, as in real
+    abdomens: body size (+-8 %), organ positions (+-9 mm), sizes (+-15 %) and orientation, a smooth random
+    deformation of up to about 10 mm, the contrast phase (arterial or portal-venous), intensities (+-20 HU global,
+    +-10 HU per organ), parenchymal texture and noise (5-25 HU). Every semi-axis spans at least 1.6 voxels so all
+    labels survive small shapes.
 
     Args:
-        shape: array shape (x, y, z), at least 16 per axis (all 13 organs appear from about (32, 32, 24)).
+        shape: array shape (x, y, z), at least 16 per axis.
         rng: random generator or integer seed.
-        inplane_spacing: range of the in-plane voxel size in mm (drawn per case, same for x and y).
-        slice_spacing: range of the slice spacing in mm (drawn per case).
+        inplane_spacing: range of the in-plane voxel size in mm (drawn per case, same for x and y); by default the
+            in-plane field of view divided by the shape.
+        slice_spacing: range of the slice spacing in mm (drawn per case); by default the craniocaudal field of view
+            divided by the number of slices.
+        field_of_view: ranges (mm) of the in-plane and the craniocaudal field of view, used where no spacing range
+            is given; the default shows the whole abdomen like a BTCV scan.
+        body_scale: size of the anatomy and of the field of view relative to an adult's (1). Smaller values give
+            miniature phantoms whose resampled volumes stay small (fast tests of the bundles' plumbing); the study
+            and the demo use adult phantoms.
 
     Returns:
         int16 image in HU, uint8 label map and the 4x4 affine (RAS world, mm).
     """
     shape = as_shape(shape, 3)
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    inplane = round(float(rng.uniform(*inplane_spacing)), 3)
-    spacing = (inplane, inplane, round(float(rng.uniform(*slice_spacing)), 2))
+    field_of_view = [[body_scale * mm for mm in axis] for axis in field_of_view]
+    spacing = _case_spacing(rng, shape, field_of_view, inplane_spacing, slice_spacing)
     case = _CtCase(
-        grid=Grid(shape),
+        grid=Grid(shape, [s / (body_scale * h) for s, h in zip(spacing, BODY_HALF_EXTENT_MM)]),
+        spacing=spacing,
         rng=rng,
         hu=np.full(shape, -1000.0, dtype=np.float32),
         label=np.zeros(shape, dtype=np.uint8),
-        scale=float(rng.uniform(0.9, 1.05)),
-        z_shift=float(rng.uniform(-0.08, 0.08)),
+        scale=float(rng.uniform(0.92, 1.08)),
+        z_shift=float(rng.uniform(-0.38, -0.22)),  # the scan's centre lies some 45 mm above the kidneys
         hu_offset=float(rng.uniform(-20, 20)),
+        phase=str(rng.choice(PHASES)),
     )
     _btcv_body(case)
     _btcv_lung_bases(case)
@@ -244,8 +314,11 @@ def btcv_phantom(
     _btcv_solid_organs(case)  # organs are painted in a fixed order, later ones overwrite (labels never overlap)
     _btcv_tubular_organs(case)
     _btcv_adrenals(case)
-    hu = gaussian_filter(case.hu, sigma=(0.7, 0.7, 0.35))
-    hu += rng.normal(0.0, rng.uniform(5.0, 20.0), shape).astype(np.float32)
+    _organ_texture(case, float(rng.uniform(4.0, 12.0)))
+    _deform(case, body_scale * float(rng.uniform(4.0, 10.0)), body_scale * 60.0)
+    sigma = [min(0.7, 0.7 * 3.0 * body_scale / s) for s in spacing]  # scanner blur of ~2 mm, at most 0.7 voxels
+    hu = gaussian_filter(case.hu, sigma=sigma)
+    hu += rng.normal(0.0, rng.uniform(5.0, 25.0), shape).astype(np.float32)
     image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     return image, case.label, _btcv_affine(rng, shape, spacing)
 
@@ -264,8 +337,10 @@ def make_btcv(
     num_test: int = 2,
     shape: Sequence[int] = (128, 128, 64),
     seed: int = 0,
-    inplane_spacing: Sequence[float] = (0.7, 0.9),
-    slice_spacing: Sequence[float] = (2.5, 5.0),
+    inplane_spacing: Sequence[float] | None = None,
+    slice_spacing: Sequence[float] | None = None,
+    field_of_view: Sequence[Sequence[float]] = ((340.0, 420.0), (250.0, 310.0)),
+    body_scale: float = 1.0,
 ) -> str:
     """Write a synthetic abdominal CT data set in the MONAI/UNETR BTCV layout.
 
@@ -281,8 +356,10 @@ def make_btcv(
         num_test: unlabelled cases in ``test`` (numbered from 61 like BTCV, or after the labelled ones).
         shape: array shape (x, y, z) of every case.
         seed: random seed; the same seed gives byte-identical files.
-        inplane_spacing: range of the in-plane voxel size in mm, drawn per case.
+        inplane_spacing: range of the in-plane voxel size in mm, drawn per case (see :func:`btcv_phantom`).
         slice_spacing: range of the slice spacing in mm, drawn per case.
+        field_of_view: ranges of the in-plane and craniocaudal field of view in mm, where no spacing is given.
+        body_scale: 1 for adult phantoms; smaller for miniature ones (fast tests), see :func:`btcv_phantom`.
 
     Returns:
         ``out_dir`` as a string.
@@ -292,7 +369,7 @@ def make_btcv(
     entries = []
     for case_id in labelled:
         rng = case_rng(seed, STREAM_BTCV, case_id)
-        image, label, affine = btcv_phantom(shape, rng, inplane_spacing, slice_spacing)
+        image, label, affine = btcv_phantom(shape, rng, inplane_spacing, slice_spacing, field_of_view, body_scale)
         entry = {"image": f"imagesTr/img{case_id:04d}.nii.gz", "label": f"labelsTr/label{case_id:04d}.nii.gz"}
         save_nifti(image, affine, out / entry["image"])
         save_nifti(label, affine, out / entry["label"])
@@ -300,7 +377,7 @@ def make_btcv(
     test_entries = []
     for case_id in test:
         rng = case_rng(seed, STREAM_BTCV, case_id)
-        image, _, affine = btcv_phantom(shape, rng, inplane_spacing, slice_spacing)
+        image, _, affine = btcv_phantom(shape, rng, inplane_spacing, slice_spacing, field_of_view, body_scale)
         test_entries.append(f"imagesTs/img{case_id:04d}.nii.gz")
         save_nifti(image, affine, out / test_entries[-1])
     datalist = {

@@ -73,21 +73,34 @@ def write_json(data: dict, path: Path) -> None:
 
 
 class Grid:
-    """Open (broadcastable) voxel grid in normalised coordinates, each axis spanning about [-1, 1].
+    """Open (broadcastable) voxel grid in normalised coordinates.
+
+    By default each axis spans about [-1, 1] over the array. With ``voxel_size`` (the size of a voxel in normalised
+    units per axis, e.g. the voxel spacing in mm divided by a body half-extent in mm) the coordinates are physical:
+    the array's centre is 0 and a structure has the same size in normalised units whatever the array's shape.
 
     Args:
         shape: array shape (3-D).
+        voxel_size: size of one voxel in normalised units per axis; ``2 / shape`` (the array spans [-1, 1]) when None.
     """
 
-    def __init__(self, shape: Sequence[int]):
+    def __init__(self, shape: Sequence[int], voxel_size: Sequence[float] | None = None):
         self.shape = tuple(int(s) for s in shape)
-        self.half = np.array([s / 2.0 for s in self.shape])
+        default = [2.0 / s for s in self.shape]
+        self.voxel_size = np.asarray(default if voxel_size is None else voxel_size, dtype=float)
+        self.centre = np.array([s / 2.0 for s in self.shape])
+
+    @property
+    def half(self) -> np.ndarray:
+        """Voxels per normalised unit along each axis (half the array's shape for the default grid)."""
+        return 1.0 / self.voxel_size
 
     def coords(self, window: tuple[slice, ...]) -> list[np.ndarray]:
         """Normalised coordinates of the voxels in ``window``, one open array per axis."""
         out = []
         for axis, sl in enumerate(window):
-            c = (np.arange(sl.start, sl.stop, dtype=np.float32) + 0.5) / self.half[axis] - 1.0
+            index = np.arange(sl.start, sl.stop, dtype=np.float32) + 0.5 - self.centre[axis]
+            c = (index * self.voxel_size[axis]).astype(np.float32)
             view = [1] * len(self.shape)
             view[axis] = c.size
             out.append(c.reshape(view))
@@ -97,15 +110,15 @@ class Grid:
         """Voxel slices covering the normalised box [low, high] (clipped to the array, never empty)."""
         slices = []
         for axis, n in enumerate(self.shape):
-            start = int(np.floor((low[axis] + 1.0) * self.half[axis])) - 1
-            stop = int(np.ceil((high[axis] + 1.0) * self.half[axis])) + 1
+            start = int(np.floor(low[axis] / self.voxel_size[axis] + self.centre[axis])) - 1
+            stop = int(np.ceil(high[axis] / self.voxel_size[axis] + self.centre[axis])) + 1
             start, stop = min(max(start, 0), n - 1), max(min(stop, n), 1)
             slices.append(slice(start, max(stop, start + 1)))
         return tuple(slices)
 
     def radii(self, radii: Sequence[float], min_voxels: float) -> np.ndarray:
         """Normalised radii enlarged where needed so that every semi-axis spans at least ``min_voxels``."""
-        return np.maximum(np.asarray(radii, dtype=float), min_voxels / self.half)
+        return np.maximum(np.asarray(radii, dtype=float), min_voxels * self.voxel_size)
 
 
 def ellipsoid(
