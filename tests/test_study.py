@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from scipy import stats
 
 from tests.helpers import TINY_ENCODER, TINY_MAE, TINY_UNETR
 from tools.study import report
-from tools.study.stats import mean_sd, paired_difference
-from tools.study.study import StudyOptions, labelled_subsets, run_study, save_runs
+from tools.study.arms import ARM_NAMES
+from tools.study.plan import PLANS, RESOLVED_KEYS, check_plan, load_plan, options_from_plan
+from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference
+from tools.study.study import StudyOptions, arm_overrides, labelled_subsets, run_study, save_runs
 from tools.study.tasks import TASKS
 from tools.study.tune import grid_points, held_out_split
 
@@ -61,11 +64,11 @@ def study(tmp_path_factory) -> dict:
     tiny = {"roi_size": [32, 32, 32], "num_workers": 0}
     options = StudyOptions(
         output_dir=out, seeds=[0, 1], labelled_sizes=[1, 2], steps=2, pretrain_epochs=2,
-        synthetic={"num_train": 2, "num_val": 1, "shape": (48, 48, 32)},
+        synthetic={"num_train": 2, "num_val": 1, "shape": (48, 48, 32), "body_scale": 0.1},
         overrides={"pretrain": {**tiny, **TINY_MAE, "network_def#num_layers": 12, "num_samples": 1},
                    "finetune": {**tiny, **TINY_UNETR}, "evaluate": {**tiny, **TINY_UNETR}},
     )
-    task = TASKS["btcv"]
+    task = replace(TASKS["btcv"], supervised_synthetic={"num_train": 2, "num_val": 1}, supervised_steps=2)
     result = run_study(task, options)
     summary = report.summarize(result)
     report.write_summary(summary, out / "summary.json")
@@ -76,21 +79,39 @@ def study(tmp_path_factory) -> dict:
     return {"result": result, "summary": summary, "out": out}
 
 
-def test_both_arms_see_the_same_cases_in_the_same_order_with_the_same_seed(study):
+def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(study):
     runs = {r.name: r for r in study["result"]["runs"]}
-    assert len(runs) == 2 * 2 * 2
+    assert len(runs) == 2 * 2 * 4
     for n in (1, 2):
         for seed in (0, 1):
-            mae, scratch = runs[f"n{n}_seed{seed}_mae"], runs[f"n{n}_seed{seed}_scratch"]
-            assert mae.fingerprints and mae.fingerprints == scratch.fingerprints  # same crops, same order
+            scratch = runs[f"n{n}_seed{seed}_scratch"]
+            for arm in ("mae", "supervised", "untrained"):  # same crops, same order
+                assert scratch.fingerprints and runs[f"n{n}_seed{seed}_{arm}"].fingerprints == scratch.fingerprints
     assert runs["n2_seed0_mae"].fingerprints != runs["n2_seed1_mae"].fingerprints  # another seed, other draws
     out = study["out"]
     for seed in (0, 1):  # nested labelled sets, shared by the arms through one datalist per size and seed
         small = json.loads((out / "datalists" / f"n1_seed{seed}.json").read_text())["training"]
         large = json.loads((out / "datalists" / f"n2_seed{seed}.json").read_text())["training"]
         assert small == large[:1]
-    logs = {arm: (out / "logs" / f"n1_seed0_{arm}.log").read_text() for arm in ("mae", "scratch")}
-    assert "MAE encoder from" in logs["mae"] and "MAE encoder from" not in logs["scratch"]
+    logs = {arm: (out / "logs" / f"n1_seed0_{arm}.log").read_text() for arm in ARM_NAMES}
+    encoders = study["result"]["encoders"]
+    assert "MAE encoder from" not in logs["scratch"] and not encoders["scratch"]
+    for arm in ("mae", "supervised", "untrained"):  # each arm loads its own encoder file through the bundle's path
+        assert f"MAE encoder from {encoders[arm]}" in logs[arm], arm
+    assert len({encoders[arm] for arm in ("mae", "supervised", "untrained")}) == 3
+
+
+def test_arms_differ_only_in_their_recipe_and_encoder(study):
+    """Every arm's fine-tuning gets the same overrides but the recipe keys and ``pretrained_encoder``; scratch runs
+    without layer-wise decay, every other arm with the paper's 0.75."""
+    task, options = study["result"]["task"], study["result"]["options"]
+    recipes = {arm: arm_overrides(task, options, arm) for arm in ARM_NAMES}
+    assert {tuple(sorted(r)) for r in recipes.values()} == {("base_learning_rate", "layer_decay")}
+    assert recipes["scratch"]["layer_decay"] == 1.0
+    assert {recipes[arm]["layer_decay"] for arm in ("mae", "supervised", "untrained")} == {0.75}
+    configs = {arm: json.loads((study["out"] / "summary.json").read_text())["configuration"]["recipes"][arm]
+               for arm in ARM_NAMES}
+    assert configs == recipes
 
 
 def test_summary_json_has_the_promised_schema(study):
@@ -100,17 +121,19 @@ def test_summary_json_has_the_promised_schema(study):
     assert isinstance(summary["wall_seconds"], float)
     for size in ("1", "2"):
         row = summary["results"][size]
-        assert set(row) >= {"mae", "scratch", "difference_mean", "difference_ci95"}
-        assert len(row["mae"]) == len(row["scratch"]) == 2 and len(row["difference_ci95"]) == 2
-        expected = paired_difference(row["mae"], row["scratch"])
-        assert row["difference_mean"] == pytest.approx(expected.mean)
-        assert row["difference_ci95"] == pytest.approx(list(expected.ci95))
+        assert set(row) == {*ARM_NAMES, "contrasts"} and all(len(row[arm]) == 2 for arm in ARM_NAMES)
+        assert list(row["contrasts"]) == ["P - S", "M - S", "M - N"]
+        for contrast in row["contrasts"].values():
+            expected = paired_difference(row[contrast["first"]], row[contrast["second"]])
+            assert contrast["mean"] == pytest.approx(expected.mean)
+            assert contrast["ci95"] == pytest.approx(list(expected.ci95), nan_ok=True)
+            assert contrast["p_holm"] is None or contrast["p_holm"] >= contrast["p_value"]
     assert set(summary["secondary"]) == {"mean_dice_8", "mean_hd95", "misses"}
-    assert list(summary["per_class"]["1"]["mae"])[:2] == ["spleen", "right kidney"]
+    assert list(summary["per_class"]["1"]["supervised"])[:2] == ["spleen", "right kidney"]
     for name in ("report.md", "metric_vs_labelled.png", "loss_curves.png", "runs.json"):
         assert (study["out"] / name).is_file()
     text = (study["out"] / "report.md").read_text()
-    assert "MAE − scratch [95% CI]" in text and "| 1 |" in text
+    assert "| 1 | P - S |" in text and "| 1 | M - N |" in text and "detectable at 80% power" in text
 
 
 def test_every_task_defines_its_stages_and_metric():
@@ -119,3 +142,40 @@ def test_every_task_defines_its_stages_and_metric():
         assert all(Path(c).is_file() for stage in (task.pretrain, task.finetune, task.evaluate) for c in stage.configs)
         assert task.epochs_for(task.labelled_sizes[0], task.finetune_steps) >= 1
     assert {"network_def#hidden_size": TINY_ENCODER["hidden_size"]}.items() <= TINY_UNETR.items()
+
+
+def test_the_committed_confirmatory_plan_is_what_a_confirm_run_resolves():
+    """``--confirm`` runs exactly the committed plan: every setting it resolves from the task's code and the plan's
+    options equals the plan's, and the plan fixes what a confirmatory run needs before it runs."""
+    content, digest = load_plan(PLANS / "btcv_confirm.json")
+    task = TASKS[content["task"]]
+    options = options_from_plan(content, Path("unused"))
+    resolved = check_plan(task, options, content)
+    assert {k: resolved[k] for k in RESOLVED_KEYS} == {k: content[k] for k in RESOLVED_KEYS}
+    assert len(digest) == 64 and len(content["seeds"]) >= 8
+    assert content["data_seed"] not in (0, content.get("tuning_data_seed"))  # a draw nothing was chosen on
+    assert content["arms"] == list(ARM_NAMES) and content["contrasts"] == ["P - S", "M - S", "M - N"]
+    assert {"endpoint", "alpha", "correction", "positive_control_rule"} <= set(content)
+
+
+def test_a_run_that_is_not_the_plan_is_refused(tmp_path):
+    content, _ = load_plan(PLANS / "btcv_confirm.json")
+    task = TASKS[content["task"]]
+    changed = replace(options_from_plan(content, tmp_path), steps=content["finetune_steps"] + 1,
+                      arm_overrides={"mae": {"layer_decay": 0.5}})
+    with pytest.raises(ValueError, match="not be the committed plan") as error:
+        check_plan(task, changed, content)
+    assert "finetune_steps" in str(error.value) and "recipes" in str(error.value)
+    broken = tmp_path / "plan.json"
+    broken.write_text('{"task": "btcv",')
+    with pytest.raises(ValueError, match=f"{broken} is not valid JSON"):
+        load_plan(broken)
+
+
+def test_holm_and_the_minimum_detectable_effect():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(holm([float("nan"), 0.02])[0]) and holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
+    # paired SD 0.023: about 0.07 Dice with 3 seeds, about 0.027 with 8 (the study's design figures)
+    assert minimum_detectable_effect(0.023, 3) == pytest.approx(0.0712, abs=1e-3)
+    assert minimum_detectable_effect(0.023, 8) == pytest.approx(0.0265, abs=1e-3)
+    assert math.isnan(minimum_detectable_effect(0.023, 1))

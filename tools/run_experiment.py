@@ -32,6 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import fire  # noqa: E402
 
 from tools.study import report  # noqa: E402
+from tools.study.arms import ARM_NAMES  # noqa: E402
+from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan  # noqa: E402
 from tools.study.study import StudyOptions, run_study, save_runs  # noqa: E402
 from tools.study.tasks import TASKS  # noqa: E402
 from tools.study.tune import tune as run_tuning  # noqa: E402
@@ -60,6 +62,9 @@ def study(
     tune: bool = False,
     grid: dict | None = None,
     held_out: int = 3,
+    arms=None,
+    confirm: bool = False,
+    plan_file: str | None = None,
 ) -> None:
     """Run the study of ``task`` and write its report (``summary.json`` holds the figures); with ``tune``, choose its
     fine-tuning hyper-parameters on held-out training cases instead.
@@ -79,10 +84,18 @@ def study(
         tune: choose hyper-parameters on held-out training cases instead of running the study.
         grid: with ``tune``, ``{config id: [values]}``.
         held_out: with ``tune``, training cases held out for validation.
+        arms: the arms to run, e.g. ``"[scratch,supervised]"`` (default: all four, see ``tools/study/arms.py``).
+        confirm: run the task's committed confirmatory plan (``tools/study/plans/<task>_confirm.json``) instead;
+            every other study option is refused.
+        plan_file: with ``confirm``, another plan file.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}.")
     chosen = TASKS[task]
+    if confirm:
+        _run_plan(chosen, Path(plan_file) if plan_file else PLANS / f"{task}_confirm.json",
+                  Path(output_dir or f"runs/confirm_{task}"))
+        return
     arm_overrides = json.loads(Path(hyperparameters).read_text())["chosen"] if hyperparameters else {}
     options = StudyOptions(
         output_dir=Path(output_dir or f"runs/{'tuning' if tune else 'study'}_{task}"),
@@ -93,6 +106,7 @@ def study(
         data_seed=seed,
         steps=steps,
         pretrain_epochs=pretrain_epochs,
+        arms=_names(arms) or ARM_NAMES,
         arm_overrides=arm_overrides,
     )
     if tune:
@@ -100,15 +114,45 @@ def study(
             raise ValueError('--tune needs a --grid, e.g. \'{"base_learning_rate": [0.5, 1.0]}\'.')
         run_tuning(chosen, options, grid, held_out)
         return
-    result = run_study(chosen, options)
+    _write_outputs(chosen, run_study(chosen, options))
+
+
+def _names(value) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v.strip(" '\"") for v in value.strip("[]() ").split(",") if v.strip()]
+    unknown = sorted(set(value) - set(ARM_NAMES))
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; choose from {list(ARM_NAMES)}.")
+    return list(value)
+
+
+def _run_plan(task, plan_path: Path, output_dir: Path) -> None:
+    """The confirmatory run: the plan's settings only, checked against what the run resolves, its hash reported."""
+    content, digest = load_plan(plan_path)
+    if content["task"] != task.name:
+        raise ValueError(f"plan {plan_path} is for task {content['task']!r}, not {task.name!r}.")
+    options = options_from_plan(content, output_dir)
+    resolved = check_plan(task, options, content)
+    print(f"confirmatory run of {plan_path} (sha256 {digest})", flush=True)
+    result = run_study(task, options)
+    (result["output_dir"] / "plan.json").write_bytes(plan_path.read_bytes())
+    (result["output_dir"] / "resolved_plan.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    _write_outputs(task, result, digest)
+
+
+def _write_outputs(task, result: dict, plan_hash: str | None = None) -> None:
     out = result["output_dir"]
     summary = report.summarize(result)
+    if plan_hash:
+        summary["plan_sha256"] = plan_hash
     report.write_summary(summary, out / "summary.json")
     save_runs(result, out / "runs.json")
-    report.plot_metric(summary, chosen.metric_label, out / "metric_vs_labelled.png")
+    report.plot_metric(summary, task.metric_label, out / "metric_vs_labelled.png")
     report.plot_losses(result, out / "loss_curves.png")
     report.copy_reconstruction(result, out / "reconstruction.png")
-    print(report.write_report(result, summary, out / "report.md"))
+    print(report.write_report(result, summary, out / "report.md", plan_hash))
     print(f"report: {out / 'report.md'}")
 
 

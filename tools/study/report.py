@@ -14,7 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tools.study.stats import mean_sd, paired_difference  # noqa: E402
+from tools.study.arms import ARMS, CONTRASTS  # noqa: E402
+from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference  # noqa: E402
 
 __all__ = ["summarize", "write_summary", "plot_metric", "plot_losses", "write_report"]
 
@@ -29,19 +30,32 @@ def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _contrasts(values: dict[str, list[float]], alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Every contrast of ``tools.study.arms.CONTRASTS`` whose two arms ran: mean difference, sd, 95% CI, p-value,
+    Holm-adjusted p-value (over the contrasts of this table) and the minimum detectable effect at 80% power."""
+    rows = {}
+    for contrast in CONTRASTS:
+        if contrast.first in values and contrast.second in values:
+            d = paired_difference(values[contrast.first], values[contrast.second])
+            rows[contrast.name] = {
+                "first": contrast.first, "second": contrast.second, "question": contrast.question,
+                "mean": _clean(d.mean), "sd": _clean(d.sd), "ci95": [_clean(d.ci95[0]), _clean(d.ci95[1])],
+                "p_value": _clean(d.p_value), "minimum_detectable_effect": _clean(minimum_detectable_effect(d.sd, d.n,
+                                                                                                            alpha)),
+            }
+    adjusted = holm([row["p_value"] if row["p_value"] is not None else float("nan") for row in rows.values()])
+    for row, p in zip(rows.values(), adjusted):
+        row["p_holm"] = _clean(p)
+    return rows
+
+
 def _by_size(result: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    """``{size: {"mae": [per seed], "scratch": [per seed], "difference_mean", "difference_sd", "difference_ci95"}}``."""
+    """``{size: {arm: [value per seed], ..., "contrasts": {name: {...}}}}``."""
     table = {}
     for n in result["sizes"]:
         values = {arm: [r.scores[key] for r in result["runs"] if r.labelled == n and r.arm == arm]
-                  for arm in ("mae", "scratch")}
-        difference = paired_difference(values["mae"], values["scratch"])
-        table[str(n)] = {
-            **values,
-            "difference_mean": _clean(difference.mean),
-            "difference_sd": _clean(difference.sd),
-            "difference_ci95": [_clean(difference.ci95[0]), _clean(difference.ci95[1])],
-        }
+                  for arm in result["arms"]}
+        table[str(n)] = {**values, "contrasts": _contrasts(values)}
     return table
 
 
@@ -53,7 +67,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     per_class = {}
     for n in result["sizes"]:
         per_class[str(n)] = {}
-        for arm in ("mae", "scratch"):
+        for arm in result["arms"]:
             rows = [r.scores["per_class"] for r in runs if r.labelled == n and r.arm == arm]
             names = list(rows[0]) if rows else []
             per_class[str(n)][arm] = {c: _clean(mean_sd([r[c] for r in rows if r[c] is not None])[0]) for c in names}
@@ -62,6 +76,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "task": task.name,
         "metric": task.metric,
         "seeds": list(options.seeds),
+        "arms": list(result["arms"]),
         "labelled_sizes": list(result["sizes"]),
         "results": _by_size(result, task.metric),
         "secondary": secondary,
@@ -75,7 +90,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "finetune_iterations": result["steps"],
             "pretrain_epochs": len(result["pretraining"]["losses"]),
             "data_seed": options.data_seed,
-            "arm_overrides": options.arm_overrides,
+            "recipes": {arm: {**task.recipes.get(arm, {}), **options.arm_overrides.get(arm, {})}
+                        for arm in result["arms"]},
+            "encoders": {arm: result["encoders"].get(arm, "") for arm in result["arms"]},
         },
         "wall_seconds": round(result["wall_seconds"], 1),
     }
@@ -86,11 +103,13 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
 
 
 def plot_metric(summary: dict[str, Any], metric_label: str, path: Path) -> None:
-    """The metric against the number of labelled cases, both arms, mean ± sd over seeds."""
+    """The metric against the number of labelled cases, every arm, mean ± sd over seeds."""
     fig, ax = plt.subplots(figsize=(6, 4))
     sizes = [int(n) for n in summary["results"]]
-    for arm, label, offset in (("mae", "MAE self pre-training", -0.02), ("scratch", "from scratch", 0.02)):
-        stats = [mean_sd(summary["results"][str(n)][arm]) for n in sizes]
+    arms = [arm for arm in ARMS if arm.name in summary["arms"]]
+    for i, arm in enumerate(arms):
+        label, offset = f"{arm.letter}: {arm.description}", 0.02 * (i - (len(arms) - 1) / 2)
+        stats = [mean_sd(summary["results"][str(n)][arm.name]) for n in sizes]
         xs = [n * (1 + offset) for n in sizes]
         ax.errorbar(xs, [m for m, _ in stats], yerr=[0 if math.isnan(s) else s for _, s in stats], marker="o",
                     capsize=4, label=label)
@@ -109,7 +128,7 @@ def plot_losses(result: dict[str, Any], path: Path) -> None:
     axes[0].plot(range(1, len(result["pretraining"]["losses"]) + 1), result["pretraining"]["losses"])
     axes[0].set(title="MAE pre-training", xlabel="epoch", ylabel="loss (hidden patches)")
     for ax, n in zip(axes[1:], sizes):
-        for arm in ("mae", "scratch"):
+        for arm in result["arms"]:
             curves = [r.losses for r in result["runs"] if r.labelled == n and r.arm == arm and r.losses]
             if curves:
                 length = min(len(c) for c in curves)
@@ -132,61 +151,107 @@ def _mean_sd_text(values: Sequence[float], digits: int = 3) -> str:
 
 
 def _difference_text(row: dict[str, Any], digits: int = 3) -> str:
-    low, high = row["difference_ci95"]
-    sign = "+" if (row["difference_mean"] or 0) >= 0 else ""
-    return f"{sign}{_fmt(row['difference_mean'], digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+    low, high = row["ci95"]
+    sign = "+" if (row["mean"] or 0) >= 0 else ""
+    return f"{sign}{_fmt(row['mean'], digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
-def _verdict(row: dict[str, Any]) -> str:
-    low, high = row["difference_ci95"]
+def _verdict(row: dict[str, Any], alpha: float = 0.05) -> str:
+    low, high = row["ci95"]
     if low is None:
         return "one seed: no interval"
+    first, second = row["first"], row["second"]
+    holm_note = "" if row["p_holm"] is None else (f", Holm p = {row['p_holm']:.3f}"
+                                                   + ("" if row["p_holm"] <= alpha else ": not significant"))
     if low > 0:
-        return "MAE better (CI above 0)"
+        return f"{first} better (CI above 0{holm_note})"
     if high < 0:
-        return "scratch better (CI below 0)"
+        return f"{second} better (CI below 0{holm_note})"
     return "no difference shown (CI contains 0)"
 
 
-def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path) -> str:
+def _arm_header(arms: Sequence[str]) -> str:
+    letters = {arm.name: f"{arm.letter}: {arm.name}" for arm in ARMS}
+    return " | ".join(letters[a] for a in arms)
+
+
+def _results_table(summary: dict[str, Any], key_rows: dict[str, Any], digits: int = 3) -> list[str]:
+    arms = summary["arms"]
+    lines = [f"| labelled cases | {_arm_header(arms)} |", "|---" * (1 + len(arms)) + "|"]
+    for n, row in key_rows.items():
+        lines.append(f"| {n} | " + " | ".join(_mean_sd_text(row[a], digits) for a in arms) + " |")
+    lines += ["", "| labelled cases | contrast | difference [95% CI] | p (Holm) | detectable at 80% power | reading |",
+              "|---|---|---|---|---|---|"]
+    for n, row in key_rows.items():
+        for name, c in row["contrasts"].items():
+            lines.append(f"| {n} | {name} | {_difference_text(c, digits)} | {_fmt(c['p_value'])} "
+                         f"({_fmt(c['p_holm'])}) | {_fmt(c['minimum_detectable_effect'], digits)} | {_verdict(c)} |")
+    return lines
+
+
+def _design_reading(summary: dict[str, Any]) -> list[str]:
+    """What the positive control says about the design, at the smallest labelled size, in words."""
+    smallest = summary["results"][str(min(summary["labelled_sizes"]))]
+    control = smallest["contrasts"].get("P - S")
+    if control is None:
+        return ["No positive control ran: nothing here says whether the design could see a gain of an encoder."]
+    low = control["ci95"][0]
+    if low is not None and low > 0:
+        return [f"**The design can see a gain**: at {min(summary['labelled_sizes'])} labelled cases the supervised "
+                f"encoder beats scratch by {_difference_text(control)}. The MAE contrasts below are read against "
+                "that."]
+    return [f"**The design is blind at this size**: the positive control does not beat scratch with an interval above "
+            f"zero ({_difference_text(control)} at {min(summary['labelled_sizes'])} labelled cases), so a null MAE "
+            "contrast says nothing about the method."]
+
+
+def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, plan_hash: str | None = None) -> str:
     """``report.md``: the tables, the pictures and what they show."""
     task = result["task"]
     config = summary["configuration"]
     seeds = summary["seeds"]
     origin = "synthetic, generated by this run" if config["synthetic"] else "given"
     size = "Paper configuration." if config["full_size"] else "Small configuration (the task in tools/study/tasks.py)."
+    arms = [arm for arm in ARMS if arm.name in summary["arms"]]
     lines = [
-        f"# MAE self pre-training vs from scratch: {task.name}",
+        f"# MAE self pre-training with controls: {task.name}",
         "",
-        f"Data: `{config['dataset_dir']}` ({origin}); {config['training_cases']} training cases (the MAE pre-trains on "
-        "all their images, labels unused; the labelled sets are nested subsets of them, drawn per seed), "
-        f"{config['evaluation_cases']} evaluation cases (never used to choose anything). {size} Fine-tuning: "
-        f"{config['finetune_iterations']} iterations per run at every labelled size, last model evaluated; seeds "
-        f"{seeds} (each seed: the same labelled cases, initialisation, data order and augmentation in both arms).",
+        *([f"Confirmatory run of the committed plan, sha256 `{plan_hash}`.", ""] if plan_hash else []),
+        f"Data: `{config['dataset_dir']}` ({origin}, data seed {config['data_seed']}); {config['training_cases']} "
+        "training cases (the MAE pre-trains on all their images, labels unused; the labelled sets are nested subsets "
+        f"of them, drawn per seed), {config['evaluation_cases']} evaluation cases (never used to choose anything). "
+        f"{size} Fine-tuning: {config['finetune_iterations']} iterations per run at every labelled size, last model "
+        f"evaluated; seeds {seeds} (each seed: the same labelled cases, decoder initialisation, data order and "
+        "augmentation in every arm).",
+        "",
+        "Arms (each fine-tunes the same config; only the encoder file and the recipe differ):",
+        "",
+        *[f"- {arm.letter} `{arm.name}`: {arm.description}; recipe `{json.dumps(config['recipes'][arm.name])}`"
+          for arm in arms],
         "",
         f"## {task.metric_label} (`{task.metric}`)",
         "",
-        "| labelled cases | MAE-init (mean ± sd) | scratch (mean ± sd) | MAE − scratch [95% CI] | reading |",
-        "|---|---|---|---|---|",
+        *_results_table(summary, summary["results"]),
+        "",
+        f"Intervals: Student's t over the {len(seeds)} paired seeds; p: paired t-test, Holm-adjusted over the "
+        "contrasts of a labelled size in brackets; 'detectable': the smallest true difference that this many seeds "
+        "detect with 80% power at the observed spread (two-sided, alpha 0.05).",
+        "",
+        *_design_reading(summary),
+        "",
+        "![metric against labelled cases](metric_vs_labelled.png)",
+        "",
     ]
-    for n, row in summary["results"].items():
-        lines.append(f"| {n} | {_mean_sd_text(row['mae'])} | {_mean_sd_text(row['scratch'])} | "
-                     f"{_difference_text(row)} | {_verdict(row)} |")
-    lines += ["", f"The interval is Student's t over the {len(seeds)} paired seeds.", "",
-              "![metric against labelled cases](metric_vs_labelled.png)", ""]
+    if result["pretraining"].get("health"):
+        lines += ["MAE health check (held-out images, labels unused): " + result["pretraining"]["health"], ""]
     for key, rows in summary["secondary"].items():
         digits = 1 if key == "mean_hd95" else (0 if key == "misses" else 3)
-        lines += [f"### {SECONDARY[key]} (`{key}`)", "",
-                  "| labelled cases | MAE-init | scratch | MAE − scratch [95% CI] |", "|---|---|---|---|"]
-        for n, row in rows.items():
-            lines.append(f"| {n} | {_mean_sd_text(row['mae'], digits)} | {_mean_sd_text(row['scratch'], digits)} | "
-                         f"{_difference_text(row, digits)} |")
-        lines.append("")
-    for n, arms in summary["per_class"].items():
-        names = list(arms["mae"])
+        lines += [f"### {SECONDARY[key]} (`{key}`)", "", *_results_table(summary, rows, digits), ""]
+    for n, per_arm in summary["per_class"].items():
+        names = list(per_arm[summary["arms"][0]])
         lines += [f"### Per {task.class_label}, {n} labelled cases (mean over seeds)", "",
-                  f"| {task.class_label} | MAE-init | scratch |", "|---|---|---|"]
-        lines += [f"| {c} | {_fmt(arms['mae'][c])} | {_fmt(arms['scratch'].get(c))} |" for c in names]
+                  f"| {task.class_label} | {_arm_header(summary['arms'])} |", "|---" * (1 + len(arms)) + "|"]
+        lines += [f"| {c} | " + " | ".join(_fmt(per_arm[a].get(c)) for a in summary["arms"]) + " |" for c in names]
         lines.append("")
     lines += ["## Training", "", "![loss curves](loss_curves.png)", ""]
     if (path.parent / "reconstruction.png").is_file():

@@ -1,4 +1,5 @@
-"""Paired comparison of the two arms over seeds: mean difference and its 95% confidence interval."""
+"""Paired comparisons of study arms over seeds: mean difference, its 95% confidence interval and p-value, Holm's
+correction for several contrasts, and the smallest difference a design of that size detects."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["PairedDifference", "paired_difference", "mean_sd"]
+__all__ = ["PairedDifference", "paired_difference", "mean_sd", "holm", "minimum_detectable_effect"]
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """MAE − scratch over paired runs (same seed, same labelled cases).
+    """One arm minus another over paired runs (same seed, same labelled cases).
 
     Attributes:
         mean: mean of the per-seed differences.
@@ -21,12 +22,14 @@ class PairedDifference:
         ci95: two-sided 95% confidence interval of the mean difference, from Student's t with ``n - 1`` degrees of
             freedom (``(nan, nan)`` for one pair).
         n: number of pairs.
+        p_value: two-sided p-value of the paired t-test (NaN for one pair, 1 for identical arms).
     """
 
     mean: float
     sd: float
     ci95: tuple[float, float]
     n: int
+    p_value: float = float("nan")
 
     @property
     def excludes_zero(self) -> bool:
@@ -45,18 +48,49 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, sd
 
 
-def paired_difference(mae: Sequence[float], scratch: Sequence[float]) -> PairedDifference:
-    """The paired difference ``mae[i] - scratch[i]`` of runs that share seed ``i``.
+def paired_difference(first: Sequence[float], second: Sequence[float]) -> PairedDifference:
+    """The paired difference ``first[i] - second[i]`` of runs that share seed ``i``.
 
     Raises:
         ValueError: the two arms have a different number of runs, or none.
     """
-    if len(mae) != len(scratch) or not mae:
-        raise ValueError(f"paired runs needed: {len(mae)} MAE and {len(scratch)} scratch values.")
-    differences = [float(a) - float(b) for a, b in zip(mae, scratch)]
+    if len(first) != len(second) or not first:
+        raise ValueError(f"paired runs needed: {len(first)} and {len(second)} values.")
+    differences = [float(a) - float(b) for a, b in zip(first, second)]
     mean, sd = mean_sd(differences)
     n = len(differences)
     if n < 2:
         return PairedDifference(mean, sd, (float("nan"), float("nan")), n)
-    half_width = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return PairedDifference(mean, sd, (mean - half_width, mean + half_width), n)
+    if sd == 0:
+        return PairedDifference(mean, sd, (mean, mean), n, 1.0 if mean == 0 else 0.0)
+    test = stats.ttest_1samp(differences, 0.0)
+    low, high = test.confidence_interval(0.95)
+    return PairedDifference(mean, sd, (float(low), float(high)), n, float(test.pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for a family of tests (controls the family-wise error rate).
+
+    Args:
+        p_values: the raw p-values, in any order (NaN stays NaN).
+
+    Returns:
+        the adjusted p-values, in the order given: reject a hypothesis at level alpha when its value is <= alpha.
+    """
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference that a two-sided paired t-test on ``n`` pairs detects with ``power``, when
+    the per-pair differences have standard deviation ``sd``: ``(t_{1-alpha/2} + t_{power}) * sd / sqrt(n)``, with
+    ``n - 1`` degrees of freedom (NaN for fewer than two pairs)."""
+    if n < 2 or math.isnan(sd):
+        return float("nan")
+    df = n - 1
+    return (float(stats.t.ppf(1 - alpha / 2, df)) + float(stats.t.ppf(power, df))) * sd / math.sqrt(n)

@@ -1,10 +1,12 @@
-"""A label-efficiency study of one task: MAE self pre-training once, then fine-tuning from the MAE encoder and from
-scratch at several labelled-set sizes and seeds, each run evaluated on cases that nothing was chosen on.
+"""A label-efficiency study of one task with controls: the encoder files of the arms are made once (MAE self
+pre-training on the training images, the untrained MAE initialisation, a supervised encoder trained on a disjoint
+stream of labelled cases), then every arm is fine-tuned at several labelled-set sizes and seeds, and each run is
+evaluated on cases that nothing was chosen on (see ``tools/study/arms.py`` for the arms and their contrasts).
 
-Both arms of a pair share everything but the encoder's initialisation: the labelled cases (nested: a smaller set is a
-prefix of a larger one, drawn per seed), the seed (so the network's random initialisation, the data order and the
-augmentation draws agree), the recipe and the budget (the same number of iterations at every labelled size). Each run
-trains for its whole budget and the last model is evaluated: no model selection on the reported cases.
+The arms of one seed share everything but the encoder's initialisation and the arm's recipe: the labelled cases
+(nested: a smaller set is a prefix of a larger one, drawn per seed), the seed (so the decoder's random initialisation,
+the data order and the augmentation draws agree) and the budget (the same number of iterations at every labelled
+size). Each run trains for its whole budget and the last model is evaluated: no model selection on the reported cases.
 """
 
 from __future__ import annotations
@@ -19,15 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.bundle import ConfigParser
+from monai.utils import set_determinism
 
+from tools.check_bundles import bundle_importable
+from tools.study.arms import ARM_NAMES
 from tools.study.progress import Stage, StageProgress, StudyClock
 from tools.study.tasks import Task
 from tools.study.workflow import run_bundle
 
-__all__ = ["ARMS", "StudyOptions", "Run", "labelled_subsets", "plan", "run_study"]
+__all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "SUPERVISED_DATA_SEED_OFFSET"]
 
-ARMS = ("mae", "scratch")
+SUPERVISED_DATA_SEED_OFFSET = 1_000_000
+"""The positive control's labelled cases are synthetic cases of data seed ``data_seed + SUPERVISED_DATA_SEED_OFFSET``:
+a stream disjoint from every study's draw."""
 
 
 @dataclass
@@ -43,11 +51,13 @@ class StudyOptions:
         data_seed: seed of the synthetic data.
         steps: fine-tuning iterations per run; the task's default when None.
         pretrain_epochs: MAE pre-training epochs; the task's default when None.
-        arm_overrides: extra config overrides per arm (``{"mae": {...}, "scratch": {...}}``), e.g. hyper-parameters
-            chosen by ``--tune``.
+        arms: the arms to run (names of ``tools.study.arms.ARMS``).
+        arm_overrides: extra config overrides per arm (``{"mae": {...}, "scratch": {...}}``) after the task's recipe,
+            e.g. hyper-parameters chosen by ``--tune``.
         cases: ``(training, evaluation)`` datalist items instead of the task's own (used by tuning, which evaluates on
             held-out training cases).
         mae_file: an MAE checkpoint to fine-tune from instead of pre-training one.
+        supervised_file: the positive control's encoder file instead of training one.
         synthetic: changes to the task's synthetic data set (e.g. fewer cases in tests).
         overrides: config overrides per stage (``{"pretrain": {...}, "finetune": {...}, "evaluate": {...}}``), after
             the task's (e.g. a tiny network in tests).
@@ -61,9 +71,11 @@ class StudyOptions:
     data_seed: int = 0
     steps: int | None = None
     pretrain_epochs: int | None = None
+    arms: Sequence[str] = ARM_NAMES
     arm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     cases: tuple[list[dict], list[dict]] | None = None
     mae_file: str | None = None
+    supervised_file: str | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -131,9 +143,15 @@ def _determinism(seed: int) -> list[str]:
     return [f"$monai.utils.set_determinism(seed={seed})"]
 
 
+def arm_overrides(task: Task, options: StudyOptions, arm: str) -> dict[str, Any]:
+    """The overrides that make a fine-tuning run one of ``arm``: the task's recipe, then the study's own."""
+    return {**task.recipes.get(arm, {}), **options.arm_overrides.get(arm, {})}
+
+
 def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: list[dict], evaluation: list[dict],
              clock: StudyClock, stage: Stage) -> dict[str, Any]:
-    """The MAE self pre-training on the images of every training case (labels unused), once per study."""
+    """The MAE self pre-training on the images of every training case (labels unused), once per study; then the MAE
+    health check on the evaluation images (labels unused) where the task has one."""
     start = time.perf_counter()
     if options.mae_file:
         return {"losses": [], "mae_file": options.mae_file, "seconds": 0.0}
@@ -146,6 +164,45 @@ def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: lis
                           progress)
     mae_file = str(workflow.parser.get_parsed_content("mae_file"))
     return {"losses": progress.losses, "mae_file": mae_file, "seconds": time.perf_counter() - start}
+
+
+def untrained_mae(task: Task, options: StudyOptions) -> str:
+    """The negative control's encoder file: the study's MAE network at its initialisation (seeded with the data seed,
+    as the pre-training is), never trained."""
+    configs = [str(c) for c in task.pretrain.configs]
+    parser = ConfigParser()
+    parser.read_config(configs)
+    for key, value in _stage_overrides(task, "pretrain", options).items():
+        parser[key] = value
+    with bundle_importable(Path(configs[0]).parents[1]):
+        set_determinism(seed=options.data_seed)
+        network = parser.get_parsed_content("network_def")
+    path = options.output_dir.resolve() / "untrained_mae" / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), path)
+    return str(path)
+
+
+def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, stage: Stage) -> str:
+    """The positive control's encoder file: the task's network trained *with labels* on cases of a stream disjoint
+    from the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the scratch arm's recipe; its checkpoint is given
+    to the fine-tuning runs as ``pretrained_encoder`` like any other encoder."""
+    out = options.output_dir.resolve()
+    data_seed = options.data_seed + SUPERVISED_DATA_SEED_OFFSET
+    dataset_dir = task.make_synthetic(out / "data_supervised", data_seed,
+                                      **{**options.synthetic, **task.supervised_synthetic})
+    training, evaluation = task.cases(dataset_dir, out / "datalists_supervised")
+    datalist = task.write_datalist(out / "datalists" / "supervised.json", training, evaluation)
+    overrides = {
+        **_stage_overrides(task, "finetune", options), **arm_overrides(task, options, "scratch"),
+        **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
+        "warmup_epochs": max(1, stage.epochs // 10), "val_interval": stage.epochs + 1, "resume": False,
+        "pretrained_encoder": "", "initialize": _determinism(data_seed),
+    }
+    root = out / "supervised_encoder"
+    progress = StageProgress(clock, stage, f"supervised encoder (positive control, {len(training)} labelled cases)")
+    run_bundle(task.finetune.configs, root, out / "logs" / "supervised_encoder.log", overrides, progress)
+    return str(root / "models" / "checkpoint.pt")
 
 
 def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
@@ -163,21 +220,35 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
         dataset_dir = options.dataset_dir.resolve()
     training, evaluation = options.cases or task.cases(dataset_dir, out / "datalists")
     sizes, pretrain_epochs, steps = plan(task, options, len(training))
+    arms = [arm for arm in ARM_NAMES if arm in options.arms]
     subsets = {seed: labelled_subsets(training, sizes, seed) for seed in options.seeds}
     runs = [Run(n, seed, arm, out / "runs" / f"n{n}_seed{seed}_{arm}")
-            for n in sizes for seed in options.seeds for arm in ARMS]
+            for n in sizes for seed in options.seeds for arm in arms]
     pretrain_batch = int(task.pretrain.overrides.get("batch_size", 1))
-    pretrain_stage = Stage("pretrain", "MAE pre-training", 0 if options.mae_file else pretrain_epochs,
+    needs_mae = "mae" in arms and not options.mae_file
+    pretrain_stage = Stage("pretrain", "MAE pre-training", pretrain_epochs if needs_mae else 0,
                            math.ceil(len(training) / pretrain_batch))
+    supervised_cases = task.supervised_synthetic.get("num_train", 1)
+    supervised_stage = Stage("finetune", "supervised encoder",
+                             task.epochs_for(supervised_cases, task.supervised_steps)
+                             if "supervised" in arms and not options.supervised_file else 0,
+                             math.ceil(supervised_cases / task.batch_size))
     finetune_stages = {r.name: Stage("finetune", r.name, task.epochs_for(r.labelled, steps),
                                      math.ceil(r.labelled / task.batch_size)) for r in runs}
     evaluate_stages = {r.name: Stage("evaluate", r.name, 1) for r in runs}
-    clock = StudyClock([pretrain_stage, *finetune_stages.values(), *evaluate_stages.values()])
+    clock = StudyClock([pretrain_stage, supervised_stage, *finetune_stages.values(), *evaluate_stages.values()])
     print(f"{task.name}: {len(training)} training cases (labelled sizes {sizes}), {len(evaluation)} evaluation cases, "
-          f"seeds {list(options.seeds)}; MAE {pretrain_epochs} epochs, fine-tuning {steps} iterations per run",
-          flush=True)
+          f"seeds {list(options.seeds)}, arms {arms}; MAE {pretrain_epochs} epochs, fine-tuning {steps} iterations "
+          "per run", flush=True)
 
-    pretraining = pretrain(task, options, dataset_dir, training, evaluation, clock, pretrain_stage)
+    pretraining = {"losses": [], "mae_file": "", "seconds": 0.0}
+    if "mae" in arms:
+        pretraining = pretrain(task, options, dataset_dir, training, evaluation, clock, pretrain_stage)
+    encoders = {"scratch": "", "mae": pretraining["mae_file"]}
+    if "untrained" in arms:
+        encoders["untrained"] = untrained_mae(task, options)
+    if "supervised" in arms:
+        encoders["supervised"] = options.supervised_file or supervised_encoder(task, options, clock, supervised_stage)
 
     for run in runs:
         run_start = time.perf_counter()
@@ -185,10 +256,9 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
                                        subsets[run.seed][run.labelled], evaluation)
         epochs = finetune_stages[run.name].epochs
         overrides = {
-            **_stage_overrides(task, "finetune", options), **options.arm_overrides.get(run.arm, {}),
+            **_stage_overrides(task, "finetune", options), **arm_overrides(task, options, run.arm),
             **task.data_overrides(dataset_dir, datalist), "epochs": epochs, "warmup_epochs": max(1, epochs // 10),
-            "val_interval": epochs + 1, "resume": False,
-            "pretrained_encoder": pretraining["mae_file"] if run.arm == "mae" else "",
+            "val_interval": epochs + 1, "resume": False, "pretrained_encoder": encoders[run.arm],
             "initialize": _determinism(run.seed),
         }
         progress = StageProgress(clock, finetune_stages[run.name], f"fine-tuning {run.name}")
@@ -207,9 +277,9 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
         print(clock.line(f"evaluated {run.name}: {task.metric} {run.scores[task.metric]:.4f}"), flush=True)
 
     return {
-        "task": task, "options": options, "dataset_dir": dataset_dir, "sizes": sizes, "steps": steps,
-        "num_training": len(training), "num_evaluation": len(evaluation), "pretraining": pretraining, "runs": runs,
-        "output_dir": out, "wall_seconds": time.perf_counter() - start,
+        "task": task, "options": options, "dataset_dir": dataset_dir, "sizes": sizes, "steps": steps, "arms": arms,
+        "num_training": len(training), "num_evaluation": len(evaluation), "pretraining": pretraining,
+        "encoders": encoders, "runs": runs, "output_dir": out, "wall_seconds": time.perf_counter() - start,
     }
 
 

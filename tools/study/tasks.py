@@ -62,6 +62,10 @@ class Task(ABC):
         labelled_sizes: default labelled-set sizes on synthetic data (``"all"``: every training case).
         full_labelled_sizes: default labelled-set sizes on the real data.
         synthetic: keyword arguments of the synthetic data generator.
+        recipes: fine-tuning overrides per arm (``tools.study.arms``): the layer-wise decay and the peak learning rate
+            each arm gets.
+        supervised_synthetic: generator arguments of the positive control's labelled cases (a disjoint stream).
+        supervised_steps: training iterations of the positive control's supervised encoder.
     """
 
     name: str
@@ -77,6 +81,9 @@ class Task(ABC):
     labelled_sizes: tuple[int | str, ...]
     full_labelled_sizes: tuple[int | str, ...]
     synthetic: dict[str, Any] = field(default_factory=dict)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    supervised_synthetic: dict[str, Any] = field(default_factory=dict)
+    supervised_steps: int = 0
     full_pretrain: dict[str, Any] = field(default_factory=dict)
     full_finetune: dict[str, Any] = field(default_factory=dict)
     full_evaluate: dict[str, Any] = field(default_factory=dict)
@@ -128,28 +135,38 @@ _SMALL_VIT = _network(hidden_size=96, mlp_dim=384, num_heads=4)
 
 
 def _small_segmentation_stages(pretrain_config: Path, seg_configs: Path, data: dict[str, Any],
-                                pretrain_epochs: int) -> dict[str, Stage]:
+                                pretrain_epochs: int, network: dict[str, Any] | None = None,
+                                mae: dict[str, Any] | None = None) -> dict[str, Stage]:
     """The three stages of a segmentation study at the small size (the same recipe for BTCV and BraTS).
 
     Args:
         pretrain_config: the MAE pre-training config.
         seg_configs: the UNETR bundle's ``configs`` folder (``train.json``, ``evaluate.json``).
-        data: crop size and data-set overrides of every stage.
+        data: crop size, spacing and data-set overrides of every stage.
         pretrain_epochs: MAE pre-training epochs (a tenth of them warm-up).
+        network: overrides of the segmentation network (e.g. the patch-8 UNETR).
+        mae: overrides of the MAE pre-training (e.g. its patch size).
     """
-    segmentation = {**_SMALL_VIT, **data, **_network(feature_size=8)}
+    segmentation = {**_SMALL_VIT, **data, **_network(feature_size=8), **(network or {})}
     return {
         "pretrain": Stage((pretrain_config,), {
             **_SMALL_VIT, **data, **_network(decoder_hidden_size=48, decoder_num_layers=2, decoder_num_heads=4),
             "epochs": pretrain_epochs, "warmup_epochs": pretrain_epochs // 10, "batch_size": 2, "num_samples": 4,
-            "base_learning_rate": 0.2, "snapshot_interval": 100, "save_interval": 0,
+            "base_learning_rate": 0.2, "snapshot_interval": 100, "save_interval": 0, **(mae or {}),
         }),
         "finetune": Stage((seg_configs / "train.json",), {
-            **segmentation, **_STUDY_RUN, "batch_size": 2, "num_samples": 1, "base_learning_rate": 1.0,
-            "layer_decay": 0.5,
+            **segmentation, **_STUDY_RUN, "batch_size": 2, "num_samples": 1,
         }),
         "evaluate": Stage((seg_configs / "train.json", seg_configs / "evaluate.json"), segmentation),
     }
+
+
+def _recipes(learning_rates: dict[str, float], layer_decay: float = 0.75) -> dict[str, dict[str, Any]]:
+    """Fine-tuning recipe per arm: scratch without layer-wise decay (no pre-trained depth to protect), every encoder
+    that was trained or initialised elsewhere with the paper's decay; each arm its own peak learning rate (chosen on
+    the tuning draw, see ``tools/study/plans/``)."""
+    return {arm: {"base_learning_rate": lr, "layer_decay": 1.0 if arm == "scratch" else layer_decay}
+            for arm, lr in learning_rates.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -158,7 +175,11 @@ def _small_segmentation_stages(pretrain_config: Path, seg_configs: Path, data: d
 
 _CT = BUNDLES / "mae_pretrain_ct" / "configs"
 _SEG = BUNDLES / "unetr_btcv_seg" / "configs"
-_SMALL_ROI = {"roi_size": [48, 48, 48], "num_workers": 0}
+# The paper's token geometry at CPU size: 3 x 3 x 4 mm voxels, 48^3 crops and 8^3 patches span the paper's field
+# (96^3 crops of 1.5 x 1.5 x 2 mm: 144 x 144 x 192 mm) and token size (24 x 24 x 32 mm): 216 tokens, 54 visible at
+# mask ratio 0.75
+_CT_GEOMETRY = {"pixdim": [3.0, 3.0, 4.0], "roi_size": [48, 48, 48], "num_workers": 0}
+_PATCH8_UNETR = _network(_target_="scripts.networks.unetr_patch8.UNETRPatch8")
 
 
 class BtcvTask(Task):
@@ -178,13 +199,17 @@ btcv = BtcvTask(
     metric="mean_dice_13",
     metric_label="mean Dice over the 13 organs",
     class_label="organ",
-    **_small_segmentation_stages(_CT / "train.json", _SEG, _SMALL_ROI, pretrain_epochs=300),
+    **_small_segmentation_stages(_CT / "train.json", _SEG, _CT_GEOMETRY, pretrain_epochs=300,
+                                 network=_PATCH8_UNETR, mae={"patch_size": 8}),
     finetune_steps=300,
     full_finetune_steps=25000,
     batch_size=2,
     labelled_sizes=(2, "all"),
     full_labelled_sizes=(3, 5, 7, 12, 24),
     synthetic={"num_train": 8, "num_val": 4, "num_test": 0},
+    recipes=_recipes({"scratch": 1.0, "mae": 1.0, "supervised": 1.0, "untrained": 1.0}),
+    supervised_synthetic={"num_train": 12, "num_val": 1, "num_test": 0},
+    supervised_steps=1500,
 )
 
 
@@ -220,6 +245,9 @@ brats = BratsTask(
     labelled_sizes=(2, "all"),
     full_labelled_sizes=(20, "all"),
     synthetic={"num_cases": 14},
+    recipes=_recipes({"scratch": 1.0, "mae": 1.0, "supervised": 1.0, "untrained": 1.0}),
+    supervised_synthetic={"num_cases": 12},
+    supervised_steps=600,
 )
 
 
@@ -266,7 +294,6 @@ cxr14 = Cxr14Task(
     }),
     finetune=Stage((_CXR / "train.json",), {
         **_CXR_SMALL, "save_interval": 0, "val_cache_rate": 0.0, "batch_size": 32,
-        "base_learning_rate": 1e-3 * 256 / 32, "layer_decay": 0.75,
     }),
     evaluate=Stage((_CXR / "train.json", _CXR / "evaluate.json"), {**_CXR_SMALL, "val_batch_size": 64}),
     finetune_steps=400,
@@ -275,6 +302,9 @@ cxr14 = Cxr14Task(
     labelled_sizes=(64, "all"),
     full_labelled_sizes=(1000, 10000, "all"),
     synthetic={"num_images": 800, "size": 128},
+    recipes=_recipes({arm: 1e-3 * 256 / 32 for arm in ("scratch", "mae", "supervised", "untrained")}),
+    supervised_synthetic={"num_images": 800},
+    supervised_steps=400,
 )
 
 TASKS = {task.name: task for task in (btcv, brats, cxr14)}

@@ -1,11 +1,12 @@
-"""Choosing the fine-tuning hyper-parameters of a study on held-out *training* cases, the same way for both arms.
+"""Choosing the fine-tuning hyper-parameters of a study on a *tuning data draw*, the same way for every arm.
 
-The training cases are split once (seeded): the held-out part plays the evaluation cases, the rest the training
-cases, and the MAE is pre-trained on the images of the rest only. Every point of a grid (e.g. learning rate x
-layer-wise decay) is then run as a small study (the smallest labelled size, a few seeds, both arms); each arm gets the
-point with its best mean metric. The cases a study reports are never seen. Run it with ``--tune``::
+Run it on a draw of its own (``--seed``: the synthetic data of another seed than the study's): its training cases are
+split once (seeded), the held-out part plays the evaluation cases, the rest the training cases, and the MAE is
+pre-trained on the images of the rest only. Every point of a grid (e.g. the peak learning rate) is then run as a small
+study (the smallest labelled size, a few seeds, every arm, each with its recipe); each arm gets the point with its best
+mean metric. The cases a study reports are never seen. Run it with ``--tune``::
 
-    python tools/run_experiment.py btcv --tune --grid '{"base_learning_rate": [0.5, 1.0], "layer_decay": [0.5, 0.75]}'
+    python tools/run_experiment.py btcv --tune --seed 100 --grid '{"base_learning_rate": [0.5, 1.0, 2.0]}'
 
 and give the result to a study with ``--hyperparameters <output_dir>/tuning.json``.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.study.stats import mean_sd
-from tools.study.study import ARMS, StudyOptions, run_study
+from tools.study.study import StudyOptions, run_study
 from tools.study.tasks import Task
 
 __all__ = ["held_out_split", "grid_points", "tune"]
@@ -55,27 +56,30 @@ def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out
     tune_training, tune_evaluation = held_out_split(training, held_out, options.data_seed)
     sizes = [min(int(n) for n in (options.labelled_sizes or task.labelled_sizes) if n != "all")]
     base = replace(options, dataset_dir=Path(dataset_dir), labelled_sizes=sizes, cases=(tune_training, tune_evaluation))
-    results, mae_file = [], None
+    arms = list(options.arms)
+    results, encoders = [], {}
     for i, point in enumerate(grid_points(grid)):
         print(f"tuning {task.name}: grid point {i + 1}: {point}", flush=True)
-        study = run_study(task, replace(base, output_dir=out / f"point{i}", mae_file=mae_file,
-                                        arm_overrides={arm: point for arm in ARMS}))
-        mae_file = study["pretraining"]["mae_file"]  # one MAE for the whole grid
-        scores = {arm: [r.scores[task.metric] for r in study["runs"] if r.arm == arm] for arm in ARMS}
+        study = run_study(task, replace(base, output_dir=out / f"point{i}", arm_overrides={arm: point for arm in arms},
+                                        **encoders))
+        # one MAE and one supervised encoder for the whole grid
+        encoders = {"mae_file": study["encoders"].get("mae"), "supervised_file": study["encoders"].get("supervised")}
+        scores = {arm: [r.scores[task.metric] for r in study["runs"] if r.arm == arm] for arm in arms}
         results.append({"point": point, **scores})
-    chosen = {arm: max(results, key=lambda r: mean_sd(r[arm])[0])["point"] for arm in ARMS}
+    chosen = {arm: max(results, key=lambda r: mean_sd(r[arm])[0])["point"] for arm in arms}
     tuning = {"task": task.name, "metric": task.metric, "grid": grid, "held_out": len(tune_evaluation),
               "training": len(tune_training), "labelled": sizes[0], "seeds": list(options.seeds), "results": results,
               "chosen": chosen}
     (out / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
-    lines = [f"# Hyper-parameters of the {task.name} study, chosen on held-out training cases", "",
+    lines = [f"# Hyper-parameters of the {task.name} study, chosen on held-out cases of data draw {options.data_seed}",
+             "",
              f"{len(tune_training)} training cases ({sizes[0]} labelled), {len(tune_evaluation)} held-out training "
              f"cases scored; seeds {list(options.seeds)}; `{task.metric}` mean ± sd.", "",
-             "| point | MAE-init | scratch |", "|---|---|---|"]
+             "| point | " + " | ".join(arms) + " |", "|---" * (1 + len(arms)) + "|"]
     for r in results:
-        lines.append(f"| `{json.dumps(r['point'])}` | {mean_sd(r['mae'])[0]:.3f} ± {mean_sd(r['mae'])[1]:.3f} | "
-                     f"{mean_sd(r['scratch'])[0]:.3f} ± {mean_sd(r['scratch'])[1]:.3f} |")
-    lines += ["", f"Chosen: MAE-init `{json.dumps(chosen['mae'])}`, scratch `{json.dumps(chosen['scratch'])}`.", ""]
+        cells = [f"{mean_sd(r[arm])[0]:.3f} ± {mean_sd(r[arm])[1]:.3f}" for arm in arms]
+        lines.append(f"| `{json.dumps(r['point'])}` | " + " | ".join(cells) + " |")
+    lines += ["", "Chosen: " + ", ".join(f"{arm} `{json.dumps(chosen[arm])}`" for arm in arms) + ".", ""]
     (out / "tuning.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return tuning
