@@ -5,7 +5,8 @@ links here, and the packaging tool copies in the modules a bundle's configs use)
 MONAI Label look for custom code. Modules import each other relatively so both names work, and no package imports
 its modules eagerly: a config names what it uses by its full path, e.g. ``scripts.networks.mae.MaskedAutoencoderViT``.
 
-- ``networks``: the masked autoencoder, the logits-only ViT classifier, patch helpers, MAE encoder -> UNETR/ViT.
+- ``networks``: the masked autoencoder, the logits-only ViT classifier, UNETR with 8-voxel patches, patch helpers,
+  MAE encoder -> UNETR/ViT.
 - ``transforms``: MAE patch masking, random resized crop, X-ray loading, BraTS labels <-> regions, input checks.
 - ``data``: data set layouts and datalists (BraTS 2021 / MSD Task01, ChestX-ray14), splits, the datalist cache.
 - ``handlers``: ignite handlers (atomic checkpoints, encoder loading, reconstruction pictures, metric savers).
