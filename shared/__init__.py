@@ -9,8 +9,9 @@ its modules eagerly: a config names what it uses by its full path, e.g. ``script
   MAE encoder -> UNETR/ViT.
 - ``transforms``: MAE patch masking, random resized crop, X-ray loading, BraTS labels <-> regions, input checks.
 - ``data``: data set layouts and datalists (BraTS 2021 / MSD Task01, ChestX-ray14), splits, the datalist cache.
-- ``handlers``: ignite handlers (atomic checkpoints, encoder loading, reconstruction pictures, metric savers).
-- ``metrics``: per-case segmentation metrics, multi-label AUC.
+- ``handlers``: ignite handlers (atomic checkpoints, encoder loading, reconstruction pictures, the MAE health check,
+  metric savers).
+- ``metrics``: per-case segmentation metrics, multi-label AUC, the label-free MAE health check.
 - ``optimizers``: parameter groups with layer-wise learning-rate decay.
 - ``visualize``: reconstruction pictures.
 - ``utils``: atomic file writes, distributed helpers, NaN-aware statistics.

@@ -4,13 +4,14 @@ overwrite each other; and an inference loader that processes every good input an
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
-from monai.data import DataLoader
+from monai.data import DataLoader, load_decathlon_datalist
 from torch.utils.data import Dataset as TorchDataset
 
 from ..utils.config import as_bool
@@ -19,6 +20,7 @@ from ..utils.errors import describe_source, root_cause
 __all__ = [
     "non_empty",
     "select_keys",
+    "datalist_split",
     "pretraining_keys",
     "output_stem",
     "image_datalist",
@@ -58,6 +60,27 @@ def select_keys(items: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list
             raise ValueError(f"the datalist entry {dict(item)} has no {', '.join(missing)}.")
         selected.append({k: item[k] for k in keys})
     return selected
+
+
+def datalist_split(
+    datalist: str | os.PathLike | Mapping[str, Any], split: str, keys: Sequence[str], base_dir: str | None = None
+) -> list[dict[str, Any]]:
+    """The items of one split of a decathlon-format datalist with only ``keys`` in each, or ``[]`` when it has no
+    such split (e.g. held-out images for a check that is optional).
+
+    Args:
+        datalist: a datalist JSON file (paths relative to ``base_dir``, the file's folder when None) or its content
+            with absolute paths, e.g. ``{"training": [...], "validation": [...]}``.
+        split: e.g. ``"validation"``.
+        keys: the keys to keep, see :func:`select_keys`.
+        base_dir: folder of relative paths in a datalist file.
+    """
+    if isinstance(datalist, Mapping):
+        return select_keys(datalist.get(split, []), keys)
+    with open(datalist) as f:
+        if split not in json.load(f):
+            return []
+    return select_keys(load_decathlon_datalist(datalist, True, split, base_dir=base_dir), keys)
 
 
 def pretraining_keys(label_guided_crops: bool | str) -> list[str]:

@@ -52,6 +52,8 @@ class _NamingLoader:
         self._loader = loader
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_loader":  # not set yet: a copy or an unpickled object being built
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
