@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.bundle import ConfigWorkflow
 
 from shared.networks.mae import MaskedAutoencoderViT
@@ -105,6 +106,42 @@ def run_workflow(
         wf.run()
         wf.finalize()
     return wf
+
+
+def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path, modality: str = "CT") -> None:
+    """One slice per file (a CT or MR image storage instance), with the geometry of ``affine`` (a RAS NIfTI affine)
+    in DICOM's LPS frame, one Frame of Reference, and the patient and study attributes a conformant image has."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}[modality]
+    folder.mkdir(parents=True)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+    origin = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]
+    spacing = np.linalg.norm(lps, axis=0)
+    row_dir, col_dir = lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]  # DICOM columns run along array axis 0
+    series, study, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    for k in range(volume.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, series, modality, "synthetic"
+        ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Synthetic^Patient", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", ""
+        ds.FrameOfReferenceUID, ds.SeriesNumber, ds.InstanceNumber = frame_of_reference, 1, k + 1
+        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
+        ds.ImagePositionPatient = [float(v) for v in origin + lps[:, 2] * k]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+        ds.SliceThickness = float(spacing[2])
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
+        ds.save_as(str(folder / f"slice{k:03d}.dcm"), enforce_file_format=True)
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ IMAGE_STEPS = {
 
 # settings that every standalone config of a bundle defining them must define alike
 SHARED_IDS = ("pixdim", "intensity_range", "roi_size", "patch_size", "in_channels", "image_size", "crop_size",
-              "intensity_mean", "intensity_std", "dataset_layout", "use_dicom_window")
+              "intensity_mean", "intensity_std", "dataset_layout", "use_dicom_window", "class_names")
 
 
 def parser_of(bundle: str, config: str) -> ConfigParser:

@@ -32,6 +32,7 @@ from tests.helpers import (
     free_port,
     run_workflow,
     user_env,
+    write_dicom_series,
 )
 from tools import synthetic
 
@@ -107,38 +108,6 @@ def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, bt
 # ---------------------------------------------------------------------------------------------------------------
 # DICOM series in, NIfTI out
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path) -> None:
-    """One CT slice per file, with the geometry of ``affine`` (a RAS NIfTI affine) in DICOM's LPS frame."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True)
-    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
-    origin = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]
-    spacing = np.linalg.norm(lps, axis=0)
-    row_dir, col_dir = lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]  # DICOM columns run along array axis 0
-    series, study = generate_uid(), generate_uid()
-    for k in range(volume.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.PatientID = study, series, "CT", "synthetic"
-        ds.InstanceNumber = k + 1
-        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
-        ds.ImagePositionPatient = [float(v) for v in origin + lps[:, 2] * k]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
-        ds.SliceThickness = float(spacing[2])
-        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-        ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
-        ds.save_as(str(folder / f"slice{k:03d}.dcm"), enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,94 @@
+"""Saving predicted label maps as DICOM SEG objects that reference their source DICOM series.
+
+:class:`SaveDicomSegd` is the DICOM counterpart of MONAI's ``SaveImaged`` in the segmentation bundles' inference
+(``--output_format dicom_seg``); the building blocks are in :mod:`..data.dicom_seg`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import FolderLayout
+from monai.transforms import MapTransform
+
+from ..data.dicom_seg import build_segmentation, is_dicom_series, segment_table, series_images, write_segmentation
+from ..utils.errors import InputError
+from .checks import source_of
+
+__all__ = ["SaveDicomSegd"]
+
+
+class SaveDicomSegd(MapTransform):
+    """Dictionary transform: write each label map as one DICOM SEG object referencing the DICOM series it was
+    predicted on, to ``<output_dir>/<series folder name>_<output_postfix>.dcm`` (the name ``SaveImaged`` with
+    ``separate_folder=False`` gives the NIfTI, with ``.dcm``). The file is written atomically and never over one of
+    the series' images.
+
+    The label map must be in the series' voxel grid (put it after ``Invertd``): ``(1, X, Y, Z)`` with the series'
+    path in its ``filename_or_obj`` metadata and its RAS ``affine``, as MONAI's ``LoadImage`` gives a series folder.
+    Each class becomes a segment labelled with its name and coded with SNOMED CT concepts (see
+    :func:`..data.dicom_seg.segment_descriptions`).
+
+    Args:
+        keys: label map keys.
+        output_dir: folder of the SEG files (created).
+        classes: ``{label value: class name}`` or the names of the label values 1, 2, ... (e.g. the bundle's
+            ``class_names``); every name needs coded concepts in ``SEGMENT_CODES``.
+        algorithm_name: name recorded for the segmenting algorithm (e.g. the bundle's name).
+        algorithm_version: its version (e.g. the bundle's version).
+        output_postfix: added to the series' name, as ``SaveImaged``'s ``output_postfix``.
+        series_number: ``SeriesNumber`` of the SEG series.
+        allow_missing_keys: don't raise when a key is missing.
+
+    Raises:
+        ValueError: a class name without coded concepts (when constructed).
+        InputError: (when called) a label map not predicted on a DICOM series (e.g. on a NIfTI file), or not in its
+            grid; the message names the input.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        classes: Mapping[int, str] | Sequence[str],
+        algorithm_name: str,
+        algorithm_version: str = "",
+        output_postfix: str = "seg",
+        series_number: int = 300,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.classes = segment_table(classes)
+        self.algorithm_name = algorithm_name
+        self.algorithm_version = str(algorithm_version)
+        self.series_number = series_number
+        self.folder_layout = FolderLayout(os.fspath(output_dir), postfix=output_postfix, extension=".dcm",
+                                          parent=False, makedirs=True)
+
+    def output_path(self, series: str) -> str:
+        """The SEG file of the series folder ``series``."""
+        return self.folder_layout.filename(subject=os.path.normpath(series))
+
+    def save(self, label: torch.Tensor) -> str:
+        """Write the SEG of one ``(1, X, Y, Z)`` label map; returns its path."""
+        series = source_of(label)
+        if not is_dicom_series(series):
+            raise InputError(series, "is not a DICOM series: a DICOM SEG references its source series, so the input "
+                                     "must be a DICOM series (the folder of its slice files); use --output_format "
+                                     "nifti for other inputs.")
+        array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+        affine = np.asarray(label.affine.detach().cpu().numpy() if hasattr(label, "affine") else np.eye(4))
+        images = series_images(series, affine, array.shape[-3:])
+        segmentation = build_segmentation(array, images, self.classes, self.algorithm_name, self.algorithm_version,
+                                          self.series_number)
+        return write_segmentation(segmentation, self.output_path(series), [ds.filename for ds in images])
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.save(d[key])
+        return d
