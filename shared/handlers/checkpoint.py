@@ -46,8 +46,8 @@ class AtomicCheckpointSaver:
     MONAI Label and ``ckpt_export`` expect for ``models/model.pt``); with several it holds ``{name: state_dict}``,
     which :class:`ResumeLoader` (or MONAI's ``CheckpointLoader``) restores.
 
-    Under ``torch.distributed`` only rank 0 writes. When attached, leftovers of interrupted writes (``.tmp_*``) in
-    the file's folder are removed.
+    Under ``torch.distributed`` only rank 0 writes. When the engine it is attached to starts, leftovers of
+    interrupted writes (``.tmp_*``) in the file's folder are removed.
 
     Args:
         save_path: the checkpoint file, overwritten each time.
@@ -77,16 +77,24 @@ class AtomicCheckpointSaver:
         self.save_interval = save_interval
         self.on_completed = on_completed
         self.only_best = only_best
+        self._leftovers_removed = False
 
     def attach(self, engine: Engine) -> None:
-        if is_main_process():
-            folder = os.path.dirname(os.path.abspath(self.save_path))
-            for path in remove_temporaries(folder):
-                logger.warning(f"removed {path}, left by an interrupted write")
+        """Save on ``engine``'s events; clear the leftovers of interrupted writes when it first starts running (not
+        now: attaching happens when a config is instantiated, possibly before the bundle lock is taken)."""
+        engine.add_event_handler(Events.STARTED, self.remove_leftovers)
         if self.save_interval > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
         if self.on_completed:
             engine.add_event_handler(Events.COMPLETED, self)
+
+    def remove_leftovers(self, engine: Engine | None = None) -> None:
+        """Remove the ``.tmp_*`` files of interrupted writes beside :attr:`save_path`, once per process (rank 0)."""
+        if self._leftovers_removed or not is_main_process():
+            return
+        self._leftovers_removed = True
+        for path in remove_temporaries(os.path.dirname(os.path.abspath(self.save_path))):
+            logger.warning(f"removed {path}, left by an interrupted write")
 
     def state(self) -> dict:
         states = {name: getattr(obj, "module", obj).state_dict() for name, obj in self.save_dict.items()}
