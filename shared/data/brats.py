@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from monai.utils import ImageMetaKey
 
 from .datalist_cache import cached_datalist, file_stamp
+from .inputs import check_outputs
 from .splits import split_validation
 
 __all__ = [
@@ -311,14 +312,26 @@ def brats_datalist(
     return {s: [_absolute(c, root) for c in data.get(s, [])] for s in ("training", "validation")}
 
 
-def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
+def brats_inference_datalist(
+    dataset_dir: str, layout: str, output_dir: str | None = None, output_postfix: str = "seg"
+) -> list[dict]:
     """The cases to segment in ``dataset_dir``, labels not needed.
 
     - ``"brats2021"``: every case folder with the four contrast files (``image`` is the list FLAIR, T1, T1ce, T2);
     - ``"msd"``: the ``test`` list of ``dataset.json`` (or the files of ``imagesTs``) (``image`` is one 4-D file).
 
+    Args:
+        dataset_dir: the data set folder.
+        layout: ``"brats2021"`` or ``"msd"``.
+        output_dir: where the segmentations are written; outputs that would overwrite an input are refused
+            (:func:`check_outputs`).
+        output_postfix: the segmentations' postfix.
+
     Returns:
         ``[{"image": ...}, ...]`` with absolute paths.
+
+    Raises:
+        ValueError: two cases would be written to the same output, or an output would overwrite an input.
     """
     lay = get_layout(layout)
     cases = brats2021_cases(dataset_dir, labelled=False) if lay.name == "brats2021" else msd_cases(dataset_dir, "test")
@@ -329,6 +342,8 @@ def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
     clashes = {n: files for n, files in names.items() if len(files) > 1}
     if clashes:
         raise ValueError(f"cases with the same name would overwrite each other's output: {clashes}")
+    if output_dir is not None:
+        check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name)
     return cases
 
 
