@@ -25,7 +25,6 @@ Channel order of the images is FLAIR, T1, T1ce (T1Gd), T2 for both layouts; the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 
 from monai.utils import ImageMetaKey
 
+from ..utils.errors import InputError
+from ..utils.files import read_json
 from .datalist_cache import cached_datalist, file_stamp
 from .inputs import check_outputs
 from .splits import split_validation
@@ -210,8 +211,10 @@ def msd_cases(dataset_dir: str, section: str = "training") -> list[dict]:
         )
         hint = " It holds BraTS 2021 case folders: use dataset_layout 'brats2021'." if looks_brats else ""
         raise FileNotFoundError(f"no MSD dataset.json in {root}.{hint}")
-    with open(json_file) as f:
-        entries = json.load(f).get(section)
+    content = read_json(json_file)
+    if not isinstance(content, dict):
+        raise InputError(json_file, f"an MSD dataset.json is a JSON object, not a {type(content).__name__}.")
+    entries = content.get(section)
     if section == "test" and not entries:
         folder = os.path.join(root, "imagesTs")
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []

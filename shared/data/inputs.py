@@ -8,6 +8,7 @@ Every inference writer (:class:`scripts.transforms.io.SaveImaged`) names its fil
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,9 +19,11 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from ..utils.config import as_bool
-from ..utils.errors import describe_source, root_cause
+from ..utils.errors import InputError, describe_source, root_cause
+from ..utils.files import read_json
 
 __all__ = [
+    "decathlon_datalist",
     "non_empty",
     "select_keys",
     "pretraining_keys",
@@ -33,6 +36,36 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def decathlon_datalist(
+    datalist_file: str, key: str, base_dir: str | None = None, required: Sequence[str] = ("image",)
+) -> list[dict]:
+    """``monai.data.load_decathlon_datalist(datalist_file, True, key, base_dir)``, with errors that name the file,
+    and the entry, at fault.
+
+    Args:
+        datalist_file: the datalist (JSON).
+        key: the list to read, e.g. ``"training"``.
+        base_dir: the folder the paths are relative to; default the datalist's folder.
+        required: the keys every entry must have.
+
+    Raises:
+        InputError: the file is not valid JSON (naming the line and column), has no list ``key``, or an entry lacks
+            one of ``required`` (naming the entry).
+    """
+    from monai.data import load_decathlon_datalist
+
+    content = read_json(datalist_file)
+    items = content.get(key) if isinstance(content, dict) else None
+    if not isinstance(items, list):
+        raise InputError(datalist_file, f"has no {key!r} list.")
+    for index, item in enumerate(items):
+        missing = [k for k in required if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise InputError(datalist_file, f"entry {index} of {key!r} ({json.dumps(item)}) has no "
+                                            f"{', '.join(repr(k) for k in missing)}.")
+    return load_decathlon_datalist(datalist_file, True, key, base_dir=base_dir)
 
 
 def non_empty(items: Sequence[Any], what: str) -> list[Any]:
