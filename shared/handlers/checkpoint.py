@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import shutil
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from ..utils.atomic import remove_temporaries, save_atomically
 from ..utils.config import as_bool
 from ..utils.dist import is_main_process
 
-__all__ = ["AtomicCheckpointSaver", "BestMetricState", "ResumeLoader", "non_finite_entries"]
+__all__ = ["AtomicCheckpointSaver", "BestMetricState", "ResumeLoader", "keep_previous", "non_finite_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,28 @@ def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
     if isinstance(state, (list, tuple)):
         return [n for i, v in enumerate(state) for n in non_finite_entries(v, f"{prefix}{i}.")]
     return []
+
+
+def keep_previous(path: str) -> str | None:
+    """Keep the file ``path`` under a new name beside it, ``<name>.previous-<its modification time><ext>`` (e.g.
+    ``model.previous-20240131-120000.pt``), before a run replaces it: a hard link where the file system allows it
+    (no copy; ``path`` itself is left in place until it is atomically replaced), else a copy.
+
+    Returns:
+        the name it is kept under; None when ``path`` does not exist.
+    """
+    if not os.path.isfile(path):
+        return None
+    stem, ext = os.path.splitext(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
+    kept, n = f"{stem}.previous-{stamp}{ext}", 1
+    while os.path.exists(kept):
+        kept, n = f"{stem}.previous-{stamp}-{n}{ext}", n + 1
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
+    return kept
 
 
 class AtomicCheckpointSaver:
@@ -145,6 +169,9 @@ class ResumeLoader:
     - A run restarted with a larger ``epochs`` continues on a learning-rate schedule for the new total: the
       schedule's length (``t_total``, ``warmup_steps``) is the one configured now, not the one saved.
     - A run that had already finished says so instead of silently training nothing.
+    - A run that starts from scratch (``resume`` off, or no checkpoint) keeps the files of ``keep_on_fresh_start``
+      that an earlier run left (the best model) under a new name (:func:`keep_previous`) and says so: its first
+      validation would otherwise replace them without a word.
 
     Args:
         load_path: the checkpoint (``models/checkpoint.pt``).
@@ -152,6 +179,7 @@ class ResumeLoader:
         resume: whether to resume at all.
         map_location: ``torch.load``'s ``map_location``.
         scheduler_key: the ``load_dict`` entry of the learning-rate schedule.
+        keep_on_fresh_start: files an earlier run wrote that a fresh run would replace (``models/model.pt``).
     """
 
     SCHEDULE_LENGTH = ("t_total", "warmup_steps", "warmup_multiplier")
@@ -163,12 +191,15 @@ class ResumeLoader:
         resume: bool | str = True,
         map_location: Any = None,
         scheduler_key: str = "lr_scheduler",
+        keep_on_fresh_start: Sequence[str] = (),
     ) -> None:
         self.load_path = load_path
         self.load_dict = dict(load_dict)
         self.resume = as_bool(resume, "resume")
         self.map_location = map_location
         self.scheduler_key = scheduler_key
+        self.keep_on_fresh_start = [keep_on_fresh_start] if isinstance(keep_on_fresh_start, str) else list(
+            keep_on_fresh_start)
 
     def attach(self, engine: Engine) -> None:
         if not self.resume:
@@ -177,6 +208,18 @@ class ResumeLoader:
             engine.logger.info(f"no checkpoint at {self.load_path}: training starts from the beginning")
         else:
             engine.add_event_handler(Events.STARTED, self)
+            return
+        self.keep_earlier_files(engine)
+
+    def keep_earlier_files(self, engine: Engine) -> None:
+        """Keep the files of ``keep_on_fresh_start`` that exist (rank 0), saying where."""
+        if not is_main_process():
+            return
+        for path in self.keep_on_fresh_start:
+            kept = keep_previous(path)
+            if kept is not None:
+                engine.logger.warning(f"this run starts from scratch: the earlier {path} is kept as {kept} (this run "
+                                      f"writes its own {os.path.basename(path)})")
 
     def _read(self) -> Mapping[str, Any]:
         try:
