@@ -17,6 +17,7 @@ import time
 from ignite.engine import Engine, Events
 
 from ..utils.dist import is_main_process
+from ..utils.errors import at_failed_exit
 
 __all__ = ["BundleLock", "BundleLockedError"]
 
@@ -90,6 +91,7 @@ class BundleLock:
                        "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
         self.held = True
         atexit.register(self.release)
+        at_failed_exit(self.release)
 
     def release(self, engine: Engine | None = None) -> None:
         if self.held:
