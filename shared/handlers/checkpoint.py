@@ -25,7 +25,14 @@ from ..utils.atomic import remove_temporaries, save_atomically
 from ..utils.config import as_bool
 from ..utils.dist import is_main_process
 
-__all__ = ["AtomicCheckpointSaver", "BestMetricState", "ResumeLoader", "keep_previous", "non_finite_entries"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "BestMetricState",
+    "ResumeLoader",
+    "keep_previous",
+    "non_finite_entries",
+    "state_dict_differences",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,28 @@ def keep_previous(path: str) -> str | None:
     except OSError:
         shutil.copy2(path, kept)
     return kept
+
+
+def state_dict_differences(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
+    """What differs between a network's state dict and a saved one: missing and unexpected tensor names, and shapes.
+
+    Returns:
+        one short phrase per difference, e.g. ``"vit.norm.weight: saved (768,), network (48,)"``.
+    """
+    problems = []
+    for name, tensor in expected.items():
+        if name not in saved:
+            problems.append(f"{name}: not in the file")
+        elif hasattr(saved[name], "shape") and tuple(saved[name].shape) != tuple(tensor.shape):
+            problems.append(f"{name}: saved {tuple(saved[name].shape)}, network {tuple(tensor.shape)}")
+    problems += [f"{name}: not in the network" for name in saved if name not in expected]
+    return problems
+
+
+def _learning_rates(optimizer: Any) -> list[float]:
+    """The base learning rate of each parameter group (``initial_lr`` once a schedule is attached, else ``lr``)."""
+    groups = getattr(optimizer, "param_groups", None) or []
+    return [float(g.get("initial_lr", g.get("lr", 0.0))) for g in groups]
 
 
 class AtomicCheckpointSaver:
@@ -234,6 +263,19 @@ class ResumeLoader:
             raise RuntimeError(f"{self.load_path} holds no checkpoint dict; delete it or run with --resume false.")
         return checkpoint
 
+    def _check_shapes(self, key: str, obj: Any, saved: Any) -> None:
+        """Refuse, in a few lines, a network whose tensors differ from the checkpoint's (names or shapes)."""
+        if not isinstance(obj, torch.nn.Module) or not isinstance(saved, Mapping):
+            return
+        problems = state_dict_differences(obj.state_dict(), saved)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise RuntimeError(
+                f"{self.load_path} does not fit this run's {key!r}: {len(problems)} tensors differ ({shown}). It was "
+                "written by another network configuration: resume with the settings it was trained with, or run "
+                "with --resume false to start over."
+            )
+
     def __call__(self, engine: Engine) -> None:
         checkpoint = self._read()
         scheduler = self.load_dict.get(self.scheduler_key)
@@ -242,8 +284,19 @@ class ResumeLoader:
         for key in missing:
             engine.logger.warning(f"{self.load_path} has no {key!r}: it starts afresh")
         to_load = {k: v for k, v in self.load_dict.items() if k in checkpoint}
+        for key, obj in to_load.items():
+            self._check_shapes(key, getattr(obj, "module", obj), checkpoint[key])
+        configured_lr = _learning_rates(self.load_dict.get("optimizer"))
         max_epochs = engine.state.max_epochs
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        saved_lr = _learning_rates(self.load_dict.get("optimizer"))
+        if configured_lr and saved_lr and not all(
+                abs(a - b) <= 1e-9 * max(abs(a), abs(b)) for a, b in zip(configured_lr, saved_lr)):
+            engine.logger.warning(
+                f"this run asks for learning rate {configured_lr[0]:.6g}, {self.load_path} was trained with "
+                f"{saved_lr[0]:.6g}: the resumed run continues with the checkpoint's. Run with --resume false to "
+                "train with the new one."
+            )
         if max_epochs is not None and engine.state.epoch > max_epochs:
             raise RuntimeError(
                 f"{self.load_path} is at epoch {engine.state.epoch}, beyond the {max_epochs} epochs asked for: run "
