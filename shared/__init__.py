@@ -17,6 +17,7 @@ its modules eagerly: a config names what it uses by its full path, e.g. ``script
 - ``utils``: atomic file writes, distributed helpers, NaN-aware statistics.
 """
 
-from .utils.errors import install_excepthook
+from .utils.errors import install_excepthook, is_bundle_run
 
-install_excepthook()  # a failed run ends with its cause, not with MONAI's "Failed to evaluate ConfigExpression"
+if is_bundle_run():  # a failed run ends with its cause, not with MONAI's "Failed to evaluate ConfigExpression"
+    install_excepthook()  # (only there: an import in MONAI Label or a notebook leaves the process as it is)

@@ -66,14 +66,17 @@ def bundle_run(
     torchrun: bool = False,
     expect_failure: bool = False,
     timeout: float = 600,
+    via: Sequence[str] = ("monai.bundle",),
 ) -> str:
     """``python -m monai.bundle run --config_file ...`` (under ``torchrun`` with 2 processes when asked), as a user
-    runs it; returns its output. Fails unless its exit status is what ``expect_failure`` says."""
+    runs it; returns its output. Fails unless its exit status is what ``expect_failure`` says. ``via`` is the module
+    run with ``-m`` and its first arguments: a test module that runs ``monai.bundle`` under injected faults (e.g.
+    ``("tests.disk_full", folder)``)."""
     config = str(configs[0]) if len(configs) == 1 else str([str(c) for c in configs])
     launcher = [sys.executable]
     if torchrun:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-    cmd = launcher + ["-m", "monai.bundle", "run", "--config_file", config, *cli_args(overrides or {})]
+    cmd = launcher + ["-m", *via, "run", "--config_file", config, *cli_args(overrides or {})]
     proc = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert (proc.returncode != 0) == expect_failure, f"{' '.join(cmd)}\nexit {proc.returncode}\n{output[-4000:]}"

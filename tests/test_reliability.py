@@ -429,6 +429,8 @@ def test_saved_files_respect_the_umask_and_leftover_temporaries_are_removed(tmp_
     saver = AtomicCheckpointSaver(str(tmp_path / "model.pt"), {"model": torch.nn.Linear(1, 1)})
     engine = Engine(lambda e, b: None)
     saver.attach(engine)
+    assert leftover.exists()  # attaching (instantiating a config) touches nothing: the lock may not be held yet
+    engine.fire_event(Events.STARTED)
     assert not leftover.exists()
     saver(engine)
     mask = os.umask(0)

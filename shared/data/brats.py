@@ -25,7 +25,6 @@ Channel order of the images is FLAIR, T1, T1ce (T1Gd), T2 for both layouts; the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -33,7 +32,10 @@ from dataclasses import dataclass
 
 from monai.utils import ImageMetaKey
 
+from ..utils.errors import InputError
+from ..utils.files import read_json
 from .datalist_cache import cached_datalist, file_stamp
+from .inputs import check_outputs
 from .splits import split_validation
 
 __all__ = [
@@ -209,8 +211,10 @@ def msd_cases(dataset_dir: str, section: str = "training") -> list[dict]:
         )
         hint = " It holds BraTS 2021 case folders: use dataset_layout 'brats2021'." if looks_brats else ""
         raise FileNotFoundError(f"no MSD dataset.json in {root}.{hint}")
-    with open(json_file) as f:
-        entries = json.load(f).get(section)
+    content = read_json(json_file)
+    if not isinstance(content, dict):
+        raise InputError(json_file, f"an MSD dataset.json is a JSON object, not a {type(content).__name__}.")
+    entries = content.get(section)
     if section == "test" and not entries:
         folder = os.path.join(root, "imagesTs")
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
@@ -311,14 +315,26 @@ def brats_datalist(
     return {s: [_absolute(c, root) for c in data.get(s, [])] for s in ("training", "validation")}
 
 
-def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
+def brats_inference_datalist(
+    dataset_dir: str, layout: str, output_dir: str | None = None, output_postfix: str = "seg"
+) -> list[dict]:
     """The cases to segment in ``dataset_dir``, labels not needed.
 
     - ``"brats2021"``: every case folder with the four contrast files (``image`` is the list FLAIR, T1, T1ce, T2);
     - ``"msd"``: the ``test`` list of ``dataset.json`` (or the files of ``imagesTs``) (``image`` is one 4-D file).
 
+    Args:
+        dataset_dir: the data set folder.
+        layout: ``"brats2021"`` or ``"msd"``.
+        output_dir: where the segmentations are written; outputs that would overwrite an input are refused
+            (:func:`check_outputs`).
+        output_postfix: the segmentations' postfix.
+
     Returns:
         ``[{"image": ...}, ...]`` with absolute paths.
+
+    Raises:
+        ValueError: two cases would be written to the same output, or an output would overwrite an input.
     """
     lay = get_layout(layout)
     cases = brats2021_cases(dataset_dir, labelled=False) if lay.name == "brats2021" else msd_cases(dataset_dir, "test")
@@ -329,6 +345,8 @@ def brats_inference_datalist(dataset_dir: str, layout: str) -> list[dict]:
     clashes = {n: files for n, files in names.items() if len(files) > 1}
     if clashes:
         raise ValueError(f"cases with the same name would overwrite each other's output: {clashes}")
+    if output_dir is not None:
+        check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name)
     return cases
 
 

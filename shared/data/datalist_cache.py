@@ -3,7 +3,8 @@
 Both BraTS and ChestX-ray14 need a split that the data sets do not ship; building it means listing thousands of
 files. :func:`cached_datalist` builds it once, stores it with a *fingerprint* (the split settings and the sizes and
 modification times of the inputs) and reuses the file while the fingerprint matches. A datalist file without a
-fingerprint was written by hand and is used as it is.
+fingerprint was written by hand and is used as it is; a file that is not valid JSON is an error naming the file,
+the line and the column, and is never rewritten.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..utils.atomic import atomic_open
+from ..utils.errors import InputError
+from ..utils.files import read_json
 
 __all__ = ["FINGERPRINT_KEY", "file_stamp", "cached_datalist"]
 
@@ -30,12 +33,15 @@ def file_stamp(path: str) -> list:
     return [os.path.abspath(path), st.st_size if os.path.isfile(path) else 0, st.st_mtime_ns]
 
 
-def _read(datalist_file: str) -> dict | None:
-    try:
-        with open(datalist_file) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+def _read(datalist_file: str) -> dict:
+    """The datalist in ``datalist_file``; a file that cannot be parsed is an error, never a reason to rewrite it
+    (this module writes atomically, so such a file was written by someone else)."""
+    data = read_json(datalist_file, hint=" The file is not rewritten: correct it, or delete it to have the datalist "
+                                         "made again from the data set.")
+    if not isinstance(data, dict):
+        raise InputError(datalist_file, f"a datalist is a JSON object with 'training' and 'validation' lists, not a "
+                                        f"{type(data).__name__}. The file is not rewritten.")
+    return data
 
 
 def cached_datalist(
@@ -57,6 +63,9 @@ def cached_datalist(
 
     Returns:
         the datalist, with the fingerprint under :data:`FINGERPRINT_KEY` unless the file was hand-made.
+
+    Raises:
+        InputError: ``datalist_file`` exists but is not a JSON object (it is left as it is).
     """
     fingerprint = json.loads(json.dumps(fingerprint))  # the form it has after a round trip through the file
     cached = _read(datalist_file) if datalist_file and os.path.isfile(datalist_file) else None

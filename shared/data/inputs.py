@@ -1,5 +1,9 @@
-"""The inputs of a run, checked before any work: lists that are not empty, files that exist and outputs that do not
-overwrite each other; and an inference loader that processes every good input and reports the bad ones.
+"""The inputs of a run, checked before any work: lists that are not empty, files that exist and outputs that
+overwrite neither each other nor an input; and an inference loader that processes every good input and reports the
+bad ones.
+
+Every inference writer (:class:`scripts.transforms.io.SaveImaged`) names its file with :func:`output_path`, and
+:func:`check_outputs` applies the same rule to all the inputs of a run before the first is read.
 """
 
 from __future__ import annotations
@@ -15,20 +19,54 @@ from monai.data import DataLoader, load_decathlon_datalist
 from torch.utils.data import Dataset as TorchDataset
 
 from ..utils.config import as_bool
-from ..utils.errors import describe_source, root_cause
+from ..utils.errors import InputError, describe_source, root_cause
+from ..utils.files import read_json
 
 __all__ = [
+    "decathlon_datalist",
     "non_empty",
     "select_keys",
     "datalist_split",
     "pretraining_keys",
     "output_stem",
+    "output_path",
+    "check_outputs",
     "image_datalist",
     "SkipFailedInputs",
     "InputFailures",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def decathlon_datalist(
+    datalist_file: str, key: str, base_dir: str | None = None, required: Sequence[str] = ("image",)
+) -> list[dict]:
+    """``monai.data.load_decathlon_datalist(datalist_file, True, key, base_dir)``, with errors that name the file,
+    and the entry, at fault.
+
+    Args:
+        datalist_file: the datalist (JSON).
+        key: the list to read, e.g. ``"training"``.
+        base_dir: the folder the paths are relative to; default the datalist's folder.
+        required: the keys every entry must have.
+
+    Raises:
+        InputError: the file is not valid JSON (naming the line and column), has no list ``key``, or an entry lacks
+            one of ``required`` (naming the entry).
+    """
+    from monai.data import load_decathlon_datalist
+
+    content = read_json(datalist_file)
+    items = content.get(key) if isinstance(content, dict) else None
+    if not isinstance(items, list):
+        raise InputError(datalist_file, f"has no {key!r} list.")
+    for index, item in enumerate(items):
+        missing = [k for k in required if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise InputError(datalist_file, f"entry {index} of {key!r} ({json.dumps(item)}) has no "
+                                            f"{', '.join(repr(k) for k in missing)}.")
+    return load_decathlon_datalist(datalist_file, True, key, base_dir=base_dir)
 
 
 def non_empty(items: Sequence[Any], what: str) -> list[Any]:
@@ -98,22 +136,89 @@ def output_stem(path: str) -> str:
     return os.path.splitext(name)[0]
 
 
+def output_path(
+    source: str, output_dir: str, postfix: str, ext: str = ".nii.gz", name_of: Callable[[str], str] = output_stem
+) -> str:
+    """The file an inference writer writes for the input ``source``: ``<output_dir>/<name>_<postfix><ext>``.
+
+    Args:
+        source: the input file (the first file of a multi-file case).
+        output_dir: the output folder.
+        postfix: what the output is, e.g. ``"seg"``.
+        ext: the output's extension.
+        name_of: the output name of an input (:func:`output_stem`, or the case name of a BraTS 2021 case).
+    """
+    return os.path.join(os.fspath(output_dir), f"{name_of(os.fspath(source))}_{postfix}{ext}")
+
+
+def _files_of(source: str | Sequence[str]) -> list[str]:
+    return [os.fspath(source)] if isinstance(source, (str, os.PathLike)) else [os.fspath(s) for s in source]
+
+
+def check_outputs(
+    sources: Sequence[str | Sequence[str]],
+    output_dir: str,
+    postfixes: Sequence[str],
+    ext: str = ".nii.gz",
+    name_of: Callable[[str], str] = output_stem,
+) -> None:
+    """Refuse, before any work, a run whose outputs would overwrite one of its inputs or each other.
+
+    An input that is the output of another input (``ct_seg.nii.gz`` beside ``ct.nii.gz``, written by an earlier run
+    into the input folder) is refused too: processing it would read an output as an input.
+
+    Args:
+        sources: the inputs, one entry per case (a file, or the files of a multi-file case).
+        output_dir: the output folder.
+        postfixes: the postfixes of the files written for each input.
+        ext: the outputs' extension.
+        name_of: the output name of an input (see :func:`output_path`).
+
+    Raises:
+        ValueError: naming the output and the input it would overwrite.
+    """
+    inputs = {os.path.realpath(f): f for source in sources for f in _files_of(source)}
+    written: dict[str, str] = {}
+    for source in sources:
+        files = _files_of(source)
+        for postfix in postfixes:
+            out = output_path(files[0], output_dir, postfix, ext, name_of)
+            key = os.path.realpath(out)
+            if key in inputs:
+                raise ValueError(
+                    f"the output {out} of {describe_source(source)} would overwrite the input {inputs[key]}; write "
+                    "the outputs to another --output_dir (if it is the output of an earlier run, move it out of the "
+                    "input folder). Nothing was written."
+                )
+            if key in written:
+                raise ValueError(f"{describe_source(source)} and {written[key]} would both be written to {out}; "
+                                 "rename one of them. Nothing was written.")
+            written[key] = describe_source(source)
+
+
 def image_datalist(
     input_files: str | Sequence[str],
     looked_for: str = "input_files",
     name_of: Callable[[str], str] = output_stem,
+    output_dir: str | None = None,
+    output_postfixes: Sequence[str] = (),
+    output_ext: str = ".nii.gz",
 ) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for inference, refusing before any work what would fail later or lose outputs.
+    """``[{"image": path}]`` for inference, refusing before any work what would fail later or lose outputs or inputs.
 
     Args:
         input_files: one path (a string is one file, not a sequence of characters) or a list of paths (a DICOM
             series is given as its folder).
         looked_for: where the files were looked for, for the message when there is none (e.g. the glob pattern).
         name_of: the output name of an input; two inputs with the same output name would overwrite each other.
+        output_dir: where the outputs are written; with ``output_postfixes``, outputs that would overwrite an input
+            are refused (:func:`check_outputs`).
+        output_postfixes: the postfixes of the files the run writes for each input.
+        output_ext: the outputs' extension.
 
     Raises:
         FileNotFoundError: no input, or inputs that do not exist.
-        ValueError: two inputs would be written to the same output.
+        ValueError: two inputs would be written to the same output, or an output would overwrite an input.
     """
     files = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
     files = [os.fspath(f) for f in files]
@@ -130,6 +235,8 @@ def image_datalist(
         shown = "; ".join(f"{name}: {', '.join(paths)}" for name, paths in list(clashes.items())[:5])
         raise ValueError(f"inputs with the same name would overwrite each other's output ({shown}); rename them or "
                          "run them separately.")
+    if output_dir is not None:
+        check_outputs(files, output_dir, output_postfixes, output_ext, name_of)
     return [{"image": f} for f in files]
 
 

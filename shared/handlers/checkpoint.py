@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import shutil
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +25,14 @@ from ..utils.atomic import remove_temporaries, save_atomically
 from ..utils.config import as_bool
 from ..utils.dist import is_main_process
 
-__all__ = ["AtomicCheckpointSaver", "BestMetricState", "ResumeLoader", "non_finite_entries"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "BestMetricState",
+    "ResumeLoader",
+    "keep_previous",
+    "non_finite_entries",
+    "state_dict_differences",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,50 @@ def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def keep_previous(path: str) -> str | None:
+    """Keep the file ``path`` under a new name beside it, ``<name>.previous-<its modification time><ext>`` (e.g.
+    ``model.previous-20240131-120000.pt``), before a run replaces it: a hard link where the file system allows it
+    (no copy; ``path`` itself is left in place until it is atomically replaced), else a copy.
+
+    Returns:
+        the name it is kept under; None when ``path`` does not exist.
+    """
+    if not os.path.isfile(path):
+        return None
+    stem, ext = os.path.splitext(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
+    kept, n = f"{stem}.previous-{stamp}{ext}", 1
+    while os.path.exists(kept):
+        kept, n = f"{stem}.previous-{stamp}-{n}{ext}", n + 1
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
+    return kept
+
+
+def state_dict_differences(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
+    """What differs between a network's state dict and a saved one: missing and unexpected tensor names, and shapes.
+
+    Returns:
+        one short phrase per difference, e.g. ``"vit.norm.weight: saved (768,), network (48,)"``.
+    """
+    problems = []
+    for name, tensor in expected.items():
+        if name not in saved:
+            problems.append(f"{name}: not in the file")
+        elif hasattr(saved[name], "shape") and tuple(saved[name].shape) != tuple(tensor.shape):
+            problems.append(f"{name}: saved {tuple(saved[name].shape)}, network {tuple(tensor.shape)}")
+    problems += [f"{name}: not in the network" for name in saved if name not in expected]
+    return problems
+
+
+def _learning_rates(optimizer: Any) -> list[float]:
+    """The base learning rate of each parameter group (``initial_lr`` once a schedule is attached, else ``lr``)."""
+    groups = getattr(optimizer, "param_groups", None) or []
+    return [float(g.get("initial_lr", g.get("lr", 0.0))) for g in groups]
+
+
 class AtomicCheckpointSaver:
     """Save the state dicts of ``save_dict`` every ``save_interval`` epochs and when training completes.
 
@@ -46,8 +99,8 @@ class AtomicCheckpointSaver:
     MONAI Label and ``ckpt_export`` expect for ``models/model.pt``); with several it holds ``{name: state_dict}``,
     which :class:`ResumeLoader` (or MONAI's ``CheckpointLoader``) restores.
 
-    Under ``torch.distributed`` only rank 0 writes. When attached, leftovers of interrupted writes (``.tmp_*``) in
-    the file's folder are removed.
+    Under ``torch.distributed`` only rank 0 writes. When the engine it is attached to starts, leftovers of
+    interrupted writes (``.tmp_*``) in the file's folder are removed.
 
     Args:
         save_path: the checkpoint file, overwritten each time.
@@ -77,16 +130,24 @@ class AtomicCheckpointSaver:
         self.save_interval = save_interval
         self.on_completed = on_completed
         self.only_best = only_best
+        self._leftovers_removed = False
 
     def attach(self, engine: Engine) -> None:
-        if is_main_process():
-            folder = os.path.dirname(os.path.abspath(self.save_path))
-            for path in remove_temporaries(folder):
-                logger.warning(f"removed {path}, left by an interrupted write")
+        """Save on ``engine``'s events; clear the leftovers of interrupted writes when it first starts running (not
+        now: attaching happens when a config is instantiated, possibly before the bundle lock is taken)."""
+        engine.add_event_handler(Events.STARTED, self.remove_leftovers)
         if self.save_interval > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
         if self.on_completed:
             engine.add_event_handler(Events.COMPLETED, self)
+
+    def remove_leftovers(self, engine: Engine | None = None) -> None:
+        """Remove the ``.tmp_*`` files of interrupted writes beside :attr:`save_path`, once per process (rank 0)."""
+        if self._leftovers_removed or not is_main_process():
+            return
+        self._leftovers_removed = True
+        for path in remove_temporaries(os.path.dirname(os.path.abspath(self.save_path))):
+            logger.warning(f"removed {path}, left by an interrupted write")
 
     def state(self) -> dict:
         states = {name: getattr(obj, "module", obj).state_dict() for name, obj in self.save_dict.items()}
@@ -137,6 +198,9 @@ class ResumeLoader:
     - A run restarted with a larger ``epochs`` continues on a learning-rate schedule for the new total: the
       schedule's length (``t_total``, ``warmup_steps``) is the one configured now, not the one saved.
     - A run that had already finished says so instead of silently training nothing.
+    - A run that starts from scratch (``resume`` off, or no checkpoint) keeps the files of ``keep_on_fresh_start``
+      that an earlier run left (the best model) under a new name (:func:`keep_previous`) and says so: its first
+      validation would otherwise replace them without a word.
 
     Args:
         load_path: the checkpoint (``models/checkpoint.pt``).
@@ -144,6 +208,7 @@ class ResumeLoader:
         resume: whether to resume at all.
         map_location: ``torch.load``'s ``map_location``.
         scheduler_key: the ``load_dict`` entry of the learning-rate schedule.
+        keep_on_fresh_start: files an earlier run wrote that a fresh run would replace (``models/model.pt``).
     """
 
     SCHEDULE_LENGTH = ("t_total", "warmup_steps", "warmup_multiplier")
@@ -155,12 +220,15 @@ class ResumeLoader:
         resume: bool | str = True,
         map_location: Any = None,
         scheduler_key: str = "lr_scheduler",
+        keep_on_fresh_start: Sequence[str] = (),
     ) -> None:
         self.load_path = load_path
         self.load_dict = dict(load_dict)
         self.resume = as_bool(resume, "resume")
         self.map_location = map_location
         self.scheduler_key = scheduler_key
+        self.keep_on_fresh_start = [keep_on_fresh_start] if isinstance(keep_on_fresh_start, str) else list(
+            keep_on_fresh_start)
 
     def attach(self, engine: Engine) -> None:
         if not self.resume:
@@ -169,6 +237,18 @@ class ResumeLoader:
             engine.logger.info(f"no checkpoint at {self.load_path}: training starts from the beginning")
         else:
             engine.add_event_handler(Events.STARTED, self)
+            return
+        self.keep_earlier_files(engine)
+
+    def keep_earlier_files(self, engine: Engine) -> None:
+        """Keep the files of ``keep_on_fresh_start`` that exist (rank 0), saying where."""
+        if not is_main_process():
+            return
+        for path in self.keep_on_fresh_start:
+            kept = keep_previous(path)
+            if kept is not None:
+                engine.logger.warning(f"this run starts from scratch: the earlier {path} is kept as {kept} (this run "
+                                      f"writes its own {os.path.basename(path)})")
 
     def _read(self) -> Mapping[str, Any]:
         try:
@@ -183,6 +263,19 @@ class ResumeLoader:
             raise RuntimeError(f"{self.load_path} holds no checkpoint dict; delete it or run with --resume false.")
         return checkpoint
 
+    def _check_shapes(self, key: str, obj: Any, saved: Any) -> None:
+        """Refuse, in a few lines, a network whose tensors differ from the checkpoint's (names or shapes)."""
+        if not isinstance(obj, torch.nn.Module) or not isinstance(saved, Mapping):
+            return
+        problems = state_dict_differences(obj.state_dict(), saved)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise RuntimeError(
+                f"{self.load_path} does not fit this run's {key!r}: {len(problems)} tensors differ ({shown}). It was "
+                "written by another network configuration: resume with the settings it was trained with, or run "
+                "with --resume false to start over."
+            )
+
     def __call__(self, engine: Engine) -> None:
         checkpoint = self._read()
         scheduler = self.load_dict.get(self.scheduler_key)
@@ -191,8 +284,19 @@ class ResumeLoader:
         for key in missing:
             engine.logger.warning(f"{self.load_path} has no {key!r}: it starts afresh")
         to_load = {k: v for k, v in self.load_dict.items() if k in checkpoint}
+        for key, obj in to_load.items():
+            self._check_shapes(key, getattr(obj, "module", obj), checkpoint[key])
+        configured_lr = _learning_rates(self.load_dict.get("optimizer"))
         max_epochs = engine.state.max_epochs
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        saved_lr = _learning_rates(self.load_dict.get("optimizer"))
+        if configured_lr and saved_lr and not all(
+                abs(a - b) <= 1e-9 * max(abs(a), abs(b)) for a, b in zip(configured_lr, saved_lr)):
+            engine.logger.warning(
+                f"this run asks for learning rate {configured_lr[0]:.6g}, {self.load_path} was trained with "
+                f"{saved_lr[0]:.6g}: the resumed run continues with the checkpoint's. Run with --resume false to "
+                "train with the new one."
+            )
         if max_epochs is not None and engine.state.epoch > max_epochs:
             raise RuntimeError(
                 f"{self.load_path} is at epoch {engine.state.epoch}, beyond the {max_epochs} epochs asked for: run "

@@ -17,6 +17,7 @@ import time
 from ignite.engine import Engine, Events
 
 from ..utils.dist import is_main_process
+from ..utils.errors import at_failed_exit
 
 __all__ = ["BundleLock", "BundleLockedError"]
 
@@ -51,8 +52,11 @@ class BundleLock:
         self.held = False
 
     def attach(self, engine: Engine) -> None:
-        """Take the lock now (before anything is written) and release it when the run completes or the process
-        exits; a killed process leaves the lock behind, and the next job takes it over."""
+        """Take the lock (unless already held) and release it when the run completes or the process exits; a killed
+        process leaves the lock behind, and the next job takes it over.
+
+        The training configs call :meth:`acquire` as the first item of ``run``, before the trainer is instantiated:
+        instantiating it instantiates the savers, and nothing may touch ``models/`` before the lock is held."""
         self.acquire()
         engine.add_event_handler(Events.COMPLETED, self.release)
 
@@ -64,12 +68,13 @@ class BundleLock:
             return None
 
     def acquire(self) -> None:
-        """Create the lock file; refuse when a live process on this host holds it.
+        """Create the lock file; refuse when a live process on this host holds it. Taking a held lock again does
+        nothing.
 
         Raises:
             BundleLockedError: naming the holder and how to stop it.
         """
-        if not is_main_process():
+        if self.held or not is_main_process():
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         holder = self.holder()
@@ -86,6 +91,7 @@ class BundleLock:
                        "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
         self.held = True
         atexit.register(self.release)
+        at_failed_exit(self.release)
 
     def release(self, engine: Engine | None = None) -> None:
         if self.held:

@@ -1,23 +1,35 @@
-"""MONAI's ``LoadImaged`` with errors that name the file at fault.
+"""MONAI's ``LoadImaged`` with errors that name the file at fault, and ``SaveImaged`` whose writes never fail silently.
 
 MONAI reports a truncated ``.nii.gz`` as ``EOFError: Compressed file ended before the end-of-stream marker was
 reached`` without saying which file, and stacks the files of a multi-file input (the four contrasts of a BraTS 2021
 case) without checking that they share one voxel grid. This ``LoadImaged`` (same arguments, same output) raises an
 :class:`InputError` naming the file and the problem in both cases.
+
+MONAI's ``SaveImaged`` writes in place (a killed write leaves a truncated file under the final name), falls back to
+the next writer when one fails (ITK, on a full disk, writes an empty file and raises nothing), and squeezes trailing
+singleton dimensions (a 1-slice volume becomes a 2-D image). This ``SaveImaged`` names the file with
+:func:`output_path` (the rule :func:`check_outputs` applies before the run), writes it atomically with the format's
+first writer only, keeps the input's number of spatial dimensions, and raises an :class:`InputError` naming the input
+and the output when the write fails.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from monai.data import MetaTensor
 from monai.transforms import LoadImaged as MonaiLoadImaged
+from monai.transforms import SaveImaged as MonaiSaveImaged
+from monai.utils import ImageMetaKey
 
+from ..data.inputs import output_path, output_stem
+from ..utils.atomic import atomic_path
 from ..utils.errors import InputError, describe_source
 
-__all__ = ["LoadImaged", "check_same_grid"]
+__all__ = ["LoadImaged", "SaveImaged", "check_same_grid"]
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -96,3 +108,70 @@ class LoadImaged(MonaiLoadImaged):
         if self.source_key is not None and source is not None:
             d[self.source_key] = describe_source(source)
         return d
+
+
+class _AtomicSaver:
+    """Wraps MONAI's ``SaveImage``: the path from :func:`output_path`, an atomic write with the format's first writer,
+    the input's spatial dimensions kept, and failures raised as :class:`InputError`."""
+
+    def __init__(self, saver: Any, output_dir: str, postfix: str, name_of: Callable[[str], str]) -> None:
+        self._saver = saver
+        self.output_dir = output_dir
+        self.postfix = postfix
+        self.name_of = name_of
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._saver, name)
+
+    def __call__(self, img: Any, meta_data: dict | None = None, filename: Any = None) -> Any:
+        meta = img.meta if isinstance(img, MetaTensor) else (meta_data or {})
+        source = str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, ""))
+        ext = self._saver.output_ext
+        path = output_path(source, self.output_dir, self.postfix, ext, self.name_of)
+        try:
+            with atomic_path(path, suffix=ext) as tmp:
+                self._write(img, meta, tmp)
+        except Exception as e:  # writers raise many types (OSError, RuntimeError, ...)
+            raise InputError(source, f"its output {path} could not be written ({type(e).__name__}: {e}); nothing "
+                                     "was written under that name") from e
+        return img
+
+    def _write(self, img: Any, meta: dict, path: str) -> None:
+        saver = self._saver
+        channel_dim = saver.data_kwargs.get("channel_dim", 0)
+        spatial_ndim = len(img.shape) - (0 if channel_dim is None else 1)
+        writer = saver.writers[0](**saver.init_kwargs)
+        writer.set_data_array(img, channel_dim=channel_dim, squeeze_end_dims=False, spatial_ndim=spatial_ndim)
+        if channel_dim is not None and writer.data_obj.shape[-1] == 1:  # one channel: a plain (H, W, D) volume
+            writer.data_obj = writer.data_obj[..., 0]
+        writer.set_metadata(meta_dict=meta, **saver.meta_kwargs)
+        writer.write(path, **saver.write_kwargs)
+
+
+class SaveImaged(MonaiSaveImaged):
+    """``monai.transforms.SaveImaged`` (``separate_folder=False``) whose writes are atomic and never fail silently;
+    see the module docstring.
+
+    Args:
+        keys: the keys of the images to save.
+        output_dir: the output folder.
+        output_postfix: appended to the input's name, e.g. ``"seg"``.
+        output_ext: the output format's extension.
+        name_of: the output name of an input file (:func:`output_stem`; a BraTS 2021 case is named after the case).
+        kwargs: the other keyword arguments of ``monai.transforms.SaveImaged``.
+
+    Raises:
+        InputError: when writing, naming the input and the output that could not be written.
+    """
+
+    def __init__(
+        self,
+        keys: Any,
+        output_dir: str = "./",
+        output_postfix: str = "trans",
+        output_ext: str = ".nii.gz",
+        name_of: Callable[[str], str] = output_stem,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(keys, output_dir=output_dir, output_postfix=output_postfix, output_ext=output_ext, **kwargs)
+        self.saver = _AtomicSaver(self.saver, output_dir, output_postfix, name_of)

@@ -20,7 +20,14 @@ from typing import IO
 
 import torch
 
-__all__ = ["TEMPORARY_PREFIX", "atomic_open", "save_atomically", "write_json_atomically", "remove_temporaries"]
+__all__ = [
+    "TEMPORARY_PREFIX",
+    "atomic_open",
+    "atomic_path",
+    "save_atomically",
+    "write_json_atomically",
+    "remove_temporaries",
+]
 
 TEMPORARY_PREFIX = ".tmp_"
 
@@ -47,6 +54,38 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """A temporary file name beside ``path`` for a writer that takes a file name (e.g. an image writer); when the
+    block ends without an error the file is flushed to disk and replaces ``path``, otherwise it is removed and
+    ``path`` is left as it was. Creates the folder.
+
+    Args:
+        path: the destination.
+        suffix: the temporary's suffix, for writers that choose the format by it (e.g. ``".nii.gz"``).
+
+    Raises:
+        OSError: the temporary is empty (a writer that failed without raising), or cannot be synced or renamed.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        yield tmp
+        if os.path.getsize(tmp) == 0:
+            raise OSError(f"the writer wrote nothing (0 bytes) for {path}")
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

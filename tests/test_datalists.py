@@ -1,0 +1,82 @@
+"""Datalists a user wrote are read, never rewritten, and their errors name the file and the place.
+Through ``python -m monai.bundle run``, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BRATS, BUNDLES, SEG, SMALL, TINY_UNETR, bundle_run
+from tools import synthetic
+
+CXR = BUNDLES / "vit_cxr14_cls" / "configs"
+TYPO = '{\n    "training": [\n        {"image": "a.nii.gz"},\n    ],\n    "validation": []\n}\n'  # a trailing comma
+
+
+@pytest.fixture(scope="module")
+def brats(tmp_path_factory) -> Path:
+    return Path(synthetic.make_brats(str(tmp_path_factory.mktemp("brats")), layout="msd", num_cases=2, num_test=1,
+                                     shape=(24, 24, 16)))
+
+
+@pytest.fixture(scope="module")
+def cxr14(tmp_path_factory) -> Path:
+    return Path(synthetic.make_cxr14(str(tmp_path_factory.mktemp("cxr14")), num_images=8, size=64))
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("bundle", ["brats", "cxr14"])
+def test_a_hand_made_datalist_with_a_typo_is_named_and_never_rewritten(bundle, brats, cxr14, tmp_path):
+    datalist = tmp_path / "my_datalist.json"
+    datalist.write_text(TYPO)
+    configs, data = (BRATS, brats) if bundle == "brats" else (CXR, cxr14)
+    overrides = {"bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(data), "datalist_file": str(datalist),
+                 "epochs": 1, "num_workers": 0}
+    if bundle == "brats":
+        overrides["dataset_layout"] = "msd"
+    output = bundle_run([configs / "train.json"], overrides, expect_failure=True)
+    assert datalist.read_text() == TYPO
+    assert re.match(rf"error: InputError: {datalist}: not valid JSON: .* at line [34], column \d+\. The file is not "
+                    "rewritten", last_line(output))
+
+
+def test_a_malformed_msd_dataset_json_is_named(brats, tmp_path):
+    data = tmp_path / "brats"
+    data.mkdir()
+    for item in brats.iterdir():
+        (data / item.name).symlink_to(item)
+    (data / "dataset.json").unlink()
+    (data / "dataset.json").write_text('{"name": "BRATS", "training": [\n  {"image": "./imagesTr/BRATS_001.nii.gz",}]}')
+    output = bundle_run([BRATS / "train.json"], {"bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(data),
+                                                 "dataset_layout": "msd", "epochs": 1, "num_workers": 0},
+                        expect_failure=True)
+    assert last_line(output).startswith(f"error: InputError: {data / 'dataset.json'}: not valid JSON: ")
+    assert "line 2, column" in last_line(output)
+
+
+@pytest.fixture(scope="module")
+def btcv(tmp_path_factory) -> Path:
+    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=0,
+                                    shape=(40, 40, 24)))
+
+
+def test_a_btcv_datalist_with_a_typo_or_an_entry_without_a_label_is_named(btcv, tmp_path):
+    datalist = tmp_path / "dataset_0.json"
+    overrides = {"bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(btcv), "datalist_file": str(datalist),
+                 "epochs": 1, **SMALL, **TINY_UNETR}
+    datalist.write_text(TYPO)
+    output = bundle_run([SEG / "train.json"], overrides, expect_failure=True)
+    assert re.match(rf"error: InputError: {datalist}: not valid JSON: .* at line [34], column \d+\.$",
+                    last_line(output))
+    content = json.loads((btcv / "dataset_0.json").read_text())
+    content["training"][0].pop("label")
+    datalist.write_text(json.dumps(content))
+    output = bundle_run([SEG / "train.json"], overrides, expect_failure=True)
+    assert last_line(output) == (f"error: InputError: {datalist}: entry 0 of 'training' "
+                                 '({"image": "imagesTr/img0001.nii.gz"}) has no \'label\'.')

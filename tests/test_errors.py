@@ -1,0 +1,85 @@
+"""The last line of a failed bundle run is the project's message naming the file and the problem, and importing the
+bundle code changes nothing in the importing process. Through ``python -m monai.bundle run``, as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.networks.nets import UNETR
+
+from shared.utils.errors import cause_line, is_bundle_run
+from tests.helpers import BUNDLES, REPO, SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run, user_env
+from tools import synthetic
+
+CXR = BUNDLES / "vit_cxr14_cls" / "configs"
+
+
+@pytest.fixture(scope="module")
+def btcv(tmp_path_factory) -> Path:
+    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=0,
+                                    shape=(40, 40, 24)))
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def train_overrides(root: Path, data: Path, **more) -> dict:
+    return {"bundle_root": str(root), "dataset_dir": str(data), "epochs": 1, "batch_size": 1, "num_samples": 1,
+            "pretrained_encoder": "", **SMALL, **TINY_UNETR, **more}
+
+
+@pytest.mark.parametrize("package", ["shared", "scripts"])
+def test_importing_the_bundle_code_leaves_the_process_alone(package):
+    code = f"import sys; hook = sys.excepthook; import {package}; print(sys.excepthook is hook)"
+    cwd = REPO if package == "shared" else BUNDLES / "unetr_btcv_seg"
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=user_env(), capture_output=True, text=True)
+    assert result.stdout.strip() == "True", result.stderr
+    assert is_bundle_run(["/x/site-packages/monai/bundle/__main__.py", "run", "--config_file", "c.json"])
+    assert not is_bundle_run(["/x/bin/monailabel", "start_server"])
+
+
+def test_a_corrupt_checkpoint_is_named_on_the_last_line(btcv, tmp_path):
+    models = tmp_path / "bundle" / "models"
+    models.mkdir(parents=True)
+    (models / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv), expect_failure=True)
+    assert last_line(output).startswith(f"error: RuntimeError: cannot resume from {models / 'checkpoint.pt'} (")
+    assert "terminate called" not in output
+
+
+def test_a_truncated_encoder_is_named_on_the_last_line(btcv, tmp_path):
+    encoder = tmp_path / "mae.pt"
+    torch.save(UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER).state_dict(), encoder)
+    encoder.write_bytes(encoder.read_bytes()[:1000])
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv,
+                                                              pretrained_encoder=str(encoder)), expect_failure=True)
+    assert last_line(output).startswith(f"error: ValueError: Cannot read MAE checkpoint '{encoder}' (")
+
+
+def test_an_unknown_finding_is_named_on_the_last_line(tmp_path):
+    data = Path(synthetic.make_cxr14(str(tmp_path / "cxr14"), num_images=8, size=64))
+    csv = data / "Data_Entry_2017.csv"
+    lines = csv.read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[1] = "Masss"
+    lines[2] = ",".join(fields)
+    csv.write_text("\n".join(lines) + "\n")
+    output = bundle_run([CXR / "train.json"], {"bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(data),
+                                               "epochs": 1, "num_workers": 0}, expect_failure=True)
+    assert last_line(output).startswith(f"error: ValueError: {csv}, line 3: 'Finding Labels' of ")
+    assert "unknown finding 'Masss'" in last_line(output)
+
+
+def test_the_context_of_raise_from_none_is_not_the_cause():
+    try:
+        try:
+            raise StopIteration(628)
+        except StopIteration:
+            raise ValueError("the message that names the file") from None
+    except ValueError as e:
+        assert cause_line(e) == "error: ValueError: the message that names the file"

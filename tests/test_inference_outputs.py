@@ -1,0 +1,100 @@
+"""What an inference run writes: outputs never overwrite an input (or each other), are written atomically, a failed
+write fails the input, and a volume stays a volume. Through ``python -m monai.bundle run``, as a user runs it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import UNETR
+
+from shared.data.inputs import check_outputs
+from shared.utils.atomic import TEMPORARY_PREFIX
+from tests.helpers import MAE, SEG, SMALL, TINY_ENCODER, TINY_MAE, TINY_UNETR, bundle_run
+from tools import synthetic
+
+
+@pytest.fixture(scope="module")
+def btcv(tmp_path_factory) -> Path:
+    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=1,
+                                    shape=(40, 40, 24)))
+
+
+@pytest.fixture(scope="module")
+def seg_bundle(tmp_path_factory) -> Path:
+    """A bundle root with a tiny UNETR as ``models/model.pt``."""
+    root = tmp_path_factory.mktemp("seg_bundle")
+    (root / "models").mkdir()
+    torch.save(UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER).state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def seg_overrides(root: Path, **more) -> dict:
+    return {"bundle_root": str(root), **SMALL, **TINY_UNETR, **more}
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(btcv, seg_bundle, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ct, ct_seg = folder / "ct.nii.gz", folder / "ct_seg.nii.gz"  # a second CT whose name is the first one's output
+    shutil.copy(btcv / "imagesTs" / "img0061.nii.gz", ct)
+    shutil.copy(btcv / "imagesTs" / "img0061.nii.gz", ct_seg)
+    before = ct_seg.read_bytes()
+    output = bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(ct), str(ct_seg)],
+                                                                output_dir=str(folder)), expect_failure=True)
+    assert ct_seg.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["ct.nii.gz", "ct_seg.nii.gz"]
+    assert f"the output {ct_seg} of {ct} would overwrite the input {ct_seg}" in last_line(output)
+
+    # the MAE writes three outputs per input: the same rule for each
+    mae_output = folder / "ct_reconstruction.nii.gz"
+    ct_seg.rename(mae_output)
+    output = bundle_run([MAE / "inference.json"], {
+        "bundle_root": str(tmp_path / "mae"), "input_files": [str(ct), str(mae_output)], "output_dir": str(folder),
+        **SMALL, **TINY_MAE}, expect_failure=True)
+    assert f"the output {mae_output} of {ct} would overwrite the input {mae_output}" in last_line(output)
+
+
+def test_a_rerun_into_the_input_folder_does_not_segment_the_previous_outputs(btcv, seg_bundle, tmp_path):
+    data = tmp_path / "data"
+    (data / "imagesTs").mkdir(parents=True)
+    shutil.copy(btcv / "imagesTs" / "img0061.nii.gz", data / "imagesTs")
+    overrides = seg_overrides(seg_bundle, dataset_dir=str(data), output_dir=str(data / "imagesTs"))
+    bundle_run([SEG / "inference.json"], overrides)  # the first run writes img0061_seg.nii.gz beside its input
+    output = bundle_run([SEG / "inference.json"], overrides, expect_failure=True)
+    assert "img0061_seg.nii.gz of" in last_line(output) and "would overwrite the input" in last_line(output)
+    assert not (data / "imagesTs" / "img0061_seg_seg.nii.gz").exists()
+
+
+def test_outputs_of_two_inputs_never_share_a_file():
+    with pytest.raises(ValueError, match="b/ct.nii.gz and a/ct.nii.gz would both be written to out/ct_seg.nii.gz"):
+        check_outputs(["a/ct.nii.gz", "b/ct.nii.gz"], "out", ["seg"])
+
+
+def test_a_full_disk_fails_the_input_and_leaves_no_file(btcv, seg_bundle, tmp_path):
+    out = tmp_path / "out"
+    good = btcv / "imagesTs" / "img0061.nii.gz"
+    output = bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(good)],
+                                                                output_dir=str(out)),
+                        expect_failure=True, via=("tests.disk_full", str(out)))
+    assert last_line(output).startswith(f"error: InputError: {good}: its output {out / 'img0061_seg.nii.gz'} could "
+                                         "not be written (OSError: [Errno 28] No space left on device")
+    assert list(out.iterdir()) == []  # neither an empty file under the final name nor a temporary
+
+
+def test_a_one_slice_volume_is_segmented_as_a_volume(btcv, seg_bundle, tmp_path):
+    image = nib.load(btcv / "imagesTs" / "img0061.nii.gz")
+    one_slice = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, 10:11], image.affine), str(one_slice))
+    bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(one_slice)],
+                                                       output_dir=str(tmp_path / "out")))
+    written = nib.load(tmp_path / "out" / "slice_seg.nii.gz")
+    assert written.shape == (40, 40, 1) and np.allclose(written.affine, image.affine)
+    assert not list((tmp_path / "out").glob(TEMPORARY_PREFIX + "*"))

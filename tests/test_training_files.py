@@ -1,0 +1,73 @@
+"""What a training run does with the files in ``models/``: a refused second job touches nothing, and a fresh run
+never silently replaces the best model of an earlier one. Through ``python -m monai.bundle run``, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.networks.nets import UNETR
+
+from shared.handlers.checkpoint import ResumeLoader
+from shared.utils.atomic import TEMPORARY_PREFIX
+from tests.helpers import SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run
+from tools import synthetic
+
+
+@pytest.fixture(scope="module")
+def btcv(tmp_path_factory) -> Path:
+    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=1, num_test=1,
+                                    shape=(40, 40, 24)))
+
+
+def train_overrides(root: Path, data: Path, **more) -> dict:
+    return {"bundle_root": str(root), "dataset_dir": str(data), "epochs": 1, "batch_size": 1, "num_samples": 1,
+            "warmup_epochs": 1, "val_interval": 1, "pretrained_encoder": "", **SMALL, **TINY_UNETR, **more}
+
+
+def test_a_refused_second_job_leaves_the_running_jobs_write_alone(btcv, tmp_path):
+    models = tmp_path / "bundle" / "models"
+    models.mkdir(parents=True)
+    in_progress = models / f"{TEMPORARY_PREFIX}checkpoint.pt"  # the running job's checkpoint, being written
+    in_progress.write_bytes(b"half a checkpoint")
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (models / ".lock").write_text(json.dumps({"pid": running.pid, "host": socket.gethostname(), "started": "x"}))
+        output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv), expect_failure=True)
+    finally:
+        running.kill()
+        running.wait()
+    assert in_progress.read_bytes() == b"half a checkpoint"
+    assert sorted(p.name for p in models.iterdir()) == [".lock", in_progress.name]
+    assert f"BundleLockedError: {tmp_path / 'bundle'} is being trained by process {running.pid}" in (
+        output.strip().splitlines()[-1])
+
+
+def test_a_fresh_run_keeps_the_earlier_best_model(btcv, tmp_path):
+    """After the checkpoint is deleted (as the error about a corrupt one advises), the run starts over; the best
+    model of the earlier run is kept under a new name, and the log says where."""
+    models = tmp_path / "bundle" / "models"
+    models.mkdir(parents=True)
+    earlier = models / "model.pt"
+    torch.save(UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER).state_dict(), earlier)
+    before = earlier.read_bytes()
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv))
+    (kept,) = models.glob("model.previous-*.pt")
+    assert kept.read_bytes() == before and earlier.read_bytes() != before  # the new run wrote its own best model
+    assert f"this run starts from scratch: the earlier {earlier} is kept as {kept}" in output
+
+
+def test_resume_false_keeps_the_earlier_best_model(tmp_path):
+    model_file, checkpoint = tmp_path / "model.pt", tmp_path / "checkpoint.pt"
+    model_file.write_bytes(b"the best model")
+    checkpoint.write_bytes(b"a checkpoint")
+    ResumeLoader(str(checkpoint), {}, resume="false", keep_on_fresh_start=[str(model_file)]).attach(
+        Engine(lambda e, b: None))
+    (kept,) = tmp_path.glob("model.previous-*.pt")
+    assert kept.read_bytes() == b"the best model" == model_file.read_bytes()
