@@ -63,7 +63,7 @@ def test_a_malformed_msd_dataset_json_is_named(brats, tmp_path):
 @pytest.fixture(scope="module")
 def btcv(tmp_path_factory) -> Path:
     return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=0,
-                                    shape=(40, 40, 24)))
+                                    shape=(40, 40, 24), body_scale=0.1))
 
 
 def test_a_btcv_datalist_with_a_typo_or_an_entry_without_a_label_is_named(btcv, tmp_path):

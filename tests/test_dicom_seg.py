@@ -49,7 +49,7 @@ CLASS_NAMES = json.loads((SEG / "inference.json").read_text())["class_names"]
 def series(tmp_path_factory) -> tuple[Path, Path]:
     """A synthetic abdominal CT (48 x 40 x 24, anisotropic LPS-like affine) as a NIfTI file and as a DICOM series."""
     btcv = Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=0, num_val=0, num_test=1,
-                                    shape=(48, 40, 24)))
+                                    shape=(48, 40, 24), body_scale=0.1))
     source = btcv / "imagesTs" / "img0061.nii.gz"
     image = nib.load(source)
     folder = tmp_path_factory.mktemp("dicom") / "series_1"

@@ -21,7 +21,7 @@ from tools import synthetic
 @pytest.fixture(scope="module")
 def btcv(tmp_path_factory) -> Path:
     return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=1,
-                                    shape=(40, 40, 24)))
+                                    shape=(40, 40, 24), body_scale=0.1))
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ RUN = {**TINY_MAE, "network_def#num_layers": 2, "roi_size": [32, 32, 32], "batch
 def pretraining(tmp_path_factory) -> tuple[Path, Path, str]:
     """Three epochs of the CT pre-training bundle, the health check every second epoch."""
     data = Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=0,
-                                    shape=(64, 64, 32), seed=0))
+                                    shape=(64, 64, 32), body_scale=0.1, seed=0))
     root = tmp_path_factory.mktemp("mae")
     log = bundle_run([MAE / "train.json"], {"bundle_root": str(root), "dataset_dir": str(data), "epochs": 3,
                                             "health_interval": 2, **RUN}, cwd=root)

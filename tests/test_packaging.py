@@ -39,7 +39,8 @@ BUNDLES = package_bundles.discover_bundles()
 
 def _btcv_inputs(out_dir: Path) -> Path:
     """Two labelled training CT volumes and one test volume in the BTCV layout, small."""
-    return Path(synthetic.make_btcv(str(out_dir), num_train=2, num_val=0, num_test=1, shape=(32, 32, 24), body_scale=0.1))
+    return Path(synthetic.make_btcv(str(out_dir), num_train=2, num_val=0, num_test=1, shape=(32, 32, 24),
+                                    body_scale=0.1))
 
 
 def _brats_msd_inputs(out_dir: Path) -> Path:

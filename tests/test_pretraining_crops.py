@@ -20,7 +20,8 @@ CONFIGS = {"mae_pretrain_ct": "train.json", "unetr_brats_seg": "pretrain.json"}
 
 def make_data(bundle: str, out: Path) -> dict:
     if bundle == "mae_pretrain_ct":
-        return {"dataset_dir": synthetic.make_btcv(str(out), num_train=1, num_val=1, num_test=0, shape=(48, 40, 24), body_scale=0.1)}
+        return {"dataset_dir": synthetic.make_btcv(str(out), num_train=1, num_val=1, num_test=0, shape=(48, 40, 24),
+                                                   body_scale=0.1)}
     synthetic.make_brats(str(out), layout="msd", num_cases=2, shape=(40, 40, 24), seed=0)
     return {"dataset_dir": str(out), "dataset_layout": "msd", "datalist_file": str(out / "datalist.json")}
 

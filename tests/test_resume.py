@@ -15,7 +15,7 @@ from tools import synthetic
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A bundle root with a checkpoint after one epoch of a tiny UNETR, and its data."""
     data = Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=0,
-                                    shape=(40, 40, 24)))
+                                    shape=(40, 40, 24), body_scale=0.1))
     root = tmp_path_factory.mktemp("bundle")
     bundle_run([SEG / "train.json"], overrides(root, data))
     return root, data

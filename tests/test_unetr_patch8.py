@@ -139,7 +139,8 @@ def test_packaging_ships_the_module_when_a_config_names_it(tmp_path: Path):
 def test_btcv_training_step_through_the_bundle_cli(tmp_path: Path):
     """One iteration of the BTCV fine-tuning bundle with the network swapped by an override, starting from a patch-8
     MAE encoder, as a user runs it."""
-    data = synthetic.make_btcv(str(tmp_path / "btcv"), num_train=1, num_val=1, num_test=0, shape=(48, 48, 32))
+    data = synthetic.make_btcv(str(tmp_path / "btcv"), num_train=1, num_val=1, num_test=0, shape=(48, 48, 32),
+                                body_scale=0.1)
     root = tmp_path / "run"
     (root / "models").mkdir(parents=True)
     torch.save(tiny_mae8(32).state_dict(), root / "models" / "mae.pt")
