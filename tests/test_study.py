@@ -134,6 +134,7 @@ def test_summary_json_has_the_promised_schema(study):
         assert (study["out"] / name).is_file()
     text = (study["out"] / "report.md").read_text()
     assert "| 1 | P - S |" in text and "| 1 | M - N |" in text and "detectable at 80% power" in text
+    assert "MAE health check (held-out images, labels unused): held-out loss" in text
 
 
 def test_every_task_defines_its_stages_and_metric():

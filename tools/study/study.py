@@ -26,6 +26,7 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from tools.check_bundles import bundle_importable
+from tools.mae_health import check_checkpoint
 from tools.study.arms import ARM_NAMES
 from tools.study.progress import Stage, StageProgress, StudyClock
 from tools.study.tasks import Task
@@ -163,7 +164,18 @@ def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: lis
     workflow = run_bundle(task.pretrain.configs, out / "mae", out / "logs" / "mae_pretraining.log", overrides,
                           progress)
     mae_file = str(workflow.parser.get_parsed_content("mae_file"))
-    return {"losses": progress.losses, "mae_file": mae_file, "seconds": time.perf_counter() - start}
+    health = check_checkpoint(mae_file, [_image_files(dataset_dir, case["image"]) for case in evaluation],
+                              task.pretrain.configs[0], _stage_overrides(task, "pretrain", options),
+                              seed=options.data_seed)
+    print(f"MAE health check on the {len(evaluation)} evaluation images (labels unused): {health.summary()}",
+          flush=True)
+    return {"losses": progress.losses, "mae_file": mae_file, "seconds": time.perf_counter() - start,
+            "health": health.summary()}
+
+
+def _image_files(dataset_dir: Path, image: str | list[str]) -> str | list[str]:
+    """A datalist item's image file(s), relative to the data set's folder (or absolute)."""
+    return [str(dataset_dir / f) for f in image] if isinstance(image, list) else str(dataset_dir / image)
 
 
 def untrained_mae(task: Task, options: StudyOptions) -> str:
