@@ -1,8 +1,9 @@
 """``python -m monai.bundle`` on a file system that is full under one folder, for tests:
 ``python -m tests.disk_full FOLDER run --config_file ...``.
 
-A file opened for writing under ``FOLDER`` with Python's ``open`` (as gzip, nibabel and ``json`` writers do) is
-created, and every write to it fails with ``OSError(ENOSPC)``, as on a full disk. Writes elsewhere are unchanged.
+A file opened for writing under ``FOLDER`` with Python's ``open`` (as gzip, nibabel and ``json`` writers do) or
+``os.fdopen`` (as the atomic writes of checkpoints do) is created, and every write to it fails with
+``OSError(ENOSPC)``, as on a full disk. Writes elsewhere are unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from typing import Any
 
 _real_open = builtins.open
+_real_fdopen = os.fdopen
 
 
 class _FullFile(io.FileIO):
@@ -44,9 +46,23 @@ def full_disk_open(folder: str):
     return _open
 
 
+def full_disk_fdopen(folder: str):
+    """An ``os.fdopen`` that behaves like a full disk for the files under ``folder``."""
+
+    def _fdopen(fd: int, mode: str = "r", *args: Any, **kwargs: Any):
+        path = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+        if not _on_full_disk(path, mode, folder):
+            return _real_fdopen(fd, mode, *args, **kwargs)
+        os.close(fd)
+        return full_disk_open(folder)(path, mode, *args, **kwargs)
+
+    return _fdopen
+
+
 def main() -> None:
     folder = os.path.abspath(sys.argv.pop(1))
     builtins.open = full_disk_open(folder)
+    os.fdopen = full_disk_fdopen(folder)
     sys.argv[0] = "monai.bundle"
     runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
 

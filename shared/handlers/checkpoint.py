@@ -28,6 +28,7 @@ from ..utils.dist import is_main_process
 __all__ = [
     "AtomicCheckpointSaver",
     "BestMetricState",
+    "ModelLoader",
     "ResumeLoader",
     "keep_previous",
     "non_finite_entries",
@@ -84,6 +85,23 @@ def state_dict_differences(expected: Mapping[str, Any], saved: Mapping[str, Any]
             problems.append(f"{name}: saved {tuple(saved[name].shape)}, network {tuple(tensor.shape)}")
     problems += [f"{name}: not in the network" for name in saved if name not in expected]
     return problems
+
+
+def describe_differences(problems: Sequence[str], shown: int = 5) -> str:
+    """The first ``shown`` differences of :func:`state_dict_differences` on one line, and how many more there are."""
+    text = "; ".join(problems[:shown])
+    return text + (f"; and {len(problems) - shown} more" if len(problems) > shown else "")
+
+
+def count_differences(problems: Sequence[str]) -> str:
+    """How many differences of :func:`state_dict_differences` are of each kind, e.g. ``"152 tensors of the network
+    not in the file, 170 of the file not in the network"``."""
+    missing = sum(p.endswith(": not in the file") for p in problems)
+    unexpected = sum(p.endswith(": not in the network") for p in problems)
+    parts = [f"{missing} tensors of the network not in the file" if missing else "",
+             f"{unexpected} of the file not in the network" if unexpected else "",
+             f"{len(problems) - missing - unexpected} of other shapes" if len(problems) > missing + unexpected else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def _learning_rates(optimizer: Any) -> list[float]:
@@ -269,9 +287,9 @@ class ResumeLoader:
             return
         problems = state_dict_differences(obj.state_dict(), saved)
         if problems:
-            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise RuntimeError(
-                f"{self.load_path} does not fit this run's {key!r}: {len(problems)} tensors differ ({shown}). It was "
+                f"{self.load_path} does not fit this run's {key!r}: {len(problems)} tensors differ "
+                f"({describe_differences(problems)}). It was "
                 "written by another network configuration: resume with the settings it was trained with, or run "
                 "with --resume false to start over."
             )
@@ -314,3 +332,72 @@ class ResumeLoader:
                 f"this run is already complete ({engine.state.epoch} of {max_epochs} epochs in {self.load_path}): "
                 "nothing to train. Pass a larger --epochs to continue, or --resume false to start over."
             )
+
+
+class ModelLoader:
+    """Load a trained network (``models/model.pt``, or the ``--model_file`` of an inference or evaluation run) when
+    the engine starts, in place of MONAI's ``CheckpointLoader`` (same ``load_path``, ``load_dict`` and
+    ``map_location``).
+
+    A file that cannot be read (truncated, not a checkpoint) or that does not fit the network (another bundle's
+    model, another network configuration) is refused with a ``RuntimeError`` that names the file and, in a few
+    lines, the first differences (:func:`state_dict_differences`), instead of ``load_state_dict``'s list of every
+    tensor. The file may hold the network's state dict itself (what :class:`AtomicCheckpointSaver` writes for
+    ``model.pt``) or ``{name: state_dict}`` (a training checkpoint).
+
+    Args:
+        load_path: the file of the trained network.
+        load_dict: ``{name: network}``, e.g. ``{"model": "@network"}``.
+        map_location: ``torch.load``'s ``map_location``.
+    """
+
+    def __init__(self, load_path: str, load_dict: Mapping[str, torch.nn.Module], map_location: Any = None) -> None:
+        if not load_dict:
+            raise ValueError("load_dict must name at least one network to load.")
+        self.load_path = load_path
+        self.load_dict = dict(load_dict)
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def read(self) -> Mapping[str, Any]:
+        """The file's content (``weights_only=True``); a ``RuntimeError`` naming the file when it cannot be read."""
+        if not os.path.isfile(self.load_path):
+            raise RuntimeError(f"{self.load_path} does not exist: train the bundle first, or pass the trained "
+                               "network's file as --model_file.")
+        try:
+            content = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
+        except Exception as e:  # truncated, corrupt or unsafe files raise several types
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise RuntimeError(f"cannot read the trained network {self.load_path} ({type(e).__name__}: {reason}): "
+                               "an interrupted copy or download, or not a checkpoint?") from None
+        if not isinstance(content, Mapping):
+            raise RuntimeError(f"{self.load_path} holds a {type(content).__name__}, not the state dict of a network.")
+        return content
+
+    def state_of(self, key: str, content: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The state dict for ``load_dict[key]`` in the file: its entry ``key``, or the whole file when it holds one
+        network's state dict."""
+        if isinstance(content.get(key), Mapping):
+            return content[key]
+        if len(self.load_dict) == 1:
+            return content
+        raise RuntimeError(f"{self.load_path} has no {key!r} (it holds {sorted(map(str, content))[:5]}).")
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        content = self.read()
+        for key, obj in self.load_dict.items():
+            network = getattr(obj, "module", obj)
+            state = self.state_of(key, content)
+            problems = state_dict_differences(network.state_dict(), state)
+            if problems:
+                raise RuntimeError(
+                    f"{self.load_path} does not fit this run's network: {count_differences(problems)} (e.g. "
+                    f"{describe_differences(problems, shown=3)}). Is it another bundle's model, or one trained "
+                    "with other network settings (network_def)? Run with the settings it was trained with, or pass "
+                    "the right --model_file."
+                )
+            network.load_state_dict(state)
+            if engine is not None:
+                engine.logger.info(f"loaded {key!r} from {self.load_path}")

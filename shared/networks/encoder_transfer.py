@@ -82,6 +82,9 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
                 state = torch.load(source, map_location="cpu", weights_only=True)
             except Exception as e:  # torch raises several types for corrupt or unsafe files
                 raise ValueError(f"Cannot read MAE checkpoint {source!r} ({type(e).__name__}: {e})") from e
+        if not isinstance(state, Mapping):
+            raise ValueError(f"MAE checkpoint {source!r} holds a {type(state).__name__}, not a state dict: save the "
+                             "network's state_dict() (torch.save(model.state_dict(), path)).")
     for wrapper in CHECKPOINT_WRAPPER_KEYS:
         if isinstance(state.get(wrapper), Mapping):
             state = dict(state[wrapper])

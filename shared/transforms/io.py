@@ -1,9 +1,11 @@
 """MONAI's ``LoadImaged`` with errors that name the file at fault, and ``SaveImaged`` whose writes never fail silently.
 
 MONAI reports a truncated ``.nii.gz`` as ``EOFError: Compressed file ended before the end-of-stream marker was
-reached`` without saying which file, and stacks the files of a multi-file input (the four contrasts of a BraTS 2021
-case) without checking that they share one voxel grid. This ``LoadImaged`` (same arguments, same output) raises an
-:class:`InputError` naming the file and the problem in both cases.
+reached`` without saying which file, stacks the files of a multi-file input (the four contrasts of a BraTS 2021
+case) without checking that they share one voxel grid, and allocates whatever a NIfTI header declares (a corrupt one
+can declare terabytes, or a zero voxel size that resampling divides by). This ``LoadImaged`` (same arguments, same
+output) checks NIfTI headers first (:func:`check_nifti_header`) and raises an :class:`InputError` naming the file and
+the problem in each case.
 
 MONAI's ``SaveImaged`` writes in place (a killed write leaves a truncated file under the final name), falls back to
 the next writer when one fails (ITK, on a full disk, writes an empty file and raises nothing), and squeezes trailing
@@ -29,25 +31,55 @@ from ..data.inputs import output_path, output_stem
 from ..utils.atomic import atomic_path
 from ..utils.errors import InputError, describe_source
 
-__all__ = ["LoadImaged", "SaveImaged", "check_same_grid"]
+__all__ = ["LoadImaged", "SaveImaged", "check_nifti_header", "check_same_grid"]
 
 _NIFTI = (".nii", ".nii.gz")
+MAX_VOXELS = 2**31  # a 1290^3 volume, 8 GiB as float32: far beyond any CT or MRI, and far below a corrupt header
+
+
+def _read_header(path: str) -> Any:
+    """The NIfTI image of ``path`` with its data not read (nibabel reads the header only)."""
+    import nibabel as nib
+
+    try:
+        return nib.load(path)
+    except Exception as e:  # nibabel raises several types for unreadable headers
+        raise InputError(path, f"cannot be read ({type(e).__name__}: {e})") from e
+
+
+def check_nifti_header(path: str, max_voxels: int = MAX_VOXELS) -> None:
+    """Refuse, before any voxel is read or memory allocated, a NIfTI file whose header declares more than
+    ``max_voxels`` values (a corrupt or hostile header can declare terabytes) or a zero, negative, non-finite or
+    degenerate voxel size (resampling to a spacing would then divide by zero or allocate without bound).
+
+    Raises:
+        InputError: naming the file, the declared size or the voxel size.
+    """
+    image = _read_header(path)
+    shape = tuple(int(n) for n in image.shape)
+    count = int(np.prod(shape, dtype=np.float64))
+    if count > max_voxels:
+        raise InputError(path, f"its header declares an image of {' x '.join(map(str, shape))} = {count:.3g} values, "
+                               f"more than the {max_voxels:.3g} this bundle loads: a corrupt header?")
+    axes = np.asarray(image.affine, dtype=np.float64)[:3, :3]
+    sizes = np.linalg.norm(axes, axis=0)
+    if not np.all(np.isfinite(sizes)) or np.any(sizes < 1e-6):
+        raise InputError(path, f"its header declares a voxel size of {np.round(sizes, 6).tolist()} mm: every axis "
+                               "needs a finite size above zero (a corrupt header?)")
+    if abs(np.linalg.det(axes)) < 1e-6 * float(np.prod(sizes)):
+        raise InputError(path, "its header declares a degenerate voxel grid (two axes point the same way: the "
+                               f"affine's axes are {np.round(axes, 4).tolist()}), a corrupt header?")
 
 
 def check_same_grid(files: Sequence[str], atol: float = 1e-3) -> None:
     """Raise :class:`InputError` unless the NIfTI files ``files`` (stacked as the channels of one image) have the
     same shape and affine (within ``atol`` mm); files of other formats are not checked."""
-    import nibabel as nib
-
     paths = [os.fspath(f) for f in files]
     if len(paths) < 2 or not all(p.endswith(_NIFTI) for p in paths):
         return
     headers = []
     for path in paths:
-        try:
-            image = nib.load(path)
-        except Exception as e:  # nibabel raises several types for unreadable headers
-            raise InputError(path, f"cannot be read ({type(e).__name__}: {e})") from e
+        image = _read_header(path)
         headers.append((path, tuple(image.shape), np.asarray(image.affine)))
     _, shape, affine = headers[0]
     for path, other_shape, other_affine in headers[1:]:
@@ -76,6 +108,10 @@ class _NamingLoader:
             setattr(self._loader, name, value)
 
     def __call__(self, filename: Any, reader: Any = None) -> Any:
+        files = filename if isinstance(filename, (list, tuple)) else [filename]
+        for path in files:
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(_NIFTI):
+                check_nifti_header(os.fspath(path))
         if isinstance(filename, (list, tuple)):
             check_same_grid(filename)
         try:

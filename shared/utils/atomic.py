@@ -10,6 +10,7 @@ told from other files.)
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -24,6 +25,7 @@ __all__ = [
     "TEMPORARY_PREFIX",
     "atomic_open",
     "atomic_path",
+    "naming_failures",
     "save_atomically",
     "write_json_atomically",
     "remove_temporaries",
@@ -94,15 +96,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         raise
 
 
+@contextmanager
+def naming_failures(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the block (e.g. ``ENOSPC`` on a full disk, whose message names no file, or the
+    temporary's name) as an ``OSError`` of the same ``errno`` that names ``path`` and says it was left as it was."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or str(e)
+        hint = ": the disk is full" if e.errno == errno.ENOSPC else ""
+        raise OSError(e.errno, f"cannot write {os.fspath(path)} ({reason}){hint}; the file keeps its earlier "
+                               "content, if any") from e
+
+
 def save_atomically(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)``, atomically."""
-    with atomic_open(path, "wb") as f:
+    """``torch.save(obj, path)``, atomically; a failed write raises an ``OSError`` naming ``path``."""
+    with naming_failures(path), atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
 
 def write_json_atomically(obj: object, path: str | os.PathLike) -> None:
-    """Write ``obj`` as 4-space indented JSON, atomically."""
-    with atomic_open(path, "w") as f:
+    """Write ``obj`` as 4-space indented JSON, atomically; a failed write raises an ``OSError`` naming ``path``."""
+    with naming_failures(path), atomic_open(path, "w") as f:
         json.dump(obj, f, indent=4)
         f.write("\n")
 
