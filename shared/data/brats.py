@@ -140,7 +140,9 @@ def _nifti(folder: str, stem: str) -> str | None:
 def brats2021_cases(dataset_dir: str, labelled: bool = True) -> list[dict]:
     """The cases of a BraTS 2021 folder (the content of ``TrainingData`` or ``ValidationData``).
 
-    A case is a sub-folder ``<name>`` holding ``<name>_{flair,t1,t1ce,t2}.nii.gz`` (and ``<name>_seg.nii.gz``).
+    A case is a sub-folder ``<name>`` holding ``<name>_{flair,t1,t1ce,t2}.nii.gz`` (and ``<name>_seg.nii.gz``). A
+    sub-folder that holds any of the four contrasts is a case, and one that lacks any of its files is an error:
+    whichever contrast is missing, the case is never silently left out.
 
     Args:
         dataset_dir: folder holding the case folders.
@@ -160,11 +162,14 @@ def brats2021_cases(dataset_dir: str, labelled: bool = True) -> list[dict]:
     cases, incomplete = [], []
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
-        if not os.path.isdir(folder) or _nifti(folder, f"{name}_flair") is None:
+        contrasts = [f"{name}_{s}" for s in BRATS2021_SUFFIXES]
+        # a case folder is one that holds any of its contrasts: the same rule for every contrast (a case without
+        # its FLAIR is as incomplete as one without its T2, and is not silently left out)
+        if not os.path.isdir(folder) or all(_nifti(folder, stem) is None for stem in contrasts):
             continue
-        stems = [f"{name}_{s}" for s in BRATS2021_SUFFIXES] + ([f"{name}_seg"] if labelled else [])
+        stems = contrasts + ([f"{name}_seg"] if labelled else [])
         paths = [_nifti(folder, stem) for stem in stems]
-        missing = [stem for stem, path in zip(stems, paths) if path is None]
+        missing = [os.path.join(folder, f"{stem}.nii.gz") for stem, path in zip(stems, paths) if path is None]
         if missing:
             incomplete.append(f"{name}: missing {', '.join(missing)}")
             continue
