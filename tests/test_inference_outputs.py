@@ -9,28 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from monai.networks.nets import UNETR
 
 from shared.data.inputs import check_outputs
 from shared.utils.atomic import TEMPORARY_PREFIX
-from tests.helpers import MAE, SEG, SMALL, TINY_ENCODER, TINY_MAE, TINY_UNETR, bundle_run
-from tools import synthetic
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=1,
-                                    shape=(40, 40, 24), body_scale=0.1))
-
-
-@pytest.fixture(scope="module")
-def seg_bundle(tmp_path_factory) -> Path:
-    """A bundle root with a tiny UNETR as ``models/model.pt``."""
-    root = tmp_path_factory.mktemp("seg_bundle")
-    (root / "models").mkdir()
-    torch.save(UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER).state_dict(), root / "models" / "model.pt")
-    return root
+from tests.helpers import MAE, SEG, SMALL, TINY_MAE, TINY_UNETR, bundle_run
 
 
 def seg_overrides(root: Path, **more) -> dict:
@@ -41,12 +23,12 @@ def last_line(output: str) -> str:
     return output.strip().splitlines()[-1]
 
 
-def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(btcv, seg_bundle, tmp_path):
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(small_btcv, seg_bundle, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     ct, ct_seg = folder / "ct.nii.gz", folder / "ct_seg.nii.gz"  # a second CT whose name is the first one's output
-    shutil.copy(btcv / "imagesTs" / "img0061.nii.gz", ct)
-    shutil.copy(btcv / "imagesTs" / "img0061.nii.gz", ct_seg)
+    shutil.copy(small_btcv / "imagesTs" / "img0061.nii.gz", ct)
+    shutil.copy(small_btcv / "imagesTs" / "img0061.nii.gz", ct_seg)
     before = ct_seg.read_bytes()
     output = bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(ct), str(ct_seg)],
                                                                 output_dir=str(folder)), expect_failure=True)
@@ -62,10 +44,10 @@ def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(btcv
     assert f"the output {mae_output} of {ct} would overwrite the input {mae_output}" in last_line(output)
 
 
-def test_a_rerun_into_the_input_folder_does_not_segment_the_previous_outputs(btcv, seg_bundle, tmp_path):
+def test_a_rerun_into_the_input_folder_does_not_segment_the_previous_outputs(small_btcv, seg_bundle, tmp_path):
     data = tmp_path / "data"
     (data / "imagesTs").mkdir(parents=True)
-    shutil.copy(btcv / "imagesTs" / "img0061.nii.gz", data / "imagesTs")
+    shutil.copy(small_btcv / "imagesTs" / "img0061.nii.gz", data / "imagesTs")
     overrides = seg_overrides(seg_bundle, dataset_dir=str(data), output_dir=str(data / "imagesTs"))
     bundle_run([SEG / "inference.json"], overrides)  # the first run writes img0061_seg.nii.gz beside its input
     output = bundle_run([SEG / "inference.json"], overrides, expect_failure=True)
@@ -78,9 +60,9 @@ def test_outputs_of_two_inputs_never_share_a_file():
         check_outputs(["a/ct.nii.gz", "b/ct.nii.gz"], "out", ["seg"])
 
 
-def test_a_full_disk_fails_the_input_and_leaves_no_file(btcv, seg_bundle, tmp_path):
+def test_a_full_disk_fails_the_input_and_leaves_no_file(small_btcv, seg_bundle, tmp_path):
     out = tmp_path / "out"
-    good = btcv / "imagesTs" / "img0061.nii.gz"
+    good = small_btcv / "imagesTs" / "img0061.nii.gz"
     output = bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(good)],
                                                                 output_dir=str(out)),
                         expect_failure=True, via=("tests.disk_full", str(out)))
@@ -89,8 +71,8 @@ def test_a_full_disk_fails_the_input_and_leaves_no_file(btcv, seg_bundle, tmp_pa
     assert list(out.iterdir()) == []  # neither an empty file under the final name nor a temporary
 
 
-def test_a_one_slice_volume_is_segmented_as_a_volume(btcv, seg_bundle, tmp_path):
-    image = nib.load(btcv / "imagesTs" / "img0061.nii.gz")
+def test_a_one_slice_volume_is_segmented_as_a_volume(small_btcv, seg_bundle, tmp_path):
+    image = nib.load(small_btcv / "imagesTs" / "img0061.nii.gz")
     one_slice = tmp_path / "slice.nii.gz"
     nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, 10:11], image.affine), str(one_slice))
     bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(one_slice)],

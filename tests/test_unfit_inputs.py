@@ -10,27 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import UNETR
 
 from shared.transforms.io import check_nifti_header
 from shared.utils.errors import InputError
-from tests.helpers import SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run, tiny_mae
-from tools import synthetic
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=1,
-                                    shape=(40, 40, 24), body_scale=0.1))
-
-
-@pytest.fixture(scope="module")
-def seg_bundle(tmp_path_factory) -> Path:
-    """A bundle root with a tiny UNETR as ``models/model.pt``."""
-    root = tmp_path_factory.mktemp("seg_bundle")
-    (root / "models").mkdir()
-    torch.save(UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER).state_dict(), root / "models" / "model.pt")
-    return root
+from tests.helpers import SEG, SMALL, TINY_UNETR, bundle_run, tiny_mae
 
 
 def last_line(output: str) -> str:
@@ -42,10 +25,10 @@ def train_overrides(root: Path, data: Path, **more) -> dict:
             "pretrained_encoder": "", **SMALL, **TINY_UNETR, **more}
 
 
-def test_another_bundles_model_is_refused_in_a_few_lines(btcv, seg_bundle, tmp_path):
+def test_another_bundles_model_is_refused_in_a_few_lines(small_btcv, seg_bundle, tmp_path):
     mae_file = tmp_path / "mae.pt"
     torch.save(tiny_mae().state_dict(), mae_file)
-    output = bundle_run([SEG / "inference.json"], {"bundle_root": str(seg_bundle), "dataset_dir": str(btcv),
+    output = bundle_run([SEG / "inference.json"], {"bundle_root": str(seg_bundle), "dataset_dir": str(small_btcv),
                                                    "model_file": str(mae_file), "output_dir": str(tmp_path / "out"),
                                                    **SMALL, **TINY_UNETR}, expect_failure=True)
     last = last_line(output)
@@ -55,18 +38,19 @@ def test_another_bundles_model_is_refused_in_a_few_lines(btcv, seg_bundle, tmp_p
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_truncated_model_is_named_at_evaluation(btcv, seg_bundle, tmp_path):
+def test_a_truncated_model_is_named_at_evaluation(small_btcv, seg_bundle, tmp_path):
     truncated = tmp_path / "model.pt"
     truncated.write_bytes((seg_bundle / "models" / "model.pt").read_bytes()[:2000])
     output = bundle_run([SEG / "train.json", SEG / "evaluate.json"],
-                        train_overrides(tmp_path / "bundle", btcv, model_file=str(truncated)), expect_failure=True)
+                        train_overrides(tmp_path / "bundle", small_btcv, model_file=str(truncated)),
+                        expect_failure=True)
     assert last_line(output).startswith(f"error: RuntimeError: cannot read the trained network {truncated} (")
 
 
-def test_a_bare_tensor_as_pretrained_encoder_is_named(btcv, tmp_path):
+def test_a_bare_tensor_as_pretrained_encoder_is_named(small_btcv, tmp_path):
     encoder = tmp_path / "encoder.pt"
     torch.save(torch.zeros(3, 4), encoder)
-    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv,
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", small_btcv,
                                                               pretrained_encoder=str(encoder)), expect_failure=True)
     assert last_line(output).startswith(f"error: ValueError: MAE checkpoint '{encoder}' holds a Tensor, not a "
                                         "state dict")
@@ -106,11 +90,11 @@ def test_a_zero_or_degenerate_voxel_size_is_refused(tmp_path):
     check_nifti_header(str(nifti_header_only(tmp_path / "fine.nii", (8, 8, 8), np.diag([0.7, 0.7, 2.5, 1.0]))))
 
 
-def test_a_full_disk_during_training_names_the_checkpoint(btcv, tmp_path):
+def test_a_full_disk_during_training_names_the_checkpoint(small_btcv, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     checkpoint = full / "checkpoint.pt"
-    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv,
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", small_btcv,
                                                               checkpoint_file=str(checkpoint)),
                         expect_failure=True, via=("tests.disk_full", str(full)))
     last = last_line(output)
