@@ -44,24 +44,32 @@ _UMASK = _current_umask()
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; when the block ends without an error it replaces ``path``,
-    otherwise it is removed and ``path`` is left as it was. Creates the folder."""
-    path = os.fspath(path)
+def _replacing(path: str, suffix: str) -> Iterator[str]:
+    """A temporary file beside ``path`` (folder created, umask respected) that replaces ``path`` when the block ends
+    without an error, and is removed otherwise."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
+    os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; when the block ends without an error it replaces ``path``,
+    otherwise it is removed and ``path`` is left as it was. Creates the folder."""
+    path = os.fspath(path)
+    with _replacing(path, os.path.splitext(path)[1]) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextmanager
@@ -78,22 +86,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         OSError: the temporary is empty (a writer that failed without raising), or cannot be synced or renamed.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
+    with _replacing(path, suffix) as tmp:
         yield tmp
         if os.path.getsize(tmp) == 0:
             raise OSError(f"the writer wrote nothing (0 bytes) for {path}")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @contextmanager
