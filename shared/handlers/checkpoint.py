@@ -5,7 +5,8 @@ corrupt checkpoint and nothing to resume from. :class:`AtomicCheckpointSaver` wr
 :func:`save_atomically`, clears the temporaries of killed writes when it starts, and refuses to replace a file with
 non-finite weights. :class:`ResumeLoader` restores a run from its checkpoint (``weights_only=True``), the best
 validation metric included (:class:`BestMetricState`), so that a resumed run does not take its first validation for
-a new best and overwrite the best model.
+a new best and overwrite the best model, and compares the run with the one that wrote the checkpoint
+(:class:`RunSettings`): another network definition is refused, other optimizer settings are applied with a warning.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
 from ..utils.atomic import remove_temporaries, save_atomically
-from ..utils.config import as_bool
+from ..utils.config import as_bool, flatten_settings, plain_value
 from ..utils.dist import is_main_process
 
 __all__ = [
@@ -30,8 +31,12 @@ __all__ = [
     "BestMetricState",
     "ModelLoader",
     "ResumeLoader",
+    "RunSettings",
+    "group_settings",
     "keep_previous",
     "non_finite_entries",
+    "restore_group_settings",
+    "settings_differences",
     "state_dict_differences",
 ]
 
@@ -104,10 +109,71 @@ def count_differences(problems: Sequence[str]) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def _learning_rates(optimizer: Any) -> list[float]:
-    """The base learning rate of each parameter group (``initial_lr`` once a schedule is attached, else ``lr``)."""
-    groups = getattr(optimizer, "param_groups", None) or []
-    return [float(g.get("initial_lr", g.get("lr", 0.0))) for g in groups]
+def _same(old: Any, new: Any) -> bool:
+    """Equal settings; floats equal to a relative 1e-9 (a learning rate computed twice from the same values)."""
+    if isinstance(old, float) or isinstance(new, float):
+        return isinstance(old, (int, float)) and isinstance(new, (int, float)) and abs(old - new) <= 1e-9 * max(
+            abs(old), abs(new))
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new))
+    return old == new
+
+
+def settings_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What differs between the settings a checkpoint was written with and this run's (``{config id: settings}``),
+    one phrase per key, in the config's order, e.g. ``"network_def#norm_name: 'instance' in the checkpoint, 'batch'
+    now"``."""
+    old, new = flatten_settings(saved), flatten_settings(current)
+    problems = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        if key not in new:
+            problems.append(f"{key}: {old[key]!r} in the checkpoint, not set now")
+        elif key not in old:
+            problems.append(f"{key}: not set in the checkpoint, {new[key]!r} now")
+        elif not _same(old[key], new[key]):
+            problems.append(f"{key}: {old[key]!r} in the checkpoint, {new[key]!r} now")
+    return problems
+
+
+def group_settings(optimizer: Any) -> list[dict[str, Any]]:
+    """The settings of each parameter group of ``optimizer`` (everything but its parameters)."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in getattr(optimizer, "param_groups", [])]
+
+
+def restore_group_settings(optimizer: Any, configured: Sequence[Mapping[str, Any]], scheduler: Any = None) -> list[str]:
+    """Give the parameter groups of ``optimizer`` their ``configured`` settings (:func:`group_settings` before a
+    checkpoint was loaded into it) again, keeping what the checkpoint holds of the training's course: with a
+    learning-rate schedule, each group's current ``lr`` is scaled by the ratio of the configured to the saved
+    ``initial_lr`` (the schedule's position is kept) and the schedule's ``base_lrs`` become the configured ones.
+
+    Returns:
+        what was changed, one phrase per setting (its first group that differs), e.g. ``"initial_lr: 1.7e-05 in the
+        checkpoint, 3.9e-05 now (parameter group 0)"``.
+    """
+    changed: dict[str, str] = {}
+    for index, (group, wanted) in enumerate(zip(optimizer.param_groups, configured)):
+        scheduled = "initial_lr" in wanted  # then "lr" is the schedule's current value, not a setting
+        for key, value in wanted.items():
+            saved = group.get(key)
+            if (key == "lr" and scheduled) or (key in group and _same(plain_or_none(saved), plain_or_none(value))):
+                continue
+            changed.setdefault(key, f"{key}: {saved!r} in the checkpoint, {value!r} now (parameter group {index})")
+            if key == "initial_lr" and saved:
+                group["lr"] = group["lr"] * value / saved
+            group[key] = value
+    if scheduler is not None and hasattr(scheduler, "base_lrs") and all(
+            "initial_lr" in g for g in optimizer.param_groups):
+        scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    return list(changed.values())
+
+
+def plain_or_none(value: Any) -> Any:
+    """``value`` as plain data (:func:`plain_value`), or None when it is not (two such values count as the same)."""
+    try:
+        return plain_value(value)
+    except TypeError:
+        return None
 
 
 class AtomicCheckpointSaver:
@@ -207,11 +273,62 @@ class BestMetricState:
         self.engine.state.best_metric_epoch = int(state["best_metric_epoch"])
 
 
+class RunSettings:
+    """The settings a training run is configured with, as an entry of its checkpoint, so that a resumed run can be
+    compared with the run that wrote the checkpoint (:class:`ResumeLoader`). Only plain data is kept (numbers,
+    strings, lists, dicts), which ``torch.load(weights_only=True)`` reads back.
+
+    In a config, the values come from :func:`~scripts.utils.config.resolved_configs` (the items as the config
+    resolved them, references replaced by their values)::
+
+        "run_settings": {
+            "_target_": "scripts.handlers.checkpoint.RunSettings",
+            "network": {"_target_": "scripts.utils.config.resolved_configs", "ids": ["network_def"]},
+            "optimizer": {"_target_": "scripts.utils.config.resolved_configs", "ids": ["optimizer", "param_groups"]}
+        }
+
+    Args:
+        network: ``{config id: settings}`` that define the network; resuming with others is refused.
+        optimizer: ``{config id: settings}`` of the optimisation; others are applied, with a warning.
+    """
+
+    KINDS = ("network", "optimizer")
+
+    def __init__(self, network: Mapping[str, Any] | None = None, optimizer: Mapping[str, Any] | None = None) -> None:
+        self.network = plain_value(dict(network or {}))
+        self.optimizer = plain_value(dict(optimizer or {}))
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {kind: getattr(self, kind) for kind in self.KINDS}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Nothing to load: a run's settings are the ones it is configured with (:meth:`differences` compares)."""
+
+    def differences(self, saved: Mapping[str, Any]) -> dict[str, list[str] | None]:
+        """``{"network": [...], "optimizer": [...]}``: :func:`settings_differences` between the ``saved`` settings
+        (:meth:`state_dict` of the run that wrote a checkpoint) and these; None for a kind that either side did not
+        record (nothing to compare)."""
+        found: dict[str, list[str] | None] = {}
+        for kind in self.KINDS:
+            old, new = saved.get(kind) if isinstance(saved, Mapping) else None, getattr(self, kind)
+            found[kind] = settings_differences(old, new) if isinstance(old, Mapping) and old and new else None
+        return found
+
+
 class ResumeLoader:
     """Resume a training run from its checkpoint when ``resume`` is on and the checkpoint exists.
 
     - ``resume`` is read with :func:`as_bool`: ``--resume false`` means False.
     - A checkpoint that cannot be read is an error naming the file and saying how to start over.
+    - The run is compared with the one that wrote the checkpoint (its :class:`RunSettings` entry): another network
+      definition (any value of ``network_def``, even one that keeps every tensor's shape, e.g. ``dropout_rate``) is
+      refused, naming the checkpoint and each differing key with its two values; other optimizer settings
+      (learning rate, weight decay, layer decay, betas) are applied, and a warning names each with its two values:
+      the command line wins, as it does for ``epochs``. The optimizer's moments, the schedule's position and the
+      network's weights come from the checkpoint. A checkpoint written before settings were saved resumes with a
+      warning that they could not be compared (tensor names and shapes still are).
+    - A network whose tensors differ from the checkpoint's (names or shapes) is refused in a few lines, as is an
+      optimizer whose parameters are grouped otherwise (e.g. ``layer_decay`` turned on or off).
     - Entries of ``load_dict`` missing from an older checkpoint are skipped with a warning.
     - A run restarted with a larger ``epochs`` continues on a learning-rate schedule for the new total: the
       schedule's length (``t_total``, ``warmup_steps``) is the one configured now, not the one saved.
@@ -227,6 +344,8 @@ class ResumeLoader:
         map_location: ``torch.load``'s ``map_location``.
         scheduler_key: the ``load_dict`` entry of the learning-rate schedule.
         keep_on_fresh_start: files an earlier run wrote that a fresh run would replace (``models/model.pt``).
+        optimizer_key: the ``load_dict`` entry of the optimizer.
+        settings_key: the ``load_dict`` entry of the run's :class:`RunSettings`.
     """
 
     SCHEDULE_LENGTH = ("t_total", "warmup_steps", "warmup_multiplier")
@@ -239,6 +358,8 @@ class ResumeLoader:
         map_location: Any = None,
         scheduler_key: str = "lr_scheduler",
         keep_on_fresh_start: Sequence[str] = (),
+        optimizer_key: str = "optimizer",
+        settings_key: str = "settings",
     ) -> None:
         self.load_path = load_path
         self.load_dict = dict(load_dict)
@@ -247,6 +368,8 @@ class ResumeLoader:
         self.scheduler_key = scheduler_key
         self.keep_on_fresh_start = [keep_on_fresh_start] if isinstance(keep_on_fresh_start, str) else list(
             keep_on_fresh_start)
+        self.optimizer_key = optimizer_key
+        self.settings_key = settings_key
 
     def attach(self, engine: Engine) -> None:
         if not self.resume:
@@ -281,12 +404,49 @@ class ResumeLoader:
             raise RuntimeError(f"{self.load_path} holds no checkpoint dict; delete it or run with --resume false.")
         return checkpoint
 
-    def _check_shapes(self, key: str, obj: Any, saved: Any) -> None:
+    def _shape_differences(self, checkpoint: Mapping[str, Any]) -> dict[str, list[str]]:
+        """``{key: state_dict_differences}`` of the networks of ``load_dict`` whose tensors differ from the
+        checkpoint's (names or shapes)."""
+        found = {}
+        for key, obj in self.load_dict.items():
+            network, saved = getattr(obj, "module", obj), checkpoint.get(key)
+            if isinstance(network, torch.nn.Module) and isinstance(saved, Mapping):
+                problems = state_dict_differences(network.state_dict(), saved)
+                if problems:
+                    found[key] = problems
+        return found
+
+    def _compare_settings(self, engine: Engine, checkpoint: Mapping[str, Any]) -> list[str]:
+        """Compare this run's :class:`RunSettings` with the checkpoint's: refuse another network definition; return
+        the optimizer settings that differ (empty when they could not be compared, which is logged)."""
+        settings = self.load_dict.get(self.settings_key)
+        if not isinstance(settings, RunSettings):
+            return []
+        found = settings.differences(checkpoint.get(self.settings_key) or {})
+        if found["network"] is None or found["optimizer"] is None:
+            engine.logger.warning(
+                f"{self.load_path} does not record the settings it was trained with (written by an earlier version): "
+                "this run's network definition and optimizer settings could not be compared with it (its tensor "
+                "names and shapes are); the resumed run trains with this run's settings.")
+        if found["network"]:
+            self._refuse_network(found["network"], self._shape_differences(checkpoint))
+        return found["optimizer"] or []
+
+    def _refuse_network(self, changes: Sequence[str], shapes: Mapping[str, Sequence[str]]) -> None:
+        """Raise the error of a network definition other than the checkpoint's, naming each differing key."""
+        tensors = sum(len(p) for p in shapes.values())
+        also = f" ({tensors} tensors differ in name or shape)" if tensors else ""
+        raise RuntimeError(
+            f"{self.load_path} was trained with another network definition: {'; '.join(changes)}{also}. Its weights "
+            "would be loaded into a different network. Resume with the settings it was trained with (the values "
+            "'in the checkpoint' above), or run with --resume false to start over."
+        )
+
+    def _check_shapes(self, checkpoint: Mapping[str, Any]) -> None:
         """Refuse, in a few lines, a network whose tensors differ from the checkpoint's (names or shapes)."""
-        if not isinstance(obj, torch.nn.Module) or not isinstance(saved, Mapping):
-            return
-        problems = state_dict_differences(obj.state_dict(), saved)
-        if problems:
+        found = self._shape_differences(checkpoint)
+        if found:
+            key, problems = next(iter(found.items()))
             raise RuntimeError(
                 f"{self.load_path} does not fit this run's {key!r}: {len(problems)} tensors differ "
                 f"({describe_differences(problems)}). It was "
@@ -294,38 +454,78 @@ class ResumeLoader:
                 "with --resume false to start over."
             )
 
-    def __call__(self, engine: Engine) -> None:
-        checkpoint = self._read()
-        scheduler = self.load_dict.get(self.scheduler_key)
-        length = {k: getattr(scheduler, k) for k in self.SCHEDULE_LENGTH if hasattr(scheduler, k)}
-        missing = [k for k in self.load_dict if k not in checkpoint]
-        for key in missing:
-            engine.logger.warning(f"{self.load_path} has no {key!r}: it starts afresh")
-        to_load = {k: v for k, v in self.load_dict.items() if k in checkpoint}
-        for key, obj in to_load.items():
-            self._check_shapes(key, getattr(obj, "module", obj), checkpoint[key])
-        configured_lr = _learning_rates(self.load_dict.get("optimizer"))
-        max_epochs = engine.state.max_epochs
-        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
-        saved_lr = _learning_rates(self.load_dict.get("optimizer"))
-        if configured_lr and saved_lr and not all(
-                abs(a - b) <= 1e-9 * max(abs(a), abs(b)) for a, b in zip(configured_lr, saved_lr)):
-            engine.logger.warning(
-                f"this run asks for learning rate {configured_lr[0]:.6g}, {self.load_path} was trained with "
-                f"{saved_lr[0]:.6g}: the resumed run continues with the checkpoint's. Run with --resume false to "
-                "train with the new one."
+    def _check_groups(self, checkpoint: Mapping[str, Any], changes: Sequence[str]) -> None:
+        """Refuse an optimizer whose parameters are grouped otherwise than the checkpoint's: its state (moments)
+        cannot be carried over."""
+        optimizer, saved = self.load_dict.get(self.optimizer_key), checkpoint.get(self.optimizer_key)
+        if not hasattr(optimizer, "param_groups") or not isinstance(saved, Mapping):
+            return
+        now = [len(g["params"]) for g in optimizer.param_groups]
+        before = [len(g["params"]) for g in saved.get("param_groups", [])]
+        if now != before:
+            because = f" ({'; '.join(changes)})" if changes else ""
+            raise RuntimeError(
+                f"{self.load_path} holds the optimizer state of {len(before)} parameter groups ({sum(before)} "
+                f"tensors), this run's optimizer has {len(now)} ({sum(now)} tensors): the state cannot be carried "
+                f"over{because}. Turning layer_decay on or off (1.0) regroups the parameters. Resume with the "
+                "settings it was trained with, or run with --resume false to start over."
             )
+
+    def _apply_optimizer_settings(self, engine: Engine, configured: Sequence[Mapping[str, Any]],
+                                  changes: Sequence[str]) -> None:
+        """After loading the checkpoint, give the optimizer this run's settings again and say what changed."""
+        optimizer = self.load_dict.get(self.optimizer_key)
+        if not hasattr(optimizer, "param_groups"):
+            return
+        applied = restore_group_settings(optimizer, configured, self.load_dict.get(self.scheduler_key))
+        changes = list(changes) or applied
+        if changes:
+            engine.logger.warning(
+                f"this run's optimizer settings differ from those {self.load_path} was trained with: "
+                f"{'; '.join(changes)}. The resumed run trains with this run's (its moments and the schedule's "
+                "position come from the checkpoint); restore the settings to continue as before, or run with "
+                "--resume false to start over."
+            )
+
+    def _to_load(self, engine: Engine, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``load_dict`` to restore: those in the checkpoint (the others start afresh, with a
+        warning), the settings excepted (they are compared, not loaded)."""
+        entries = {k: v for k, v in self.load_dict.items() if k != self.settings_key}
+        for key in entries:
+            if key not in checkpoint:
+                engine.logger.warning(f"{self.load_path} has no {key!r}: it starts afresh")
+        return {k: v for k, v in entries.items() if k in checkpoint}
+
+    def _continue_schedule(self, engine: Engine, length: Mapping[str, Any], max_epochs: int | None) -> None:
+        """Check the epoch reached against ``max_epochs`` and give the schedule the configured ``length``."""
         if max_epochs is not None and engine.state.epoch > max_epochs:
             raise RuntimeError(
                 f"{self.load_path} is at epoch {engine.state.epoch}, beyond the {max_epochs} epochs asked for: run "
                 "with a larger --epochs to continue, or --resume false to start over."
             )
         engine.state.max_epochs = max_epochs
+        scheduler = self.load_dict.get(self.scheduler_key)
         saved_length = {k: getattr(scheduler, k) for k in length}
         for key, value in length.items():
             setattr(scheduler, key, value)
         if saved_length != length:
             engine.logger.info(f"learning-rate schedule continues for the new length {length} (was {saved_length})")
+
+    def __call__(self, engine: Engine) -> None:
+        checkpoint = self._read()
+        changes = self._compare_settings(engine, checkpoint)
+        to_load = self._to_load(engine, checkpoint)
+        self._check_shapes({k: v for k, v in checkpoint.items() if k in to_load})
+        if self.optimizer_key in to_load:
+            self._check_groups(checkpoint, changes)
+        scheduler = self.load_dict.get(self.scheduler_key)
+        length = {k: getattr(scheduler, k) for k in self.SCHEDULE_LENGTH if hasattr(scheduler, k)}
+        configured = group_settings(self.load_dict.get(self.optimizer_key))
+        max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        if self.optimizer_key in to_load:
+            self._apply_optimizer_settings(engine, configured, changes)
+        self._continue_schedule(engine, length, max_epochs)
         engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}")
         if max_epochs is not None and engine.state.epoch >= max_epochs:
             engine.logger.warning(
