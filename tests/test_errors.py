@@ -12,6 +12,7 @@ import torch
 from monai.networks.nets import UNETR
 
 from shared.utils.errors import cause_line, is_bundle_run
+from shared.utils.scripts_package import ScriptsShadowedError, check_scripts_package
 from tests.helpers import BUNDLES, REPO, SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run, user_env
 from tools import synthetic
 
@@ -83,3 +84,36 @@ def test_the_context_of_raise_from_none_is_not_the_cause():
             raise ValueError("the message that names the file") from None
     except ValueError as e:
         assert cause_line(e) == "error: ValueError: the message that names the file"
+
+
+@pytest.fixture()
+def folder_with_its_own_scripts(tmp_path) -> Path:
+    """A user's working folder with a ``scripts`` package of its own."""
+    (tmp_path / "work" / "scripts").mkdir(parents=True)
+    (tmp_path / "work" / "scripts" / "__init__.py").write_text("MINE = True\n")
+    return tmp_path / "work"
+
+
+@pytest.mark.parametrize("config", ["inference.json", "train.json"])
+def test_a_working_folder_with_its_own_scripts_package_is_named_with_the_bundles(
+        btcv, folder_with_its_own_scripts, tmp_path, config):
+    """Without the check, MONAI's last line is "Cannot locate class or function path: 'scripts.data....'"."""
+    root = tmp_path / "bundle"
+    output = bundle_run([SEG / config], {"bundle_root": str(root), "dataset_dir": str(btcv), "epochs": 1, **SMALL,
+                                         **TINY_UNETR}, cwd=folder_with_its_own_scripts, expect_failure=True)
+    assert last_line(output) == (
+        f"error: ImportError: Python imports the package 'scripts' from {folder_with_its_own_scripts / 'scripts'}, "
+        f"not the bundle's code in {BUNDLES / 'unetr_btcv_seg' / 'scripts'}: the working folder "
+        f"{folder_with_its_own_scripts} is earlier on Python's path (sys.path) and has its own 'scripts', which "
+        "shadows the bundle's. Run the bundle from another folder (--config_file and --bundle_root take paths), or "
+        "rename that 'scripts'.")
+    assert not (root / "models").exists()  # refused before the lock or anything else touched the bundle root
+
+
+def test_outside_a_bundle_run_a_shadowing_scripts_package_is_an_import_error(folder_with_its_own_scripts,
+                                                                              monkeypatch):
+    monkeypatch.syspath_prepend(str(folder_with_its_own_scripts))
+    monkeypatch.delitem(sys.modules, "scripts", raising=False)
+    with pytest.raises(ScriptsShadowedError, match=f"from {folder_with_its_own_scripts / 'scripts'}, not the "
+                                                    f"bundle's code in {REPO}"):
+        check_scripts_package()

@@ -94,6 +94,8 @@ WEIGHTS_PATH = "models/model.pt"
 SCRIPTS_DIR = "scripts"
 # a dotted name in a config that starts with the bundle's scripts package
 SCRIPTS_REFERENCE = re.compile(r"\bscripts((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+# a file of the bundle's scripts package named by its path in a config (run by path, e.g. utils/scripts_package.py)
+SCRIPTS_FILE_REFERENCE = re.compile(r"\bscripts/((?:[A-Za-z_][A-Za-z0-9_]*/)*[A-Za-z_][A-Za-z0-9_]*\.py)")
 LARGE_FILE_THRESHOLD_MB = 1.0
 LARGE_FILES_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
 HASH_TYPE = "sha256"
@@ -259,9 +261,31 @@ def _relative_imports(scripts_dir: Path, module: Path) -> set[Path]:
     return found
 
 
+def _named_modules(config: Path, scripts_dir: Path) -> set[Path]:
+    """The files of the ``scripts`` modules that ``config`` names, by dotted name (``scripts.networks.mae.X`` ->
+    ``networks/mae.py``) or by path (``scripts/utils/scripts_package.py``).
+
+    Raises:
+        ValueError: a name or path that is no module of ``scripts_dir``.
+    """
+    text, found = config.read_text(encoding="utf-8"), set()
+    for dotted in SCRIPTS_REFERENCE.findall(text):
+        parts = dotted.strip(".").split(".")
+        module = next(filter(None, (_module_file(scripts_dir, parts[:end]) for end in range(len(parts), 0, -1))), None)
+        if module is None:
+            raise ValueError(f"{config} names scripts{dotted}, but {scripts_dir} has no such module.")
+        found.add(module)
+    for relative in SCRIPTS_FILE_REFERENCE.findall(text):
+        if not (scripts_dir / relative).is_file():
+            raise ValueError(f"{config} names scripts/{relative}, but {scripts_dir} has no such file.")
+        found.add(scripts_dir / relative)
+    return found
+
+
 def scripts_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
     """The files of the bundle's ``scripts`` package that its configs use: every module a config names
-    (``scripts.networks.mae.MaskedAutoencoderViT`` -> ``networks/mae.py``), the modules those import relatively,
+    (``scripts.networks.mae.MaskedAutoencoderViT`` -> ``networks/mae.py``, or by path, see :func:`_named_modules`),
+    the modules those import relatively,
     and the ``__init__.py`` of every package on the way. Returned as ``{"scripts/<path>": source file}``.
 
     Raises:
@@ -271,13 +295,7 @@ def scripts_files(bundle_dir: str | os.PathLike) -> dict[str, Path]:
     scripts_dir = root / SCRIPTS_DIR
     wanted: set[Path] = set()
     for config in sorted((root / "configs").glob("*.json")):
-        for dotted in SCRIPTS_REFERENCE.findall(config.read_text(encoding="utf-8")):
-            parts = dotted.strip(".").split(".")
-            prefixes = (_module_file(scripts_dir, parts[:end]) for end in range(len(parts), 0, -1))
-            found = next(filter(None, prefixes), None)
-            if found is None:
-                raise ValueError(f"{config} names scripts{dotted}, but {scripts_dir} has no such module.")
-            wanted.add(found)
+        wanted |= _named_modules(config, scripts_dir)
     todo = list(wanted)
     while todo:  # every module needs what it imports and the __init__.py of its packages (which may import too)
         module = todo.pop()
