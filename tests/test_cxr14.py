@@ -411,6 +411,36 @@ def test_inference_reads_png_jpeg_and_dicom_of_any_size(trained, tmp_path):
     assert list(saved[0]["probabilities"]) == list(FINDINGS)
 
 
+def stretched(pixels: np.ndarray) -> np.ndarray:
+    """An 8-bit image stretched to span 0-255, as reading its 16-bit version does."""
+    low, high = int(pixels.min()), int(pixels.max())
+    return np.rint((pixels.astype(np.float64) - low) * 255.0 / (high - low)).astype(np.uint8)
+
+
+def test_a_16_bit_png_is_scored_as_its_8_bit_version_stretched_to_its_own_minimum_and_maximum(tmp_path):
+    """What the bundle's docs state (section "Bit depth"): an 8-bit PNG is read as value / 255, a 16-bit PNG by its
+    own minimum and maximum. The same picture at 16 bits (value x 257) therefore scores as its 8-bit version
+    stretched to 0-255, not as the 8-bit version itself, unless that spans 0-255; then both depths score alike.
+    ``tools/measure_bit_depth.py`` measures the difference with a trained classifier."""
+    pixels = synthetic.cxr14.chest_xray_phantom(40, ["Cardiomegaly"], seed=3)
+    assert 0 < pixels.min() and pixels.max() < 255  # as the synthetic (and many real) radiographs
+    inputs, root = tmp_path / "inputs", tmp_path / "bundle"
+    inputs.mkdir()
+    (root / "models").mkdir(parents=True)
+    for name, image in {"a8.png": pixels, "a16.png": pixels.astype(np.uint16) * 257, "s8.png": stretched(pixels),
+                        "s16.png": stretched(pixels).astype(np.uint16) * 257}.items():
+        Image.fromarray(image).save(inputs / name)
+    torch.save(ViTClassifier(1, (32, 32), 16, 14, hidden_size=48, mlp_dim=96, num_heads=4, num_layers=2,
+                             spatial_dims=2).state_dict(), root / "models" / "model.pt")
+    bundle_run([CONFIGS / "inference.json"], {**TINY, "bundle_root": str(root), "dataset_dir": str(inputs),
+                                              "output_dir": str(tmp_path / "out"), "amp": False})
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        scores = {r["image"]: np.array([float(r[name]) for name in FINDINGS]) for r in csv.DictReader(f)}
+    assert np.abs(scores["a16.png"] - scores["s8.png"]).max() < 1e-4  # the 16-bit file is read stretched
+    assert np.abs(scores["s16.png"] - scores["s8.png"]).max() < 1e-6  # spanning 0-255: both depths alike
+    assert np.abs(scores["a16.png"] - scores["a8.png"]).max() > 1e-3  # otherwise the depths score differently
+
+
 def test_results_saver_without_labels_writes_only_predictions(tmp_path):
     saver = MultiLabelResultsSaver(str(tmp_path), ["A", "B"])
     engine = Engine(lambda e, b: [{"pred": torch.tensor([0.2, 0.7])}])
