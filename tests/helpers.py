@@ -67,13 +67,15 @@ def bundle_run(
     expect_failure: bool = False,
     timeout: float = 600,
     via: Sequence[str] = ("monai.bundle",),
+    prefix: Sequence[str] = (),
 ) -> str:
     """``python -m monai.bundle run --config_file ...`` (under ``torchrun`` with 2 processes when asked), as a user
     runs it; returns its output. Fails unless its exit status is what ``expect_failure`` says. ``via`` is the module
     run with ``-m`` and its first arguments: a test module that runs ``monai.bundle`` under injected faults (e.g.
-    ``("tests.disk_full", folder)``)."""
+    ``("tests.disk_full", folder)``); ``prefix`` is a command that starts the Python process (e.g. ``setpriv``
+    taking root's right to write anywhere)."""
     config = str(configs[0]) if len(configs) == 1 else str([str(c) for c in configs])
-    launcher = [sys.executable]
+    launcher = [*prefix, sys.executable]
     if torchrun:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
     cmd = launcher + ["-m", *via, "run", "--config_file", config, *cli_args(overrides or {})]

@@ -3,6 +3,7 @@ write fails the input, and a volume stays a volume. Through ``python -m monai.bu
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,28 @@ def test_a_full_disk_fails_the_input_and_leaves_no_file(small_btcv, seg_bundle, 
     assert last_line(output).startswith(f"error: InputError: {good}: its output {out / 'img0061_seg.nii.gz'} could "
                                          "not be written (OSError: [Errno 28] No space left on device")
     assert list(out.iterdir()) == []  # neither an empty file under the final name nor a temporary
+
+
+def as_a_user() -> tuple[str, ...]:
+    """A command prefix under which file permissions hold: root loses its right to write anywhere."""
+    if os.geteuid() != 0:
+        return ()
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+    return ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
+
+
+def test_a_read_only_output_folder_fails_the_input_naming_the_output(small_btcv, seg_bundle, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    good = small_btcv / "imagesTs" / "img0061.nii.gz"
+    output = bundle_run([SEG / "inference.json"], seg_overrides(seg_bundle, input_files=[str(good)],
+                                                                output_dir=str(out)),
+                        expect_failure=True, prefix=as_a_user())
+    assert last_line(output).startswith(f"error: InputError: {good}: its output {out / 'img0061_seg.nii.gz'} could "
+                                         "not be written (PermissionError: [Errno 13] Permission denied")
+    assert list(out.iterdir()) == []
 
 
 def test_a_one_slice_volume_is_segmented_as_a_volume(small_btcv, seg_bundle, tmp_path):

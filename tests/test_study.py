@@ -135,6 +135,9 @@ def test_summary_json_has_the_promised_schema(study):
     text = (study["out"] / "report.md").read_text()
     assert "| 1 | P - S |" in text and "| 1 | M - N |" in text and "detectable at 80% power" in text
     assert "MAE health check (held-out images, labels unused): held-out loss" in text
+    supervised = summary["configuration"]["supervised_network_scores"]  # the control's own strength, scored
+    assert 0.0 <= supervised["mean_dice_13"] <= 1.0
+    assert f"scores mean_dice_13 {supervised['mean_dice_13']:.3f} on the evaluation cases by itself" in text
 
 
 def test_every_task_defines_its_stages_and_metric():

@@ -93,6 +93,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "recipes": {arm: {**task.recipes.get(arm, {}), **options.arm_overrides.get(arm, {})}
                         for arm in result["arms"]},
             "encoders": {arm: result["encoders"].get(arm, "") for arm in result["arms"]},
+            "supervised_network_scores": {k: v for k, v in result.get("supervised_scores", {}).items()
+                                          if k != "per_class"},
         },
         "wall_seconds": round(result["wall_seconds"], 1),
     }
@@ -244,6 +246,11 @@ def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, pl
     ]
     if result["pretraining"].get("health"):
         lines += ["MAE health check (held-out images, labels unused): " + result["pretraining"]["health"], ""]
+    if result.get("supervised_scores"):
+        lines += [f"Strength of the positive control: the supervised network whose encoder P fine-tunes scores "
+                  f"{task.metric} {result['supervised_scores'][task.metric]:.3f} on the evaluation cases by itself "
+                  f"({task.supervised_synthetic.get('num_train', '?')} labelled cases of a disjoint stream, "
+                  f"{task.supervised_steps} iterations).", ""]
     for key, rows in summary["secondary"].items():
         digits = 1 if key == "mean_hd95" else (0 if key == "misses" else 3)
         lines += [f"### {SECONDARY[key]} (`{key}`)", "", *_results_table(summary, rows, digits), ""]

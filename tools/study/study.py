@@ -32,7 +32,8 @@ from tools.study.progress import Stage, StageProgress, StudyClock
 from tools.study.tasks import Task
 from tools.study.workflow import run_bundle
 
-__all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "SUPERVISED_DATA_SEED_OFFSET"]
+__all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "score_network",
+           "SUPERVISED_DATA_SEED_OFFSET"]
 
 SUPERVISED_DATA_SEED_OFFSET = 1_000_000
 """The positive control's labelled cases are synthetic cases of data seed ``data_seed + SUPERVISED_DATA_SEED_OFFSET``:
@@ -217,6 +218,19 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
     return str(root / "models" / "checkpoint.pt")
 
 
+def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist: Path, checkpoint: str,
+                  root: Path, log_file: Path) -> dict[str, Any]:
+    """The scores of a whole trained network (``checkpoint``) on the evaluation cases of ``datalist``, through the
+    task's evaluation stage (e.g. the positive control's supervised network: how strong the encoder it hands over
+    is)."""
+    overrides = {
+        **_stage_overrides(task, "evaluate", options), **task.data_overrides(dataset_dir, datalist),
+        "model_file": checkpoint, "eval_dir": str(root / "eval"), "initialize": _determinism(options.data_seed),
+    }
+    run_bundle(task.evaluate.configs, root, log_file, overrides)
+    return task.scores(root / "eval")
+
+
 def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     """Run the study; returns everything the report needs (see :func:`tools.study.report.write_report`)."""
     start = time.perf_counter()
@@ -254,6 +268,7 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
           "per run", flush=True)
 
     pretraining = {"losses": [], "mae_file": "", "seconds": 0.0}
+    supervised_scores: dict[str, Any] = {}
     if "mae" in arms:
         pretraining = pretrain(task, options, dataset_dir, training, evaluation, clock, pretrain_stage)
     encoders = {"scratch": "", "mae": pretraining["mae_file"]}
@@ -261,6 +276,11 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
         encoders["untrained"] = untrained_mae(task, options)
     if "supervised" in arms:
         encoders["supervised"] = options.supervised_file or supervised_encoder(task, options, clock, supervised_stage)
+        datalist = task.write_datalist(out / "datalists" / "supervised_scoring.json", training, evaluation)
+        supervised_scores = score_network(task, options, dataset_dir, datalist, encoders["supervised"],
+                                          out / "supervised_encoder", logs / "supervised_encoder.log")
+        print(f"the positive control's supervised network itself on the {len(evaluation)} evaluation cases: "
+              f"{task.metric} {supervised_scores[task.metric]:.4f}", flush=True)
 
     for run in runs:
         run_start = time.perf_counter()
@@ -291,7 +311,8 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     return {
         "task": task, "options": options, "dataset_dir": dataset_dir, "sizes": sizes, "steps": steps, "arms": arms,
         "num_training": len(training), "num_evaluation": len(evaluation), "pretraining": pretraining,
-        "encoders": encoders, "runs": runs, "output_dir": out, "wall_seconds": time.perf_counter() - start,
+        "encoders": encoders, "supervised_scores": supervised_scores,
+        "runs": runs, "output_dir": out, "wall_seconds": time.perf_counter() - start,
     }
 
 
