@@ -219,13 +219,13 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
 
 
 def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist: Path, checkpoint: str,
-                  root: Path, log_file: Path) -> dict[str, Any]:
+                  root: Path, log_file: Path, seed: int) -> dict[str, Any]:
     """The scores of a whole trained network (``checkpoint``) on the evaluation cases of ``datalist``, through the
-    task's evaluation stage (e.g. the positive control's supervised network: how strong the encoder it hands over
-    is)."""
+    task's evaluation stage, written under ``root / "eval"``: every fine-tuned run, and the positive control's
+    supervised network (how strong the encoder it hands over is)."""
     overrides = {
         **_stage_overrides(task, "evaluate", options), **task.data_overrides(dataset_dir, datalist),
-        "model_file": checkpoint, "eval_dir": str(root / "eval"), "initialize": _determinism(options.data_seed),
+        "model_file": checkpoint, "eval_dir": str(root / "eval"), "initialize": _determinism(seed),
     }
     run_bundle(task.evaluate.configs, root, log_file, overrides)
     return task.scores(root / "eval")
@@ -278,7 +278,8 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
         encoders["supervised"] = options.supervised_file or supervised_encoder(task, options, clock, supervised_stage)
         datalist = task.write_datalist(out / "datalists" / "supervised_scoring.json", training, evaluation)
         supervised_scores = score_network(task, options, dataset_dir, datalist, encoders["supervised"],
-                                          out / "supervised_encoder", logs / "supervised_encoder.log")
+                                          out / "supervised_encoder", logs / "supervised_encoder.log",
+                                          options.data_seed)
         print(f"the positive control's supervised network itself on the {len(evaluation)} evaluation cases: "
               f"{task.metric} {supervised_scores[task.metric]:.4f}", flush=True)
 
@@ -296,15 +297,10 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
         progress = StageProgress(clock, finetune_stages[run.name], f"fine-tuning {run.name}")
         run_bundle(task.finetune.configs, run.root, logs / f"{run.name}.log", overrides, progress)
         run.losses, run.fingerprints = progress.losses, progress.fingerprints
-        evaluate_overrides = {
-            **_stage_overrides(task, "evaluate", options), **task.data_overrides(dataset_dir, datalist),
-            "model_file": str(run.root / "models" / "checkpoint.pt"), "eval_dir": str(run.root / "eval"),
-            "initialize": _determinism(run.seed),
-        }
         evaluate_start = time.perf_counter()
-        run_bundle(task.evaluate.configs, run.root, logs / f"{run.name}.log", evaluate_overrides)
+        run.scores = score_network(task, options, dataset_dir, datalist, str(run.root / "models" / "checkpoint.pt"),
+                                   run.root, logs / f"{run.name}.log", run.seed)
         clock.record(evaluate_stages[run.name], time.perf_counter() - evaluate_start)
-        run.scores = task.scores(run.root / "eval")
         run.seconds = time.perf_counter() - run_start
         print(clock.line(f"evaluated {run.name}: {task.metric} {run.scores[task.metric]:.4f}"), flush=True)
 
