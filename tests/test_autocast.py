@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.losses import DiceCELoss
@@ -35,6 +36,22 @@ def test_network_runs_under_autocast_and_outputs_are_float32():
     assert seen == [True, False] and out["logits"].dtype == torch.bfloat16
     with pytest.raises(ValueError, match="bfloat16 or float16"):
         AutocastInferer(dtype="float32")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_network_gets_plain_tensors_and_sliding_window_outputs_keep_the_input_metadata(enabled):
+    seen = []
+
+    def network(x):
+        seen.append(type(x))
+        return x * 2
+
+    image = MetaTensor(torch.rand(1, 1, 20, 20, 20), affine=torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0])))
+    out = AutocastInferer(SimpleInferer(), enabled=enabled)(image, network)
+    assert seen == [torch.Tensor] and type(out) is torch.Tensor
+    assert torch.allclose(out, image.as_tensor() * 2, atol=0.02)
+    out = AutocastInferer(SlidingWindowInferer(16, overlap=0.25), enabled=enabled)(image, network)
+    assert set(seen) == {torch.Tensor} and isinstance(out, MetaTensor) and torch.equal(out.affine, image.affine)
 
 
 def test_bfloat16_and_float32_sliding_window_label_maps_agree():

@@ -94,6 +94,27 @@ def test_gradients_reach_the_patch_embedding_and_every_block():
         assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("config", ["unetr_btcv_seg/configs/train.json", "unetr_brats_seg/configs/inference.json"])
+def test_memory_format_keeps_the_default_layout_or_gives_channels_last_with_the_same_output(config):
+    outputs = {}
+    for memory_format in ("$torch.preserve_format", "$torch.channels_last_3d"):
+        parser = ConfigParser()
+        parser.read_config(BUNDLES / config)
+        parser.update({"network_def#_target_": TARGET, "roi_size": [32, 32, 32], "device": "$torch.device('cpu')",
+                       "memory_format": memory_format, **TINY_UNETR})
+        torch.manual_seed(0)
+        with bundle_importable(BUNDLES / config.split("/")[0]):
+            net = parser.get_parsed_content("network")
+        weight = net.decoder2.conv_block.conv1.conv.weight
+        channels_last = weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+        assert channels_last == (memory_format == "$torch.channels_last_3d")
+        in_channels = net.vit.patch_embedding.patch_embeddings.in_channels
+        image = torch.rand(1, in_channels, 32, 32, 32, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            outputs[memory_format] = net.eval()(image)
+    assert torch.allclose(*outputs.values(), atol=1e-4)
+
+
 def test_patch8_mae_encoder_loads_strictly():
     mae, net = tiny_mae8(48), tiny_unetr8(48)
     report = load_mae_encoder(net, mae.state_dict(), strict=True)

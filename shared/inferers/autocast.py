@@ -3,7 +3,10 @@
 MONAI's engines run their ``amp`` under ``torch.autocast("cuda")`` only, so on a CPU nothing is ever mixed precision.
 :class:`AutocastInferer` wraps an inferer (``SimpleInferer``, ``SlidingWindowInferer``, ...) so that every network
 call runs under ``torch.autocast`` on the device of the input, and hands back float32 outputs: losses, metrics and
-sliding-window sums are then computed in float32. In a bundle config::
+sliding-window sums are then computed in float32. The network is given plain tensors: MONAI's ``MetaTensor`` tracks
+metadata through every operation, which costs 10-25 % of a small network's training step on a CPU
+(``tools/benchmark_study.py``), and nothing reads it from the network's output (sliding-window inference copies the
+input's metadata onto its output itself). In a bundle config::
 
     "amp": {"_target_": "scripts.inferers.autocast.autocast_pays_off", "device": "@device"},
     "amp_dtype": {"_target_": "scripts.inferers.autocast.autocast_dtype", "device": "@device"},
@@ -23,10 +26,13 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer, SimpleInferer
+from monai.utils import convert_to_tensor
 
 from ..utils.config import as_bool
 
-__all__ = ["autocast_dtype", "autocast_pays_off", "needs_grad_scaler", "to_float32", "AutocastInferer"]
+__all__ = [
+    "autocast_dtype", "autocast_pays_off", "needs_grad_scaler", "to_float32", "without_metadata", "AutocastInferer",
+]
 
 
 def _device_type(device: torch.device | str) -> str:
@@ -69,12 +75,19 @@ def to_float32(value: Any) -> Any:
     return value
 
 
+def without_metadata(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a plain ``torch.Tensor`` (a ``MetaTensor``'s metadata dropped, the data shared)."""
+    return convert_to_tensor(tensor, track_meta=False)
+
+
 class AutocastInferer(Inferer):
-    """Run ``inferer`` with every network call under ``torch.autocast`` on the input's device; outputs in float32.
+    """Run ``inferer`` with every network call under ``torch.autocast`` on the input's device, on plain tensors;
+    outputs in float32.
 
     Args:
         inferer: the inferer to wrap (default ``SimpleInferer``).
-        enabled: False (or ``"false"``, as the command line passes it) runs ``inferer`` unchanged, in float32.
+        enabled: False (or ``"false"``, as the command line passes it) runs the network in float32 (on plain
+            tensors too).
         dtype: ``"bfloat16"`` (default; CPUs and recent GPUs) or ``"float16"`` (older GPUs), or a torch dtype.
     """
 
@@ -89,13 +102,11 @@ class AutocastInferer(Inferer):
             raise ValueError(f"autocast dtype must be bfloat16 or float16, got {dtype}.")
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if not self.enabled:
-            return self.inferer(inputs, network, *args, **kwargs)
         device_type = inputs.device.type
 
         def autocast_network(x: torch.Tensor, *net_args: Any, **net_kwargs: Any) -> Any:
-            with torch.autocast(device_type, dtype=self.dtype):
-                out = network(x, *net_args, **net_kwargs)
-            return to_float32(out)
+            with torch.autocast(device_type, dtype=self.dtype, enabled=self.enabled):
+                out = network(without_metadata(x), *net_args, **net_kwargs)
+            return to_float32(out) if self.enabled else out
 
         return self.inferer(inputs, autocast_network, *args, **kwargs)

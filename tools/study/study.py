@@ -94,6 +94,7 @@ class Run:
     fingerprints: list[float] = field(default_factory=list)
     scores: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    evaluation_seconds: float = 0.0
 
     @property
     def name(self) -> str:
@@ -300,7 +301,8 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
         evaluate_start = time.perf_counter()
         run.scores = score_network(task, options, dataset_dir, datalist, str(run.root / "models" / "checkpoint.pt"),
                                    run.root, logs / f"{run.name}.log", run.seed)
-        clock.record(evaluate_stages[run.name], time.perf_counter() - evaluate_start)
+        run.evaluation_seconds = time.perf_counter() - evaluate_start
+        clock.record(evaluate_stages[run.name], run.evaluation_seconds)
         run.seconds = time.perf_counter() - run_start
         print(clock.line(f"evaluated {run.name}: {task.metric} {run.scores[task.metric]:.4f}"), flush=True)
 
