@@ -66,14 +66,11 @@ def _operations(image: MetaTensor) -> dict[str, dict]:
     return operations
 
 
-def original_geometry(image: MetaTensor) -> tuple[np.ndarray, tuple[int, ...]]:
+def original_geometry(image: MetaTensor, operations: dict[str, dict]) -> tuple[np.ndarray, tuple[int, ...]]:
     """The original image's affine and spatial shape, as the preprocessing of ``image`` recorded them."""
-    first = image.applied_operations[0]
-    affine = image.meta.get("original_affine")
-    if "Orientation" in {op["class"] for op in image.applied_operations}:
-        affine = next(op for op in image.applied_operations if op["class"] == "Orientation")["extra_info"][
-            "original_affine"]
-    return np.asarray(affine, dtype=np.float64), tuple(int(s) for s in first["orig_size"])
+    affine = operations.get("Orientation", {}).get("extra_info", {}).get("original_affine",
+                                                                          image.meta.get("original_affine"))
+    return np.asarray(affine, dtype=np.float64), tuple(int(s) for s in image.applied_operations[0]["orig_size"])
 
 
 def axis_maps(image: MetaTensor) -> tuple[list[AxisMap], tuple[int, ...], np.ndarray]:
@@ -86,7 +83,7 @@ def axis_maps(image: MetaTensor) -> tuple[list[AxisMap], tuple[int, ...], np.nda
         ValueError: the preprocessing applied another spatial transform, or the grids are not axis-aligned.
     """
     operations = _operations(image)
-    original_affine, original_shape = original_geometry(image)
+    original_affine, original_shape = original_geometry(image, operations)
     size = tuple(int(s) for s in image.shape[1:])
     cropped = operations.get("CropForeground", {}).get("extra_info", {}).get("cropped", [0] * 2 * len(size))
     affine = np.asarray(image.affine, dtype=np.float64)
