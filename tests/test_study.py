@@ -170,6 +170,9 @@ def test_a_run_that_is_not_the_plan_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not be the committed plan") as error:
         check_plan(task, changed, content)
     assert "finetune_steps" in str(error.value) and "recipes" in str(error.value)
+    other_geometry = replace(options_from_plan(content, tmp_path), overrides={"finetune": {"roi_size": [48, 48, 48]}})
+    with pytest.raises(ValueError, match="stages: plan"):
+        check_plan(task, other_geometry, content)
     broken = tmp_path / "plan.json"
     broken.write_text('{"task": "btcv",')
     with pytest.raises(ValueError, match=f"{broken} is not valid JSON"):

@@ -1,8 +1,9 @@
 """Confirmatory studies: every setting fixed in a committed plan file before the run, checked against what the run
 resolves, and the plan's hash printed in the report.
 
-A plan (``tools/study/plans/<task>_confirm.json``) names the data draw, seeds, labelled sizes, budgets, arms and their
-recipes (what the run resolves and :func:`check_plan` compares), and, for the reader, the endpoint, the contrasts, the
+A plan (``tools/study/plans/<task>_confirm.json``) names the data draw, seeds, labelled sizes, budgets, arms, their
+recipes and every config override of the three stages (geometry, networks; what the run resolves and
+:func:`check_plan` compares), and, for the reader, the endpoint, the contrasts, the
 significance level, the correction and the positive control's acceptance rule. ``python tools/run_experiment.py btcv
 --confirm`` runs it; nothing else is taken from the command line.
 """
@@ -14,14 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools.study.study import StudyOptions, arm_overrides, plan
+from tools.study.study import StudyOptions, arm_overrides, plan, stage_overrides
 from tools.study.tasks import Task
 
 __all__ = ["PLANS", "RESOLVED_KEYS", "load_plan", "options_from_plan", "resolved_settings", "check_plan"]
 
 PLANS = Path(__file__).resolve().parent / "plans"
 RESOLVED_KEYS = ("task", "data_seed", "seeds", "labelled_sizes", "finetune_steps", "pretrain_epochs",
-                 "supervised_steps", "arms", "recipes")
+                 "supervised_steps", "arms", "recipes", "stages")
 """The settings of a plan that a run resolves from the task and its options; they must all be equal."""
 
 
@@ -60,6 +61,7 @@ def resolved_settings(task: Task, options: StudyOptions) -> dict[str, Any]:
         "task": task.name, "data_seed": options.data_seed, "seeds": list(options.seeds), "labelled_sizes": sizes,
         "finetune_steps": steps, "pretrain_epochs": pretrain_epochs, "supervised_steps": task.supervised_steps,
         "arms": list(options.arms), "recipes": {arm: arm_overrides(task, options, arm) for arm in options.arms},
+        "stages": {stage: stage_overrides(task, stage, options) for stage in ("pretrain", "finetune", "evaluate")},
     }
 
 

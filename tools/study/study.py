@@ -32,7 +32,7 @@ from tools.study.progress import Stage, StageProgress, StudyClock
 from tools.study.tasks import Task
 from tools.study.workflow import run_bundle
 
-__all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "score_network",
+__all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "score_network", "stage_overrides",
            "SUPERVISED_DATA_SEED_OFFSET"]
 
 SUPERVISED_DATA_SEED_OFFSET = 1_000_000
@@ -115,7 +115,7 @@ def labelled_subsets(cases: Sequence[dict], sizes: Sequence[int], seed: int) -> 
     return {n: [cases[i] for i in order[:n]] for n in sizes}
 
 
-def _stage_overrides(task: Task, stage: str, options: StudyOptions) -> dict[str, Any]:
+def stage_overrides(task: Task, stage: str, options: StudyOptions) -> dict[str, Any]:
     """The task's overrides of ``stage`` for the chosen size (the small configuration, or the paper one), then the
     study's own."""
     task_overrides = getattr(task, f"full_{stage}") if options.full_size else getattr(task, stage).overrides
@@ -134,7 +134,7 @@ def plan(task: Task, options: StudyOptions, num_training: int) -> tuple[list[int
     """The labelled sizes (``"all"`` is ``num_training``), the MAE epochs and the fine-tuning steps of the study."""
     sizes = options.labelled_sizes or (task.full_labelled_sizes if options.full_size else task.labelled_sizes)
     sizes = sorted({num_training if n == "all" else int(n) for n in sizes})
-    overrides = _stage_overrides(task, "pretrain", options)
+    overrides = stage_overrides(task, "pretrain", options)
     if options.pretrain_epochs:
         overrides["epochs"] = options.pretrain_epochs
     epochs = int(_config_value(task.pretrain.configs, "epochs", overrides))
@@ -160,14 +160,14 @@ def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: lis
         return {"losses": [], "mae_file": options.mae_file, "seconds": 0.0}
     out = options.output_dir.resolve()
     all_images = task.write_datalist(out / "datalists" / "all_training.json", training, evaluation)
-    overrides = {**_stage_overrides(task, "pretrain", options), **task.data_overrides(dataset_dir, all_images),
+    overrides = {**stage_overrides(task, "pretrain", options), **task.data_overrides(dataset_dir, all_images),
                  "epochs": stage.epochs, "resume": False, "initialize": _determinism(options.data_seed)}
     progress = StageProgress(clock, stage, "MAE pre-training (labels unused)")
     workflow = run_bundle(task.pretrain.configs, out / "mae", out / "logs" / "mae_pretraining.log", overrides,
                           progress)
     mae_file = str(workflow.parser.get_parsed_content("mae_file"))
     health = check_checkpoint(mae_file, [_image_files(dataset_dir, case["image"]) for case in evaluation],
-                              task.pretrain.configs[0], _stage_overrides(task, "pretrain", options),
+                              task.pretrain.configs[0], stage_overrides(task, "pretrain", options),
                               seed=options.data_seed)
     print(f"MAE health check on the {len(evaluation)} evaluation images (labels unused): {health.summary()}",
           flush=True)
@@ -186,7 +186,7 @@ def untrained_mae(task: Task, options: StudyOptions) -> str:
     configs = [str(c) for c in task.pretrain.configs]
     parser = ConfigParser()
     parser.read_config(configs)
-    for key, value in _stage_overrides(task, "pretrain", options).items():
+    for key, value in stage_overrides(task, "pretrain", options).items():
         parser[key] = value
     with bundle_importable(Path(configs[0]).parents[1]):
         set_determinism(seed=options.data_seed)
@@ -208,7 +208,7 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
     training, evaluation = task.cases(dataset_dir, out / "datalists_supervised")
     datalist = task.write_datalist(out / "datalists" / "supervised.json", training, evaluation)
     overrides = {
-        **_stage_overrides(task, "finetune", options), **arm_overrides(task, options, "scratch"),
+        **stage_overrides(task, "finetune", options), **arm_overrides(task, options, "scratch"),
         **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
         "warmup_epochs": max(1, stage.epochs // 10), "val_interval": stage.epochs + 1, "resume": False,
         "pretrained_encoder": "", "initialize": _determinism(data_seed),
@@ -225,7 +225,7 @@ def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist
     task's evaluation stage, written under ``root / "eval"``: every fine-tuned run, and the positive control's
     supervised network (how strong the encoder it hands over is)."""
     overrides = {
-        **_stage_overrides(task, "evaluate", options), **task.data_overrides(dataset_dir, datalist),
+        **stage_overrides(task, "evaluate", options), **task.data_overrides(dataset_dir, datalist),
         "model_file": checkpoint, "eval_dir": str(root / "eval"), "initialize": _determinism(seed),
     }
     run_bundle(task.evaluate.configs, root, log_file, overrides)
@@ -290,7 +290,7 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
                                        subsets[run.seed][run.labelled], evaluation)
         epochs = finetune_stages[run.name].epochs
         overrides = {
-            **_stage_overrides(task, "finetune", options), **arm_overrides(task, options, run.arm),
+            **stage_overrides(task, "finetune", options), **arm_overrides(task, options, run.arm),
             **task.data_overrides(dataset_dir, datalist), "epochs": epochs, "warmup_epochs": max(1, epochs // 10),
             "val_interval": epochs + 1, "resume": False, "pretrained_encoder": encoders[run.arm],
             "initialize": _determinism(run.seed),
