@@ -47,50 +47,61 @@ class Setting:
     Args:
         amp: bf16 autocast (``--amp``).
         overlap: sliding-window overlap.
-        argmax_first: take the argmax on the resampled grid and invert the label map with nearest-neighbour
-            interpolation, instead of inverting the 14 probability channels first (the model zoo's order).
+        inversion: how the probabilities become a label map in the original grid: ``"inverted_argmax"`` (the
+            bundle's ``InvertedArgmaxd``: probabilities resampled slab by slab with the argmax fused),
+            ``"invert_then_argmax"`` (MONAI's ``Invertd`` of the 14 probability channels, then ``AsDiscreted``
+            argmax: the model zoo's order) or ``"argmax_then_invert"`` (the argmax on the resampled grid, then
+            ``Invertd`` of the label map with nearest-neighbour interpolation).
     """
 
     amp: bool
     overlap: float
-    argmax_first: bool = False
+    inversion: str = "inverted_argmax"
 
 
 # the first is the reference for agreement and Dice cost
 SETTINGS = {
-    "fp32, overlap 0.5 (the model zoo's)": Setting(amp=False, overlap=0.5),
-    "bf16, overlap 0.5": Setting(amp=True, overlap=0.5),
+    "fp32, overlap 0.5": Setting(amp=False, overlap=0.5),
+    "bf16, overlap 0.5 (the bundle's)": Setting(amp=True, overlap=0.5),
     "fp32, overlap 0.25": Setting(amp=False, overlap=0.25),
     "bf16, overlap 0.25": Setting(amp=True, overlap=0.25),
-    "bf16, overlap 0.5, argmax before inverting": Setting(amp=True, overlap=0.5, argmax_first=True),
+    "bf16, overlap 0.5, Invertd then argmax": Setting(amp=True, overlap=0.5, inversion="invert_then_argmax"),
+    "bf16, overlap 0.5, argmax then Invertd": Setting(amp=True, overlap=0.5, inversion="argmax_then_invert"),
 }
 
+# the index of InvertedArgmaxd in the postprocessing of inference.json and evaluate.json
+_INVERSION_INDEX = 1
 
-def _argmax_then_invert(preprocessing: str) -> list[dict[str, Any]]:
-    return [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            {"_target_": "Invertd", "keys": "pred", "transform": preprocessing, "orig_keys": "image",
-             "nearest_interp": True, "to_tensor": True}]
+
+def _inversion(setting: Setting, preprocessing: str) -> dict[str, Any] | None:
+    """The transform that replaces ``InvertedArgmaxd`` for ``setting`` (None: keep it)."""
+    invert = {"_target_": "Invertd", "keys": "pred", "transform": preprocessing, "orig_keys": "image",
+              "nearest_interp": False, "to_tensor": True}
+    argmax = {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}
+    if setting.inversion == "invert_then_argmax":
+        return {"_target_": "Compose", "transforms": [invert, argmax]}
+    if setting.inversion == "argmax_then_invert":
+        return {"_target_": "Compose", "transforms": [argmax, {**invert, "nearest_interp": True}]}
+    if setting.inversion != "inverted_argmax":
+        raise ValueError(f"unknown inversion {setting.inversion!r}.")
+    return None
 
 
 def inference_overrides(setting: Setting) -> dict[str, Any]:
     """Overrides of ``inference.json`` for ``setting``."""
     overrides: dict[str, Any] = {"amp": setting.amp, "inferer#inferer#overlap": setting.overlap}
-    if setting.argmax_first:
-        overrides["postprocessing#transforms"] = [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True}, *_argmax_then_invert("@preprocessing"),
-            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-             "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False}]
+    inversion = _inversion(setting, "@preprocessing")
+    if inversion:
+        overrides[f"postprocessing#transforms#{_INVERSION_INDEX}"] = inversion
     return overrides
 
 
-def evaluate_overrides(setting: Setting, num_classes: int = 14) -> dict[str, Any]:
+def evaluate_overrides(setting: Setting) -> dict[str, Any]:
     """Overrides of ``train.json`` + ``evaluate.json`` for ``setting``."""
     overrides: dict[str, Any] = {"amp": setting.amp, "validate#inferer#inferer#overlap": setting.overlap}
-    if setting.argmax_first:
-        overrides["validate#postprocessing#transforms"] = [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            *_argmax_then_invert("@validate#preprocessing"),
-            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "to_onehot": num_classes}]
+    inversion = _inversion(setting, "@validate#preprocessing")
+    if inversion:
+        overrides[f"validate#postprocessing#transforms#{_INVERSION_INDEX}"] = inversion
     return overrides
 
 
@@ -128,8 +139,16 @@ def run_timed(cmd: list[str], cwd: Path) -> dict[str, Any]:
     return {"seconds": round(seconds, 1), "peak_memory_mb": round(int(peak.group(1)) / 1024) if peak else None}
 
 
-def timing(ct: str | None = None, model_file: str | None = None, workdir: str | None = None) -> dict[str, Any]:
-    """Time ``inference.json`` on one CT per setting; print and return the figures."""
+def timing(ct: str | None = None, model_file: str | None = None, workdir: str | None = None,
+           settings: Sequence[str] | None = None) -> dict[str, Any]:
+    """Time ``inference.json`` on one CT per setting; print and return the figures.
+
+    Args:
+        ct: a CT volume (default: a synthetic one of a common size).
+        model_file: the weights (default: the paper's UNETR, randomly initialised).
+        workdir: where volumes and outputs go (default: a new temporary folder).
+        settings: names of ``SETTINGS`` to run, the first being the reference for agreement (default: all).
+    """
     work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_inference_"))
     work.mkdir(parents=True, exist_ok=True)
     volume = Path(ct) if ct else synthetic_ct(work / "ct")
@@ -138,7 +157,8 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
           f"model {model}", flush=True)
     results: dict[str, Any] = {}
     reference = None
-    for name, setting in SETTINGS.items():
+    chosen = {name: SETTINGS[name] for name in settings} if settings else SETTINGS
+    for name, setting in chosen.items():
         out = work / re.sub(r"\W+", "_", name)
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
                "--bundle_root", str(BUNDLE), *cli_args({"input_files": [str(volume)], "output_dir": str(out),
@@ -155,12 +175,14 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
 
 
 def dice(study_dir: str = "runs/study_btcv",
-         runs: Sequence[str] = ("n8_seed0_scratch", "n8_seed0_mae")) -> dict[str, Any]:
+         runs: Sequence[str] = ("n8_seed0_scratch", "n8_seed0_mae"),
+         settings: Sequence[str] | None = None) -> dict[str, Any]:
     """Mean Dice (13 organs) through ``evaluate.json`` of a study's models, per setting, on its evaluation cases.
 
     Args:
         study_dir: the ``--output_dir`` of a finished ``tools/run_experiment.py btcv`` study.
         runs: names of its runs (folders under ``runs/``), e.g. ``n8_seed0_mae``; fire reads ``a,b`` as a list.
+        settings: names of ``SETTINGS`` to run (default: all).
     """
     study = Path(study_dir).resolve()
     summary = json.loads((study / "summary.json").read_text())
@@ -171,7 +193,7 @@ def dice(study_dir: str = "runs/study_btcv",
     for run in [runs] if isinstance(runs, str) else runs:
         root = study / "runs" / run
         datalist = next((study / "datalists").glob(f"{run.split('_')[0]}_{run.split('_')[1]}.json"))
-        for name, setting in SETTINGS.items():
+        for name, setting in ({name: SETTINGS[name] for name in settings} if settings else SETTINGS).items():
             eval_dir = Path(tempfile.mkdtemp(prefix="benchmark_dice_"))
             configs = [str(c) for c in task.evaluate.configs]
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs),
