@@ -33,7 +33,7 @@ from tests.helpers import (
     workflow,
 )
 from tools import synthetic
-from tools.benchmark_inference import Setting, inference_overrides
+from tools.benchmark_inference import SETTINGS, Setting, chosen_settings, inference_overrides
 
 ROI = {"roi_size": [32, 32, 32]}
 MAE_RUN = {**TINY_MAE, **ROI, "batch_size": 2, "num_samples": 2, "num_workers": 0, "warmup_epochs": 1,
@@ -210,6 +210,13 @@ def test_the_inversions_benchmark_inference_compares_give_the_label_map_on_the_i
     assert differ.mean() < 0.02 and (np.asarray(bundle.dataobj)[differ] == 0).all()
     # argmax first differs where resampling moves an edge; a tiny, barely trained model has edges everywhere
     assert (np.asarray(argmax_first.dataobj) == np.asarray(bundle.dataobj)).mean() > 0.5
+
+
+def test_benchmark_settings_are_chosen_by_name_in_order_and_unknown_names_are_refused():
+    names = list(SETTINGS)[::-1][:2]
+    assert list(chosen_settings(names)) == names and chosen_settings(None) == SETTINGS
+    with pytest.raises(ValueError, match="unknown settings \\['bf8'\\]"):
+        chosen_settings(["bf8"])
 
 
 def test_multi_gpu_configs_run_on_cpu_with_gloo(btcv, tmp_path):

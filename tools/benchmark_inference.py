@@ -73,6 +73,20 @@ SETTINGS = {
 _INVERSION_INDEX = 1
 
 
+def chosen_settings(names: Sequence[str] | None) -> dict[str, Setting]:
+    """The ``SETTINGS`` named by ``names``, in that order (all of them when None).
+
+    Raises:
+        ValueError: a name is not one of ``SETTINGS``.
+    """
+    if not names:
+        return SETTINGS
+    unknown = [name for name in names if name not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; choose among {list(SETTINGS)}.")
+    return {name: SETTINGS[name] for name in names}
+
+
 def _inversion(setting: Setting, preprocessing: str) -> dict[str, Any] | None:
     """The transform that replaces ``InvertedArgmaxd`` for ``setting`` (None: keep it)."""
     invert = {"_target_": "Invertd", "keys": "pred", "transform": preprocessing, "orig_keys": "image",
@@ -157,8 +171,7 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
           f"model {model}", flush=True)
     results: dict[str, Any] = {}
     reference = None
-    chosen = {name: SETTINGS[name] for name in settings} if settings else SETTINGS
-    for name, setting in chosen.items():
+    for name, setting in chosen_settings(settings).items():
         out = work / re.sub(r"\W+", "_", name)
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
                "--bundle_root", str(BUNDLE), *cli_args({"input_files": [str(volume)], "output_dir": str(out),
@@ -193,7 +206,7 @@ def dice(study_dir: str = "runs/study_btcv",
     for run in [runs] if isinstance(runs, str) else runs:
         root = study / "runs" / run
         datalist = next((study / "datalists").glob(f"{run.split('_')[0]}_{run.split('_')[1]}.json"))
-        for name, setting in ({name: SETTINGS[name] for name in settings} if settings else SETTINGS).items():
+        for name, setting in chosen_settings(settings).items():
             eval_dir = Path(tempfile.mkdtemp(prefix="benchmark_dice_"))
             configs = [str(c) for c in task.evaluate.configs]
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs),

@@ -10,6 +10,7 @@ of the patch.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +25,7 @@ __all__ = ["UNETRPatch4", "UNETRPatch8"]
 NUM_LAYERS = 12
 
 
-class _SmallPatchUNETR(nn.Module):
+class _SmallPatchUNETR(nn.Module, ABC):
     """What both small-patch UNETRs share: the arguments of MONAI's ``UNETR``, their checks, the ViT encoder (``.vit``,
     with the token grid as ``.feat_size``, so that a :class:`~shared.networks.mae.MaskedAutoencoderViT` encoder of the
     same patch loads into it with :func:`~shared.networks.encoder_transfer.load_mae_encoder` and
@@ -116,6 +117,7 @@ class _SmallPatchUNETR(nn.Module):
         self.build_decoder(feature_size, skip=skip, up={"upsample_kernel_size": 2, **block})
         self.out = UnetOutBlock(spatial_dims=spatial_dims, in_channels=feature_size, out_channels=out_channels)
 
+    @abstractmethod
     def build_decoder(self, feature_size: int, skip: dict, up: dict) -> None:
         """Create the skip paths and up-sampling blocks between the tokens and ``encoder1``'s resolution.
 
@@ -124,8 +126,8 @@ class _SmallPatchUNETR(nn.Module):
             skip: arguments of every ``UnetrPrUpBlock`` but the channels and ``num_layer``.
             up: arguments of every ``UnetrUpBlock`` but the channels.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, tokens: torch.Tensor, hidden_states_out: list[torch.Tensor], enc1: torch.Tensor) -> torch.Tensor:
         """The decoder's full-resolution features.
 
@@ -137,7 +139,6 @@ class _SmallPatchUNETR(nn.Module):
         Returns:
             ``(B, F, *img_size)``.
         """
-        raise NotImplementedError
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         """
