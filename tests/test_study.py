@@ -3,15 +3,18 @@ seeing the same data, and the files a study writes, on a tiny configuration."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigParser
 from scipy import stats
 
-from tests.helpers import TINY_ENCODER, TINY_MAE, TINY_UNETR
+from tests.helpers import TINY_ENCODER, TINY_MAE, TINY_UNETR, TINY_VIT
+from tools.check_bundles import bundle_importable
 from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, RESOLVED_KEYS, check_plan, load_plan, options_from_plan
@@ -66,7 +69,7 @@ def study(tmp_path_factory) -> dict:
         output_dir=out, seeds=[0, 1], labelled_sizes=[1, 2], steps=2, pretrain_epochs=2,
         synthetic={"num_train": 2, "num_val": 1, "shape": (48, 48, 32), "body_scale": 0.1},
         overrides={"pretrain": {**tiny, **TINY_MAE, "network_def#num_layers": 12, "num_samples": 1},
-                   "finetune": {**tiny, **TINY_UNETR}, "evaluate": {**tiny, **TINY_UNETR}},
+                   "finetune": {**tiny, **TINY_VIT}, "evaluate": {**tiny, **TINY_VIT}},
     )
     task = replace(TASKS["btcv"], supervised_synthetic={"num_train": 2, "num_val": 1}, supervised_steps=2)
     result = run_study(task, options)
@@ -78,6 +81,15 @@ def study(tmp_path_factory) -> dict:
     report.write_report(result, summary, out / "report.md")
     return {"result": result, "summary": summary, "out": out}
 
+
+# the tasks' stage overrides as imported, before any study ran
+TASK_STAGES = copy.deepcopy({name: (t.pretrain, t.finetune, t.evaluate) for name, t in TASKS.items()})
+
+
+def test_a_study_leaves_the_tasks_settings_as_they_were(study):
+    """A run's overrides (here the tiny network's ``network_def#...``) are applied to a copy: the task's nested
+    ``network_def`` is not changed for the next study in the process."""
+    assert {name: (t.pretrain, t.finetune, t.evaluate) for name, t in TASKS.items()} == TASK_STAGES
 
 def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(study):
     runs = {r.name: r for r in study["result"]["runs"]}
@@ -146,6 +158,24 @@ def test_every_task_defines_its_stages_and_metric():
         assert all(Path(c).is_file() for stage in (task.pretrain, task.finetune, task.evaluate) for c in stage.configs)
         assert task.epochs_for(task.labelled_sizes[0], task.finetune_steps) >= 1
     assert {"network_def#hidden_size": TINY_ENCODER["hidden_size"]}.items() <= TINY_UNETR.items()
+
+
+def test_the_btcv_study_fine_tunes_the_linear_head_vit_on_the_mae_s_patches():
+    """The network every BTCV arm fine-tunes and is evaluated with is the linear-head ViT (its decoder cannot learn
+    the task by itself), with the MAE's encoder shape, so that the MAE and the supervised encoders load strictly."""
+    task = TASKS["btcv"]
+    networks = {}
+    for name, stage in (("finetune", task.finetune), ("evaluate", task.evaluate)):
+        parser = ConfigParser()
+        parser.read_config([str(c) for c in stage.configs])
+        parser.update(stage.overrides)
+        with bundle_importable(stage.configs[0].parents[1]):
+            networks[name] = parser.get_parsed_content("network_def")
+    pretrain = task.pretrain.overrides
+    for net in networks.values():
+        assert type(net).__name__ == "ViTLinearSeg" and net.patch_size == (pretrain["patch_size"],) * 3
+        assert net.vit.blocks[0].mlp.linear1.out_features == pretrain["network_def#mlp_dim"]
+        assert net.vit.patch_embedding.position_embeddings.shape[-1] == pretrain["network_def#hidden_size"]
 
 
 def test_the_committed_confirmatory_plan_is_what_a_confirm_run_resolves():

@@ -22,7 +22,7 @@ __all__ = ["PLANS", "RESOLVED_KEYS", "load_plan", "options_from_plan", "resolved
 
 PLANS = Path(__file__).resolve().parent / "plans"
 RESOLVED_KEYS = ("task", "data_seed", "seeds", "labelled_sizes", "finetune_steps", "pretrain_epochs",
-                 "supervised_steps", "arms", "recipes", "stages")
+                 "supervised_steps", "supervised_recipe", "arms", "recipes", "stages")
 """The settings of a plan that a run resolves from the task and its options; they must all be equal."""
 
 
@@ -60,7 +60,7 @@ def resolved_settings(task: Task, options: StudyOptions) -> dict[str, Any]:
     return {
         "task": task.name, "data_seed": options.data_seed, "seeds": list(options.seeds), "labelled_sizes": sizes,
         "finetune_steps": steps, "pretrain_epochs": pretrain_epochs, "supervised_steps": task.supervised_steps,
-        "arms": list(options.arms), "recipes": {arm: arm_overrides(task, options, arm) for arm in options.arms},
+        "supervised_recipe": task.supervised_recipe, "arms": list(options.arms), "recipes": {arm: arm_overrides(task, options, arm) for arm in options.arms},
         "stages": {stage: stage_overrides(task, stage, options) for stage in ("pretrain", "finetune", "evaluate")},
     }
 

@@ -199,8 +199,9 @@ def untrained_mae(task: Task, options: StudyOptions) -> str:
 
 def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, stage: Stage) -> str:
     """The positive control's encoder file: the task's network trained *with labels* on cases of a stream disjoint
-    from the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the scratch arm's recipe; its checkpoint is given
-    to the fine-tuning runs as ``pretrained_encoder`` like any other encoder."""
+    from the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the scratch arm's recipe updated by the task's
+    ``supervised_recipe``; its checkpoint is given to the fine-tuning runs as ``pretrained_encoder`` like any other
+    encoder."""
     out = options.output_dir.resolve()
     data_seed = options.data_seed + SUPERVISED_DATA_SEED_OFFSET
     dataset_dir = task.make_synthetic(out / "data_supervised", data_seed,
@@ -209,7 +210,7 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
     datalist = task.write_datalist(out / "datalists" / "supervised.json", training, evaluation)
     overrides = {
         **stage_overrides(task, "finetune", options), **arm_overrides(task, options, "scratch"),
-        **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
+        **task.supervised_recipe, **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
         "warmup_epochs": max(1, stage.epochs // 10), "val_interval": stage.epochs + 1, "resume": False,
         "pretrained_encoder": "", "initialize": _determinism(data_seed),
     }

@@ -3,6 +3,7 @@ command-line form of config overrides for runs in a process of their own."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,7 +63,8 @@ def run_bundle(
         configs: config files of one bundle (its ``configs/`` folder holds the metadata).
         bundle_root: the run's ``bundle_root`` (where ``models/``, ``runs/`` and ``eval/`` go).
         log_file: where the run's log lines go.
-        overrides: config overrides, as ``--key value`` on the command line.
+        overrides: config overrides, as ``--key value`` on the command line; a copy is applied, so that a nested value
+            (e.g. a whole ``network_def``) is never changed by a later ``network_def#...`` override.
         progress: an ignite handler with ``attach(engine)``, attached to the trainer ``trainer_id`` before the run.
         trainer_id: config id of the trainer.
 
@@ -70,6 +72,7 @@ def run_bundle(
         the finished workflow (its parser gives access to the trained objects).
     """
     configs = [Path(c) for c in configs]
+    overrides = copy.deepcopy(overrides)
     handler = _file_handler(log_file)
     with bundle_importable(configs[0].parents[1]):
         previous = _route_logging(handler)
