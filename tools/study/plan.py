@@ -60,7 +60,8 @@ def resolved_settings(task: Task, options: StudyOptions) -> dict[str, Any]:
     return {
         "task": task.name, "data_seed": options.data_seed, "seeds": list(options.seeds), "labelled_sizes": sizes,
         "finetune_steps": steps, "pretrain_epochs": pretrain_epochs, "supervised_steps": task.supervised_steps,
-        "supervised_recipe": task.supervised_recipe, "arms": list(options.arms), "recipes": {arm: arm_overrides(task, options, arm) for arm in options.arms},
+        "supervised_recipe": task.supervised_recipe, "arms": list(options.arms),
+        "recipes": {arm: arm_overrides(task, options, arm) for arm in options.arms},
         "stages": {stage: stage_overrides(task, stage, options) for stage in ("pretrain", "finetune", "evaluate")},
     }
 
