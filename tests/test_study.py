@@ -216,3 +216,15 @@ def test_holm_and_the_minimum_detectable_effect():
     assert minimum_detectable_effect(0.023, 3) == pytest.approx(0.0712, abs=1e-3)
     assert minimum_detectable_effect(0.023, 8) == pytest.approx(0.0265, abs=1e-3)
     assert math.isnan(minimum_detectable_effect(0.023, 1))
+
+
+def test_a_contrast_is_read_in_its_metric_s_direction():
+    """A lower HD95 or fewer misses is the better result: a negative difference then favours the first arm."""
+    row = {"first": "supervised", "second": "scratch", "ci95": (-395.6, -361.1), "p_holm": 0.0}
+    assert report._verdict(row, lower_is_better=True) == "supervised better (CI below 0, Holm p = 0.000)"
+    assert report._verdict(row) == "scratch better (CI below 0, Holm p = 0.000)"
+    above = {**row, "ci95": (0.3, 0.4), "p_holm": 0.2}
+    assert report._verdict(above) == "supervised better (CI above 0, Holm p = 0.200: not significant)"
+    assert report._verdict(above, lower_is_better=True).startswith("scratch better (CI above 0")
+    assert report._verdict({**row, "ci95": (-0.1, 0.4)}) == "no difference shown (CI contains 0)"
+    assert set(report.LOWER_IS_BETTER) <= set(report.SECONDARY)

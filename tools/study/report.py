@@ -24,6 +24,8 @@ SECONDARY = {
     "mean_hd95": "mean HD95 in mm (a missed class scores the image diagonal)",
     "misses": "classes missed (present in the reference, absent from the prediction), summed over cases",
 }
+LOWER_IS_BETTER = ("mean_hd95", "misses")
+"""Metrics whose smaller values are the better ones (a negative difference favours the first arm)."""
 
 
 def _clean(value: float) -> float | None:
@@ -158,18 +160,19 @@ def _difference_text(row: dict[str, Any], digits: int = 3) -> str:
     return f"{sign}{_fmt(row['mean'], digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
-def _verdict(row: dict[str, Any], alpha: float = 0.05) -> str:
+def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = 0.05) -> str:
+    """The contrast in words: which arm is better when the interval excludes 0 (for ``lower_is_better`` metrics a
+    negative difference favours the first arm)."""
     low, high = row["ci95"]
     if low is None:
         return "one seed: no interval"
-    first, second = row["first"], row["second"]
     holm_note = "" if row["p_holm"] is None else (f", Holm p = {row['p_holm']:.3f}"
                                                    + ("" if row["p_holm"] <= alpha else ": not significant"))
-    if low > 0:
-        return f"{first} better (CI above 0{holm_note})"
-    if high < 0:
-        return f"{second} better (CI below 0{holm_note})"
-    return "no difference shown (CI contains 0)"
+    if low <= 0 <= high:
+        return "no difference shown (CI contains 0)"
+    first_higher = low > 0
+    better = row["first"] if first_higher != lower_is_better else row["second"]
+    return f"{better} better (CI {'above' if first_higher else 'below'} 0{holm_note})"
 
 
 def _arm_header(arms: Sequence[str]) -> str:
@@ -177,7 +180,8 @@ def _arm_header(arms: Sequence[str]) -> str:
     return " | ".join(letters[a] for a in arms)
 
 
-def _results_table(summary: dict[str, Any], key_rows: dict[str, Any], digits: int = 3) -> list[str]:
+def _results_table(summary: dict[str, Any], key_rows: dict[str, Any], digits: int = 3,
+                   lower_is_better: bool = False) -> list[str]:
     arms = summary["arms"]
     lines = [f"| labelled cases | {_arm_header(arms)} |", "|---" * (1 + len(arms)) + "|"]
     for n, row in key_rows.items():
@@ -187,7 +191,8 @@ def _results_table(summary: dict[str, Any], key_rows: dict[str, Any], digits: in
     for n, row in key_rows.items():
         for name, c in row["contrasts"].items():
             lines.append(f"| {n} | {name} | {_difference_text(c, digits)} | {_fmt(c['p_value'])} "
-                         f"({_fmt(c['p_holm'])}) | {_fmt(c['minimum_detectable_effect'], digits)} | {_verdict(c)} |")
+                         f"({_fmt(c['p_holm'])}) | {_fmt(c['minimum_detectable_effect'], digits)} | "
+                         f"{_verdict(c, lower_is_better)} |")
     return lines
 
 
@@ -253,7 +258,8 @@ def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, pl
                   f"{task.supervised_steps} iterations).", ""]
     for key, rows in summary["secondary"].items():
         digits = 1 if key == "mean_hd95" else (0 if key == "misses" else 3)
-        lines += [f"### {SECONDARY[key]} (`{key}`)", "", *_results_table(summary, rows, digits), ""]
+        lines += [f"### {SECONDARY[key]} (`{key}`)", "",
+                  *_results_table(summary, rows, digits, lower_is_better=key in LOWER_IS_BETTER), ""]
     for n, per_arm in summary["per_class"].items():
         names = list(per_arm[summary["arms"][0]])
         lines += [f"### Per {task.class_label}, {n} labelled cases (mean over seeds)", "",
