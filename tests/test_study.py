@@ -228,3 +228,21 @@ def test_a_contrast_is_read_in_its_metric_s_direction():
     assert report._verdict(above, lower_is_better=True).startswith("scratch better (CI above 0")
     assert report._verdict({**row, "ci95": (-0.1, 0.4)}) == "no difference shown (CI contains 0)"
     assert set(report.LOWER_IS_BETTER) <= set(report.SECONDARY)
+
+
+def test_the_supervised_encoder_trains_its_iterations_whatever_its_data_set_s_size(tmp_path, monkeypatch):
+    """The control's budget is ``supervised_steps`` iterations: its epochs follow from the training cases its data
+    set has (BraTS and CXR14 generators are sized by ``num_cases``/``num_images``, not ``num_train``)."""
+    from tools.study import study as study_module
+    from tools.study.progress import Stage, StudyClock
+
+    seen = {}
+    monkeypatch.setattr(study_module, "run_bundle", lambda configs, root, log, overrides, progress: seen.update(
+        overrides))
+    cases = [{"image": f"i{k}", "label": f"l{k}"} for k in range(10)]
+    task = replace(TASKS["brats"], supervised_steps=300, supervised_synthetic={"num_cases": 12})
+    monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out)
+    monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: (cases, cases[:2]))
+    stage = Stage("finetune", "supervised encoder", 1, task.supervised_steps)
+    study_module.supervised_encoder(task, StudyOptions(output_dir=tmp_path), StudyClock([stage]), stage)
+    assert seen["epochs"] == stage.epochs == 60 and stage.iterations_per_epoch == 5  # 10 cases, 2 per batch

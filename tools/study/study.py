@@ -207,6 +207,9 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
     dataset_dir = task.make_synthetic(out / "data_supervised", data_seed,
                                       **{**options.synthetic, **task.supervised_synthetic})
     training, evaluation = task.cases(dataset_dir, out / "datalists_supervised")
+    # the budget is in iterations: the epochs follow from the training cases the data set turned out to have
+    stage.epochs = task.epochs_for(len(training), task.supervised_steps)
+    stage.iterations_per_epoch = math.ceil(len(training) / task.batch_size)
     datalist = task.write_datalist(out / "datalists" / "supervised.json", training, evaluation)
     overrides = {
         **stage_overrides(task, "finetune", options), **arm_overrides(task, options, "scratch"),
@@ -256,11 +259,9 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     needs_mae = "mae" in arms and not options.mae_file
     pretrain_stage = Stage("pretrain", "MAE pre-training", pretrain_epochs if needs_mae else 0,
                            math.ceil(len(training) / pretrain_batch))
-    supervised_cases = task.supervised_synthetic.get("num_train", 1)
+    # the clock's estimate: supervised_steps iterations (supervised_encoder sets the epochs once its data exist)
     supervised_stage = Stage("finetune", "supervised encoder",
-                             task.epochs_for(supervised_cases, task.supervised_steps)
-                             if "supervised" in arms and not options.supervised_file else 0,
-                             math.ceil(supervised_cases / task.batch_size))
+                             int("supervised" in arms and not options.supervised_file), task.supervised_steps)
     finetune_stages = {r.name: Stage("finetune", r.name, task.epochs_for(r.labelled, steps),
                                      math.ceil(r.labelled / task.batch_size)) for r in runs}
     evaluate_stages = {r.name: Stage("evaluate", r.name, 1) for r in runs}
