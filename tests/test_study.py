@@ -15,6 +15,7 @@ from scipy import stats
 
 from tests.helpers import TINY_ENCODER, TINY_MAE, TINY_UNETR, TINY_VIT
 from tools.check_bundles import bundle_importable
+from tools.package_bundles import json_format_errors
 from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, RESOLVED_KEYS, check_plan, load_plan, options_from_plan
@@ -91,6 +92,7 @@ def test_a_study_leaves_the_tasks_settings_as_they_were(study):
     ``network_def`` is not changed for the next study in the process."""
     assert {name: (t.pretrain, t.finetune, t.evaluate) for name, t in TASKS.items()} == TASK_STAGES
 
+
 def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(study):
     runs = {r.name: r for r in study["result"]["runs"]}
     assert len(runs) == 2 * 2 * 4
@@ -144,6 +146,7 @@ def test_summary_json_has_the_promised_schema(study):
     assert list(summary["per_class"]["1"]["supervised"])[:2] == ["spleen", "right kidney"]
     for name in ("report.md", "metric_vs_labelled.png", "loss_curves.png", "runs.json"):
         assert (study["out"] / name).is_file()
+    assert json_format_errors([study["out"] / "summary.json"]) == []  # a report can be kept in a bundle's docs/
     text = (study["out"] / "report.md").read_text()
     assert "| 1 | P - S |" in text and "| 1 | M - N |" in text and "detectable at 80% power" in text
     assert "MAE health check (held-out images, labels unused): held-out loss" in text
