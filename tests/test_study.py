@@ -163,10 +163,12 @@ def test_every_task_defines_its_stages_and_metric():
     assert {"network_def#hidden_size": TINY_ENCODER["hidden_size"]}.items() <= TINY_UNETR.items()
 
 
-def test_the_btcv_study_fine_tunes_the_linear_head_vit_on_the_mae_s_patches():
-    """The network every BTCV arm fine-tunes and is evaluated with is the linear-head ViT (its decoder cannot learn
-    the task by itself), with the MAE's encoder shape, so that the MAE and the supervised encoders load strictly."""
-    task = TASKS["btcv"]
+@pytest.mark.parametrize("name", ["btcv", "brats"])
+def test_the_segmentation_studies_fine_tune_the_linear_head_vit_on_the_mae_s_patches(name):
+    """The network every arm fine-tunes and is evaluated with is the linear-head ViT (its decoder cannot learn the
+    task by itself), with the MAE's encoder shape, so that the MAE and the supervised encoders load strictly; its crop
+    holds the paper's 216 tokens."""
+    task = TASKS[name]
     networks = {}
     for name, stage in (("finetune", task.finetune), ("evaluate", task.evaluate)):
         parser = ConfigParser()
@@ -179,6 +181,10 @@ def test_the_btcv_study_fine_tunes_the_linear_head_vit_on_the_mae_s_patches():
         assert type(net).__name__ == "ViTLinearSeg" and net.patch_size == (pretrain["patch_size"],) * 3
         assert net.vit.blocks[0].mlp.linear1.out_features == pretrain["network_def#mlp_dim"]
         assert net.vit.patch_embedding.position_embeddings.shape[-1] == pretrain["network_def#hidden_size"]
+        assert net.vit.patch_embedding.position_embeddings.shape[1] == 216
+        parser = ConfigParser()
+        parser.read_config([str(c) for c in task.pretrain.configs])
+        assert net.vit.patch_embedding.patch_embeddings.in_channels == parser["network_def"]["in_channels"]
 
 
 def test_the_committed_confirmatory_plan_is_what_a_confirm_run_resolves():
@@ -247,5 +253,6 @@ def test_the_supervised_encoder_trains_its_iterations_whatever_its_data_set_s_si
     monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out)
     monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: (cases, cases[:2]))
     stage = Stage("finetune", "supervised encoder", 1, task.supervised_steps)
-    study_module.supervised_encoder(task, StudyOptions(output_dir=tmp_path), StudyClock([stage]), stage)
+    _, labelled = study_module.supervised_encoder(task, StudyOptions(output_dir=tmp_path), StudyClock([stage]), stage)
+    assert labelled == 10  # what the report states, whatever the generator's argument is called
     assert seen["epochs"] == stage.epochs == 60 and stage.iterations_per_epoch == 5  # 10 cases, 2 per batch

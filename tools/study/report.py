@@ -256,7 +256,7 @@ def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, pl
     if result.get("supervised_scores"):
         lines += [f"Strength of the positive control: the supervised network whose encoder P fine-tunes scores "
                   f"{task.metric} {result['supervised_scores'][task.metric]:.3f} on the evaluation cases by itself "
-                  f"({task.supervised_synthetic.get('num_train', '?')} labelled cases of a disjoint stream, "
+                  f"({result.get('supervised_cases') or 'the'} labelled cases of a disjoint stream, "
                   f"{task.supervised_steps} iterations).", ""]
     for key, rows in summary["secondary"].items():
         digits = 1 if key == "mean_hd95" else (0 if key == "misses" else 3)

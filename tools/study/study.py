@@ -197,11 +197,15 @@ def untrained_mae(task: Task, options: StudyOptions) -> str:
     return str(path)
 
 
-def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, stage: Stage) -> str:
-    """The positive control's encoder file: the task's network trained *with labels* on cases of a stream disjoint
-    from the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the scratch arm's recipe updated by the task's
+def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, stage: Stage) -> tuple[str, int]:
+    """The positive control's encoder: the task's network trained *with labels* on cases of a stream disjoint from
+    the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the scratch arm's recipe updated by the task's
     ``supervised_recipe``; its checkpoint is given to the fine-tuning runs as ``pretrained_encoder`` like any other
-    encoder."""
+    encoder.
+
+    Returns:
+        ``(checkpoint file, number of labelled cases it was trained on)``.
+    """
     out = options.output_dir.resolve()
     data_seed = options.data_seed + SUPERVISED_DATA_SEED_OFFSET
     dataset_dir = task.make_synthetic(out / "data_supervised", data_seed,
@@ -220,7 +224,7 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
     root = out / "supervised_encoder"
     progress = StageProgress(clock, stage, f"supervised encoder (positive control, {len(training)} labelled cases)")
     run_bundle(task.finetune.configs, root, out / "logs" / "supervised_encoder.log", overrides, progress)
-    return str(root / "models" / "checkpoint.pt")
+    return str(root / "models" / "checkpoint.pt"), len(training)
 
 
 def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist: Path, checkpoint: str,
@@ -272,13 +276,17 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
 
     pretraining = {"losses": [], "mae_file": "", "seconds": 0.0}
     supervised_scores: dict[str, Any] = {}
+    supervised_cases = None  # unknown when the encoder file is given
     if "mae" in arms:
         pretraining = pretrain(task, options, dataset_dir, training, evaluation, clock, pretrain_stage)
     encoders = {"scratch": "", "mae": pretraining["mae_file"]}
     if "untrained" in arms:
         encoders["untrained"] = untrained_mae(task, options)
     if "supervised" in arms:
-        encoders["supervised"] = options.supervised_file or supervised_encoder(task, options, clock, supervised_stage)
+        if options.supervised_file:
+            encoders["supervised"] = options.supervised_file
+        else:
+            encoders["supervised"], supervised_cases = supervised_encoder(task, options, clock, supervised_stage)
         datalist = task.write_datalist(out / "datalists" / "supervised_scoring.json", training, evaluation)
         supervised_scores = score_network(task, options, dataset_dir, datalist, encoders["supervised"],
                                           out / "supervised_encoder", logs / "supervised_encoder.log",
@@ -311,7 +319,7 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     return {
         "task": task, "options": options, "dataset_dir": dataset_dir, "sizes": sizes, "steps": steps, "arms": arms,
         "num_training": len(training), "num_evaluation": len(evaluation), "pretraining": pretraining,
-        "encoders": encoders, "supervised_scores": supervised_scores,
+        "encoders": encoders, "supervised_scores": supervised_scores, "supervised_cases": supervised_cases,
         "runs": runs, "output_dir": out, "wall_seconds": time.perf_counter() - start,
     }
 
