@@ -163,12 +163,12 @@ def test_every_task_defines_its_stages_and_metric():
     assert {"network_def#hidden_size": TINY_ENCODER["hidden_size"]}.items() <= TINY_UNETR.items()
 
 
-@pytest.mark.parametrize("name", ["btcv", "brats"])
-def test_the_segmentation_studies_fine_tune_the_linear_head_vit_on_the_mae_s_patches(name):
+@pytest.mark.parametrize("task_name", ["btcv", "brats"])
+def test_the_segmentation_studies_fine_tune_the_linear_head_vit_on_the_mae_s_patches(task_name):
     """The network every arm fine-tunes and is evaluated with is the linear-head ViT (its decoder cannot learn the
     task by itself), with the MAE's encoder shape, so that the MAE and the supervised encoders load strictly; its crop
     holds the paper's 216 tokens."""
-    task = TASKS[name]
+    task = TASKS[task_name]
     networks = {}
     for name, stage in (("finetune", task.finetune), ("evaluate", task.evaluate)):
         parser = ConfigParser()
@@ -177,14 +177,14 @@ def test_the_segmentation_studies_fine_tune_the_linear_head_vit_on_the_mae_s_pat
         with bundle_importable(stage.configs[0].parents[1]):
             networks[name] = parser.get_parsed_content("network_def")
     pretrain = task.pretrain.overrides
+    mae_config = ConfigParser()
+    mae_config.read_config([str(c) for c in task.pretrain.configs])
     for net in networks.values():
         assert type(net).__name__ == "ViTLinearSeg" and net.patch_size == (pretrain["patch_size"],) * 3
         assert net.vit.blocks[0].mlp.linear1.out_features == pretrain["network_def#mlp_dim"]
         assert net.vit.patch_embedding.position_embeddings.shape[-1] == pretrain["network_def#hidden_size"]
         assert net.vit.patch_embedding.position_embeddings.shape[1] == 216
-        parser = ConfigParser()
-        parser.read_config([str(c) for c in task.pretrain.configs])
-        assert net.vit.patch_embedding.patch_embeddings.in_channels == parser["network_def"]["in_channels"]
+        assert net.vit.patch_embedding.patch_embeddings.in_channels == mae_config["network_def"]["in_channels"]
 
 
 def test_the_committed_confirmatory_plan_is_what_a_confirm_run_resolves():
