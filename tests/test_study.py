@@ -157,10 +157,23 @@ def test_summary_json_has_the_promised_schema(study):
 
 def test_every_task_defines_its_stages_and_metric():
     for name, task in TASKS.items():
-        assert task.name == name and task.metric and len(task.labelled_sizes) >= 2
+        assert task.name == name and task.metric and task.labelled_sizes and task.num_seeds >= 3
         assert all(Path(c).is_file() for stage in (task.pretrain, task.finetune, task.evaluate) for c in stage.configs)
         assert task.epochs_for(task.labelled_sizes[0], task.finetune_steps) >= 1
     assert {"network_def#hidden_size": TINY_ENCODER["hidden_size"]}.items() <= TINY_UNETR.items()
+
+
+@pytest.mark.parametrize("task_name,seeds", [("btcv", [0, 1, 2]), ("brats", list(range(8)))])
+def test_a_study_without_seeds_gets_its_task_s_number_of_seeds(task_name, seeds, monkeypatch):
+    """BraTS needs 8 seeds for its positive control to be seen at 2 labelled cases; the others keep 3."""
+    import tools.run_experiment as run_experiment
+
+    seen = []
+    monkeypatch.setattr(run_experiment, "run_study", lambda task, options: seen.append(options.seeds))
+    monkeypatch.setattr(run_experiment, "_write_outputs", lambda task, result: None)
+    run_experiment.study(task_name)
+    run_experiment.study(task_name, num_seeds=2, seed=5)
+    assert seen == [seeds, [5, 6]]
 
 
 @pytest.mark.parametrize("task_name", ["btcv", "brats"])
@@ -239,9 +252,10 @@ def test_a_contrast_is_read_in_its_metric_s_direction():
     assert set(report.LOWER_IS_BETTER) <= set(report.SECONDARY)
 
 
-def test_the_supervised_encoder_trains_its_iterations_whatever_its_data_set_s_size(tmp_path, monkeypatch):
+def test_the_supervised_encoder_trains_its_iterations_with_its_task_s_recipe(tmp_path, monkeypatch):
     """The control's budget is ``supervised_steps`` iterations: its epochs follow from the training cases its data
-    set has (BraTS and CXR14 generators are sized by ``num_cases``/``num_images``, not ``num_train``)."""
+    set has (BraTS and CXR14 generators are sized by ``num_cases``/``num_images``, not ``num_train``); its learning
+    rate is the task's (``supervised_recipe``, else the scratch recipe), never a tuning grid's point."""
     from tools.study import study as study_module
     from tools.study.progress import Stage, StudyClock
 
@@ -253,6 +267,14 @@ def test_the_supervised_encoder_trains_its_iterations_whatever_its_data_set_s_si
     monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out)
     monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: (cases, cases[:2]))
     stage = Stage("finetune", "supervised encoder", 1, task.supervised_steps)
-    _, labelled = study_module.supervised_encoder(task, StudyOptions(output_dir=tmp_path), StudyClock([stage]), stage)
+    # a tuning grid's point for the scratch arm must not change the control's network
+    options = StudyOptions(output_dir=tmp_path, arm_overrides={"scratch": {"base_learning_rate": 123.0}})
+    _, labelled = study_module.supervised_encoder(task, options, StudyClock([stage]), stage)
     assert labelled == 10  # what the report states, whatever the generator's argument is called
     assert seen["epochs"] == stage.epochs == 60 and stage.iterations_per_epoch == 5  # 10 cases, 2 per batch
+    assert seen["base_learning_rate"] == task.supervised_recipe["base_learning_rate"] == 0.1
+    cxr14 = replace(TASKS["cxr14"], supervised_steps=300)
+    monkeypatch.setattr(type(cxr14), "make_synthetic", lambda self, out, seed, **changes: out)
+    monkeypatch.setattr(type(cxr14), "cases", lambda self, dataset_dir, workdir: (cases, cases[:2]))
+    study_module.supervised_encoder(cxr14, options, StudyClock([stage]), stage)  # no supervised_recipe: scratch's
+    assert seen["base_learning_rate"] == cxr14.recipes["scratch"]["base_learning_rate"]

@@ -7,14 +7,15 @@ bundle's evaluate config on cases that nothing was chosen on, and writes ``repor
 ``metric_vs_labelled.png``, ``loss_curves.png`` and ``reconstruction.png`` under ``--output_dir``::
 
     python tools/run_experiment.py                         # btcv on built-in synthetic data, about 15 minutes on CPU
-    python tools/run_experiment.py brats                   # likewise for brain tumours (MSD Task01 layout)
+    python tools/run_experiment.py brats                   # brain tumours (MSD Task01 layout), 8 seeds, 2 labelled
     python tools/run_experiment.py cxr14                   # likewise for chest X-ray findings
     python tools/run_experiment.py btcv --dataset_dir /data/BTCV --full_size --output_dir runs/btcv_full
     python tools/run_experiment.py btcv --seed 10          # seeds 10, 11, 12 and synthetic data of seed 10
 
 Options: ``--output_dir`` (default ``runs/study_<task>``), ``--dataset_dir`` (a data set in the task's public
 layout; synthetic data is generated when absent), ``--full_size`` (the bundles' paper configuration),
-``--num_seeds`` (3) or ``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the synthetic data),
+``--num_seeds`` (the task's: 3, 8 for brats) or ``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the
+synthetic data),
 ``--labelled_sizes "[2,8]"``, ``--steps`` (fine-tuning iterations per run), ``--pretrain_epochs``,
 ``--hyperparameters tuning.json`` (per-arm overrides chosen by ``--tune``). With ``--tune --grid '{"layer_decay":
 [0.5, 0.75]}'`` it chooses hyper-parameters on held-out training cases instead (see ``tools/study/tune.py``).
@@ -53,7 +54,7 @@ def study(
     dataset_dir: str | None = None,
     full_size: bool = False,
     seeds=None,
-    num_seeds: int = 3,
+    num_seeds: int | None = None,
     seed: int = 0,
     labelled_sizes=None,
     steps: int | None = None,
@@ -75,7 +76,7 @@ def study(
         dataset_dir: a data set in the task's public layout; synthetic data is generated when absent.
         full_size: the bundles' paper configuration instead of the CPU-sized one.
         seeds: the seeds, e.g. ``"[0,1,2]"``; default ``seed, seed + 1, ...`` (``num_seeds`` of them).
-        num_seeds: how many seeds when ``seeds`` is not given.
+        num_seeds: how many seeds when ``seeds`` is not given (default: the task's, ``Task.num_seeds``).
         seed: first seed, and the seed of the synthetic data.
         labelled_sizes: labelled training cases per fine-tuning run, e.g. ``"[2,8]"`` (the task's default otherwise).
         steps: fine-tuning iterations per run.
@@ -101,7 +102,7 @@ def study(
         output_dir=Path(output_dir or f"runs/{'tuning' if tune else 'study'}_{task}"),
         dataset_dir=Path(dataset_dir) if dataset_dir else None,
         full_size=full_size,
-        seeds=_ints(seeds) or [seed + i for i in range(num_seeds)],
+        seeds=_ints(seeds) or [seed + i for i in range(num_seeds or chosen.num_seeds)],
         labelled_sizes=_ints(labelled_sizes),
         data_seed=seed,
         steps=steps,

@@ -199,9 +199,10 @@ def untrained_mae(task: Task, options: StudyOptions) -> str:
 
 def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, stage: Stage) -> tuple[str, int]:
     """The positive control's encoder: the task's network trained *with labels* on cases of a stream disjoint from
-    the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the scratch arm's recipe updated by the task's
+    the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the task's scratch recipe updated by its
     ``supervised_recipe``; its checkpoint is given to the fine-tuning runs as ``pretrained_encoder`` like any other
-    encoder.
+    encoder. The study's own arm overrides (a tuning grid's point, ``--hyperparameters``) do not reach it: the control
+    is one fixed network, whichever point of a grid happens to train it.
 
     Returns:
         ``(checkpoint file, number of labelled cases it was trained on)``.
@@ -216,8 +217,8 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
     stage.iterations_per_epoch = math.ceil(len(training) / task.batch_size)
     datalist = task.write_datalist(out / "datalists" / "supervised.json", training, evaluation)
     overrides = {
-        **stage_overrides(task, "finetune", options), **arm_overrides(task, options, "scratch"),
-        **task.supervised_recipe, **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
+        **stage_overrides(task, "finetune", options), **task.recipes.get("scratch", {}), **task.supervised_recipe,
+        **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
         "warmup_epochs": max(1, stage.epochs // 10), "val_interval": stage.epochs + 1, "resume": False,
         "pretrained_encoder": "", "initialize": _determinism(data_seed),
     }
