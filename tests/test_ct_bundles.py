@@ -212,6 +212,23 @@ def test_the_inversions_benchmark_inference_compares_give_the_label_map_on_the_i
     assert (np.asarray(argmax_first.dataobj) == np.asarray(bundle.dataobj)).mean() > 0.5
 
 
+def test_benchmark_inference_stages_times_every_step_of_the_inference_config(tmp_path):
+    """``tools/benchmark_inference.py stages`` runs each transform of ``inference.json`` (and the network) once, in
+    the config's order, and writes the label map as the bundle does; the timings themselves are not asserted."""
+    from tools.benchmark_inference import stages, synthetic_ct
+
+    ct = synthetic_ct(tmp_path / "ct", shape=(96, 96, 32), spacing=(1.5, 1.5, 2.5))
+    seconds = stages(ct=str(ct), workdir=str(tmp_path))
+    config = json.loads((SEG / "inference.json").read_text())
+    pre = [f"pre: {t['_target_'].rsplit('.', 1)[-1]}" for t in config["preprocessing"]["transforms"]]
+    post = [f"post: {t['_target_'].rsplit('.', 1)[-1]}" for t in config["postprocessing"]["transforms"]
+            if t.get("_disabled_") in (None, "$@output_format != 'nifti'")]
+    steps = [name for name in seconds if name.startswith(("pre: ", "post: "))]
+    assert steps == list(dict.fromkeys(pre + post))
+    assert "network (sliding window)" in seconds and all(value >= 0 for value in seconds.values())
+    assert (tmp_path / "out" / f"{ct.name.removesuffix('.nii.gz')}_seg.nii.gz").is_file()
+
+
 def test_benchmark_settings_are_chosen_by_name_in_order_and_unknown_names_are_refused():
     names = list(SETTINGS)[::-1][:2]
     assert list(chosen_settings(names)) == names and chosen_settings(None) == SETTINGS

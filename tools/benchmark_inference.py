@@ -7,10 +7,13 @@ equals that of the first setting. By default the volume is a synthetic abdomen C
 randomly initialised UNETR of the paper's size (speed does not depend on the weights; agreement of a random network
 is not informative, pass ``--model_file`` for that).
 
+``stages``: where the time of one such run goes (start-up, each transform, the network), in one process.
+
 ``dice``: the Dice cost of the settings, through ``evaluate.json``, for models a study trained
 (``tools/run_experiment.py``, small configuration) on its synthetic validation cases.
 
     python tools/benchmark_inference.py timing
+    python tools/benchmark_inference.py stages
     python tools/benchmark_inference.py dice --study_dir runs/study_btcv
 """
 
@@ -187,6 +190,82 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
     return results
 
 
+def _timed(seconds: dict[str, float], name: str, step, *args):
+    """``step(*args)``; its wall time added to ``seconds[name]``."""
+    start = time.perf_counter()
+    result = step(*args)
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+    return result
+
+
+def stages(ct: str | None = None, model_file: str | None = None, workdir: str | None = None,
+           amp: bool | None = None) -> dict[str, float]:
+    """Where the time of one ``inference.json`` pass goes: seconds for the interpreter's start-up and imports (a
+    separate process), parsing the config and loading the weights, each preprocessing transform, the network (sliding
+    window), and each postprocessing transform, measured in this process on one CT; printed with each step's share.
+
+    Args:
+        ct: a CT volume (default: a synthetic one of a common size).
+        model_file: the weights (default: the paper's UNETR, randomly initialised).
+        workdir: where volumes and outputs go (default: a new temporary folder).
+        amp: bf16 autocast (default: the bundle's choice for this machine).
+    """
+    import torch
+    from monai.data import decollate_batch, list_data_collate
+
+    from tools.check_bundles import bundle_importable
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_inference_"))
+    work.mkdir(parents=True, exist_ok=True)
+    volume = Path(ct) if ct else synthetic_ct(work / "ct")
+    model = Path(model_file) if model_file else random_unetr(work / "random_unetr.pt")
+    seconds: dict[str, float] = {}
+    start_up = [sys.executable, "-c", "import torch, monai.bundle, monai.transforms, monai.engines"]
+    seconds["interpreter start-up and imports (separate process)"] = run_timed(start_up, work)["seconds"]
+    with bundle_importable(BUNDLE):
+        parser = _timed(seconds, "config parsing and weights", _inference_parser, volume, model, work / "out", amp)
+        preprocessing, inferer, postprocessing = (parser.get_parsed_content(k) for k in
+                                                  ("preprocessing", "inferer", "postprocessing"))
+        network = _timed(seconds, "config parsing and weights", _loaded_network, parser, model)
+        item: Any = {"image": str(volume)}
+        for transform in preprocessing.transforms:
+            item = _timed(seconds, f"pre: {type(transform).__name__}", transform, item)
+        batch = list_data_collate([item])
+        with torch.no_grad():
+            pred = _timed(seconds, "network (sliding window)", inferer, batch["image"], network)
+        outputs = decollate_batch({"image": batch["image"], "pred": pred})
+        for transform in postprocessing.transforms:
+            outputs = [_timed(seconds, f"post: {type(transform).__name__}", transform, o) for o in outputs]
+    total = sum(seconds.values())
+    for name, value in seconds.items():
+        print(f"{name:55s} {value:7.2f} s  {value / total:6.1%}")
+    print(f"{'total':55s} {total:7.2f} s")
+    return {name: round(value, 2) for name, value in seconds.items()}
+
+
+def _inference_parser(volume: Path, model: Path, out: Path, amp: bool | None) -> Any:
+    """``inference.json`` parsed for one volume (config parsing only: no object is built yet)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
+    overrides = {"bundle_root": str(BUNDLE), "input_files": [str(volume)], "output_dir": str(out),
+                 "model_file": str(model), **({} if amp is None else {"amp": amp})}
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def _loaded_network(parser: Any, model: Path) -> Any:
+    """The config's network with the weights of ``model``, in evaluation mode."""
+    import torch
+
+    network = parser.get_parsed_content("network")
+    network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    return network.eval()
+
+
 def dice(study_dir: str = "runs/study_btcv",
          runs: Sequence[str] = ("n8_seed0_scratch", "n8_seed0_mae"),
          settings: Sequence[str] | None = None) -> dict[str, Any]:
@@ -224,4 +303,4 @@ def dice(study_dir: str = "runs/study_btcv",
 
 
 if __name__ == "__main__":
-    fire.Fire({"timing": timing, "dice": dice})
+    fire.Fire({"timing": timing, "stages": stages, "dice": dice})
