@@ -201,8 +201,9 @@ def _timed(seconds: dict[str, float], name: str, step, *args):
 def stages(ct: str | None = None, model_file: str | None = None, workdir: str | None = None,
            amp: bool | None = None) -> dict[str, float]:
     """Where the time of one ``inference.json`` pass goes: seconds for the interpreter's start-up and imports (a
-    separate process), parsing the config and loading the weights, each preprocessing transform, the network (sliding
-    window), and each postprocessing transform, measured in this process on one CT; printed with each step's share.
+    separate process), parsing the config, building its objects and loading the weights, each preprocessing
+    transform, the network (sliding window), and each postprocessing transform, measured in this process on one CT;
+    printed with each step's share.
 
     Args:
         ct: a CT volume (default: a synthetic one of a common size).
@@ -223,10 +224,8 @@ def stages(ct: str | None = None, model_file: str | None = None, workdir: str | 
     start_up = [sys.executable, "-c", "import torch, monai.bundle, monai.transforms, monai.engines"]
     seconds["interpreter start-up and imports (separate process)"] = run_timed(start_up, work)["seconds"]
     with bundle_importable(BUNDLE):
-        parser = _timed(seconds, "config parsing and weights", _inference_parser, volume, model, work / "out", amp)
-        preprocessing, inferer, postprocessing = (parser.get_parsed_content(k) for k in
-                                                  ("preprocessing", "inferer", "postprocessing"))
-        network = _timed(seconds, "config parsing and weights", _loaded_network, parser, model)
+        preprocessing, network, inferer, postprocessing = _timed(
+            seconds, "config parsing, objects and weights", _inference_objects, volume, model, work / "out", amp)
         item: Any = {"image": str(volume)}
         for transform in preprocessing.transforms:
             item = _timed(seconds, f"pre: {type(transform).__name__}", transform, item)
@@ -243,8 +242,10 @@ def stages(ct: str | None = None, model_file: str | None = None, workdir: str | 
     return {name: round(value, 2) for name, value in seconds.items()}
 
 
-def _inference_parser(volume: Path, model: Path, out: Path, amp: bool | None) -> Any:
-    """``inference.json`` parsed for one volume (config parsing only: no object is built yet)."""
+def _inference_objects(volume: Path, model: Path, out: Path, amp: bool | None) -> tuple[Any, Any, Any, Any]:
+    """``inference.json`` for one volume, built: ``(preprocessing, network with the weights of model in evaluation
+    mode, inferer, postprocessing)``."""
+    import torch
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -254,16 +255,11 @@ def _inference_parser(volume: Path, model: Path, out: Path, amp: bool | None) ->
                  "model_file": str(model), **({} if amp is None else {"amp": amp})}
     for key, value in overrides.items():
         parser[key] = value
-    return parser
-
-
-def _loaded_network(parser: Any, model: Path) -> Any:
-    """The config's network with the weights of ``model``, in evaluation mode."""
-    import torch
-
     network = parser.get_parsed_content("network")
     network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    return network.eval()
+    preprocessing, inferer, postprocessing = (parser.get_parsed_content(k)
+                                              for k in ("preprocessing", "inferer", "postprocessing"))
+    return preprocessing, network.eval(), inferer, postprocessing
 
 
 def dice(study_dir: str = "runs/study_btcv",
