@@ -61,26 +61,47 @@ def test_tuning_holds_out_training_cases_and_spans_the_grid():
     assert grid_points({"a": [1, 2], "b": [3]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> dict:
+_TINY_ROI = {"roi_size": [32, 32, 32], "num_workers": 0}
+
+
+def tiny_study_options(out: Path, **changes) -> StudyOptions:
     """A whole btcv study, tiny: 2 training cases of which 1 or 2 are labelled, 2 seeds, a few iterations."""
-    out = tmp_path_factory.mktemp("study")
-    tiny = {"roi_size": [32, 32, 32], "num_workers": 0}
     options = StudyOptions(
         output_dir=out, seeds=[0, 1], labelled_sizes=[1, 2], steps=2, pretrain_epochs=2,
         synthetic={"num_train": 2, "num_val": 1, "shape": (48, 48, 32), "body_scale": 0.1},
-        overrides={"pretrain": {**tiny, **TINY_MAE, "network_def#num_layers": 12, "num_samples": 1},
-                   "finetune": {**tiny, **TINY_VIT}, "evaluate": {**tiny, **TINY_VIT}},
+        overrides={"pretrain": {**_TINY_ROI, **TINY_MAE, "network_def#num_layers": 12, "num_samples": 1},
+                   "finetune": {**_TINY_ROI, **TINY_VIT}, "evaluate": {**_TINY_ROI, **TINY_VIT}},
     )
-    task = replace(TASKS["btcv"], supervised_synthetic={"num_train": 2, "num_val": 1}, supervised_steps=2)
-    result = run_study(task, options)
+    return replace(options, **changes)
+
+
+TINY_TASK = replace(TASKS["btcv"], supervised_synthetic={"num_train": 2, "num_val": 1}, supervised_steps=2)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """The tiny study, its jobs in two worker processes."""
+    out = tmp_path_factory.mktemp("study")
+    result = run_study(TINY_TASK, tiny_study_options(out, workers=2))
     summary = report.summarize(result)
     report.write_summary(summary, out / "summary.json")
     save_runs(result, out / "runs.json")
-    report.plot_metric(summary, task.metric_label, out / "metric_vs_labelled.png")
+    report.plot_metric(summary, TINY_TASK.metric_label, out / "metric_vs_labelled.png")
     report.plot_losses(result, out / "loss_curves.png")
     report.write_report(result, summary, out / "report.md")
     return {"result": result, "summary": summary, "out": out}
+
+
+def test_one_worker_gives_the_same_runs_as_two(study, tmp_path):
+    """A run's figures depend on its threads, not on which worker ran it: the tiny study's smaller labelled size
+    again, every job in this process, one after the other, gives every run the same losses, crops and scores."""
+    result = run_study(TINY_TASK, tiny_study_options(tmp_path, labelled_sizes=[1], workers=1))
+    assert result["supervised_scores"] == study["result"]["supervised_scores"]
+    assert result["pretraining"]["losses"] == study["result"]["pretraining"]["losses"]
+    parallel = {r.name: r for r in study["result"]["runs"]}
+    for run in result["runs"]:
+        twin = parallel[run.name]
+        assert (run.losses, run.fingerprints, run.scores) == (twin.losses, twin.fingerprints, twin.scores), run.name
 
 
 # the tasks' stage overrides as imported, before any study ran
@@ -169,11 +190,16 @@ def test_a_study_without_seeds_gets_its_task_s_number_of_seeds(task_name, seeds,
     import tools.run_experiment as run_experiment
 
     seen = []
-    monkeypatch.setattr(run_experiment, "run_study", lambda task, options: seen.append(options.seeds))
+    monkeypatch.setattr(run_experiment, "run_study", lambda task, options: seen.append(options))
     monkeypatch.setattr(run_experiment, "_write_outputs", lambda task, result: None)
     run_experiment.study(task_name)
     run_experiment.study(task_name, num_seeds=2, seed=5)
-    assert seen == [seeds, [5, 6]]
+    assert [options.seeds for options in seen] == [seeds, [5, 6]]
+    # single-threaded jobs at the small size, every core for one job at a time at the paper's
+    assert (seen[0].threads_per_run, seen[0].workers) == (1, None)
+    run_experiment.study(task_name, full_size=True)
+    run_experiment.study(task_name, workers=3, threads_per_run=2)
+    assert [(o.threads_per_run, o.workers) for o in seen[2:]] == [(None, None), (2, 3)]
 
 
 @pytest.mark.parametrize("task_name", ["btcv", "brats"])
@@ -257,7 +283,7 @@ def test_the_supervised_encoder_trains_its_iterations_with_its_task_s_recipe(tmp
     set has (BraTS and CXR14 generators are sized by ``num_cases``/``num_images``, not ``num_train``); its learning
     rate is the task's (``supervised_recipe``, else the scratch recipe), never a tuning grid's point."""
     from tools.study import study as study_module
-    from tools.study.progress import Stage, StudyClock
+    from tools.study.progress import Stage
 
     seen = {}
     monkeypatch.setattr(study_module, "run_bundle", lambda configs, root, log, overrides, progress: seen.update(
@@ -269,12 +295,38 @@ def test_the_supervised_encoder_trains_its_iterations_with_its_task_s_recipe(tmp
     stage = Stage("finetune", "supervised encoder", 1, task.supervised_steps)
     # a tuning grid's point for the scratch arm must not change the control's network
     options = StudyOptions(output_dir=tmp_path, arm_overrides={"scratch": {"base_learning_rate": 123.0}})
-    _, labelled = study_module.supervised_encoder(task, options, StudyClock([stage]), stage)
+    _, labelled = study_module.supervised_encoder(task, options, stage)
     assert labelled == 10  # what the report states, whatever the generator's argument is called
     assert seen["epochs"] == stage.epochs == 60 and stage.iterations_per_epoch == 5  # 10 cases, 2 per batch
     assert seen["base_learning_rate"] == task.supervised_recipe["base_learning_rate"] == 0.1
     cxr14 = replace(TASKS["cxr14"], supervised_steps=300)
     monkeypatch.setattr(type(cxr14), "make_synthetic", lambda self, out, seed, **changes: out)
     monkeypatch.setattr(type(cxr14), "cases", lambda self, dataset_dir, workdir: (cases, cases[:2]))
-    study_module.supervised_encoder(cxr14, options, StudyClock([stage]), stage)  # no supervised_recipe: scratch's
+    study_module.supervised_encoder(cxr14, options, stage)  # no supervised_recipe: scratch's
     assert seen["base_learning_rate"] == cxr14.recipes["scratch"]["base_learning_rate"]
+
+
+def test_jobs_run_with_their_threads_and_an_in_process_error_is_raised_at_once():
+    import torch
+
+    from tools.study.workers import available_cores, default_workers, study_executor, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert default_workers(1) == available_cores() and default_workers(None) == 1
+    executor = study_executor(1, threads_per_run=1)
+    assert executor.submit(torch.get_num_threads).result() == 1 and torch.get_num_threads() == before
+    with pytest.raises(ZeroDivisionError):
+        executor.submit(lambda: 1 / 0)  # not after the jobs submitted behind it have run
+
+
+def test_the_study_clock_counts_a_finished_job_and_its_workers():
+    from tools.study.progress import Stage, StudyClock
+
+    runs = [Stage("finetune", f"run{i}", epochs=10, iterations_per_epoch=3) for i in range(4)]
+    clock = StudyClock(runs, workers=2)
+    clock.finish(runs[0], 60.0)  # 30 iterations in 60 s
+    assert runs[0].done == 10 and clock.seconds_per_iteration("finetune") == 2.0
+    assert clock.fraction_done() == 0.25 and clock.remaining() == 3 * 60.0 / 2

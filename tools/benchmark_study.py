@@ -12,7 +12,10 @@ the default format on the CPU, so the bundles keep it). Seconds per iteration, b
 - ``run``: a whole BTCV fine-tuning run of the study through the bundle (data loading, handlers, checkpoint), per
   iteration, with the default memory format and the study's; then its evaluation through ``evaluate.json``, in
   seconds (in the default format both times: channels_last does not pay off there, so the study evaluates without
-  it). ``run - step`` is what data loading and the handlers cost.
+  it). ``run - step`` is what data loading and the handlers cost;
+- ``runs side by side``: wall seconds per iteration of four whole BTCV fine-tuning runs with their evaluations, one at
+  a time with every thread (before) and in one single-threaded worker process per core (after, the study's default:
+  ``tools/study/workers.py``).
 
 Example::
 
@@ -126,9 +129,22 @@ def run_seconds(task: Task, run_steps: int, memory_format: str, workdir: Path) -
     """Seconds per iteration of one study fine-tuning run (scratch arm, 2 labelled cases) with ``memory_format``,
     and the seconds of its evaluation."""
     options = StudyOptions(output_dir=workdir, seeds=(0,), labelled_sizes=(2,), steps=run_steps, arms=("scratch",),
-                           overrides={"finetune": {"memory_format": memory_format}})
+                           overrides={"finetune": {"memory_format": memory_format}}, threads_per_run=None)
     (run,) = run_study(task, options)["runs"]
     return (run.seconds - run.evaluation_seconds) / run_steps, run.evaluation_seconds
+
+
+def side_by_side_seconds(task: Task, run_steps: int, workdir: Path, runs: int = 4) -> tuple[float, float]:
+    """Wall seconds per iteration of ``runs`` fine-tuning runs (scratch arm, 2 labelled cases, with evaluation): one
+    job at a time with every thread, then single-threaded jobs in as many workers as there are cores."""
+    results = []
+    for threads, workers in ((None, 1), (1, None)):
+        options = StudyOptions(output_dir=workdir / f"threads{threads}", seeds=tuple(range(runs)), labelled_sizes=(2,),
+                               steps=run_steps, arms=("scratch",), threads_per_run=threads, workers=workers)
+        start = time.perf_counter()
+        run_study(task, options)
+        results.append((time.perf_counter() - start) / (runs * run_steps))
+    return results[0], results[1]
 
 
 def main(steps: int = 6, run_steps: int = 100, repeats: int = 3) -> None:
@@ -148,11 +164,14 @@ def main(steps: int = 6, run_steps: int = 100, repeats: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         before, before_eval = run_seconds(btcv, run_steps, DEFAULT_FORMAT, Path(tmp) / "before")
         after, after_eval = run_seconds(btcv, run_steps, STUDY_FORMAT, Path(tmp) / "after")
+        side_by_side = side_by_side_seconds(btcv, run_steps, Path(tmp) / "side_by_side")
     rows += [("BTCV fine-tuning run, per iteration", before, after),
-             ("BTCV evaluation of a run (4 cases)", before_eval, after_eval)]
+             ("BTCV evaluation of a run (4 cases)", before_eval, after_eval),
+             ("4 BTCV runs side by side, per iteration", *side_by_side)]
     print(f"{torch.get_num_threads()} threads. Steps and the evaluation pass: before = MetaTensor input and the "
           "default memory format, after = plain tensors and the study's format. Runs (the bundle gives its network "
-          "plain tensors in both): the default memory format vs the study's.")
+          "plain tensors in both): the default memory format vs the study's. Runs side by side: one job with every "
+          "thread vs one single-threaded job per core (wall time, evaluations and data set included).")
     print(f"| {'stage':38} | before s | after s | before / after |")
     print(f"|{'-' * 40}|---------:|--------:|---------------:|")
     for name, first, second in rows:

@@ -6,7 +6,7 @@ sizes with several seeds (both arms of a pair share recipe, budget, seed and dat
 bundle's evaluate config on cases that nothing was chosen on, and writes ``report.md``, ``summary.json``,
 ``metric_vs_labelled.png``, ``loss_curves.png`` and ``reconstruction.png`` under ``--output_dir``::
 
-    python tools/run_experiment.py                         # btcv on built-in synthetic data, about 15 minutes on CPU
+    python tools/run_experiment.py                         # btcv on built-in synthetic data, about 11 min on 2 cores
     python tools/run_experiment.py brats                   # brain tumours (MSD Task01 layout), 8 seeds, 2 labelled
     python tools/run_experiment.py cxr14                   # likewise for chest X-ray findings
     python tools/run_experiment.py btcv --dataset_dir /data/BTCV --full_size --output_dir runs/btcv_full
@@ -15,16 +15,18 @@ bundle's evaluate config on cases that nothing was chosen on, and writes ``repor
 Options: ``--output_dir`` (default ``runs/study_<task>``), ``--dataset_dir`` (a data set in the task's public
 layout; synthetic data is generated when absent), ``--full_size`` (the bundles' paper configuration),
 ``--num_seeds`` (the task's: 3, 8 for brats) or ``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the
-synthetic data),
-``--labelled_sizes "[2,8]"``, ``--steps`` (fine-tuning iterations per run), ``--pretrain_epochs``,
-``--hyperparameters tuning.json`` (per-arm overrides chosen by ``--tune``). With ``--tune --grid '{"layer_decay":
-[0.5, 0.75]}'`` it chooses hyper-parameters on held-out training cases instead (see ``tools/study/tune.py``).
+synthetic data), ``--labelled_sizes "[2,8]"``, ``--steps`` (fine-tuning iterations per run), ``--pretrain_epochs``,
+``--hyperparameters tuning.json`` (per-arm overrides chosen by ``--tune``), ``--workers`` and ``--threads_per_run``
+(how many jobs run at once, and their threads; see ``tools/study/workers.py``). With ``--tune --grid
+'{"layer_decay": [0.5, 0.75]}'`` it chooses hyper-parameters on held-out training cases instead (see
+``tools/study/tune.py``).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
@@ -66,6 +68,8 @@ def study(
     arms=None,
     confirm: bool = False,
     plan_file: str | None = None,
+    workers: int | None = None,
+    threads_per_run: int | None = None,
 ) -> None:
     """Run the study of ``task`` and write its report (``summary.json`` holds the figures); with ``tune``, choose its
     fine-tuning hyper-parameters on held-out training cases instead.
@@ -89,13 +93,21 @@ def study(
         confirm: run the task's committed confirmatory plan (``tools/study/plans/<task>_confirm.json``) instead;
             every other study option is refused.
         plan_file: with ``confirm``, another plan file.
+        workers: jobs (MAE pre-training, the positive control, fine-tuning runs) run at once, each in a process of its
+            own; default: as many as fill the CPU cores. The figures do not depend on it.
+        threads_per_run: torch threads of each job: default 1 (0 with ``full_size``: every core, one job at a time).
+            The figures depend on it (the order of a product's sums): earlier reports were made with 0 (two threads
+            on a 2-core CPU, one job at a time).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}.")
     chosen = TASKS[task]
+    if threads_per_run is None:
+        threads_per_run = 0 if full_size else 1
+    parallel = {"workers": workers, "threads_per_run": threads_per_run or None}
     if confirm:
         _run_plan(chosen, Path(plan_file) if plan_file else PLANS / f"{task}_confirm.json",
-                  Path(output_dir or f"runs/confirm_{task}"))
+                  Path(output_dir or f"runs/confirm_{task}"), parallel)
         return
     arm_overrides = json.loads(Path(hyperparameters).read_text())["chosen"] if hyperparameters else {}
     options = StudyOptions(
@@ -109,6 +121,7 @@ def study(
         pretrain_epochs=pretrain_epochs,
         arms=_names(arms) or ARM_NAMES,
         arm_overrides=arm_overrides,
+        **parallel,
     )
     if tune:
         if not grid:
@@ -129,12 +142,13 @@ def _names(value) -> list[str] | None:
     return list(value)
 
 
-def _run_plan(task, plan_path: Path, output_dir: Path) -> None:
-    """The confirmatory run: the plan's settings only, checked against what the run resolves, its hash reported."""
+def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
+    """The confirmatory run: the plan's settings only, checked against what the run resolves, its hash reported;
+    ``parallel``: how its jobs run (``workers``, ``threads_per_run``)."""
     content, digest = load_plan(plan_path)
     if content["task"] != task.name:
         raise ValueError(f"plan {plan_path} is for task {content['task']!r}, not {task.name!r}.")
-    options = options_from_plan(content, output_dir)
+    options = replace(options_from_plan(content, output_dir), **parallel)
     resolved = check_plan(task, options, content)
     print(f"confirmatory run of {plan_path} (sha256 {digest})", flush=True)
     result = run_study(task, options)

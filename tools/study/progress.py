@@ -32,9 +32,11 @@ class Stage:
 @dataclass
 class StudyClock:
     """Estimates the time left from the stages done so far: seconds per iteration are measured per kind of stage,
-    and a kind not run yet is assumed to cost as much per iteration as the kinds measured so far on average."""
+    a kind not run yet is assumed to cost as much per iteration as the kinds measured so far on average, and
+    ``workers`` stages run at once."""
 
     stages: Sequence[Stage]
+    workers: int = 1
     start: float = field(default_factory=time.perf_counter)
     _seconds: dict[str, float] = field(default_factory=dict)
     _iterations: dict[str, int] = field(default_factory=dict)
@@ -45,6 +47,12 @@ class StudyClock:
         self._seconds[stage.kind] = self._seconds.get(stage.kind, 0.0) + seconds
         self._iterations[stage.kind] = self._iterations.get(stage.kind, 0) + stage.iterations_per_epoch
 
+    def finish(self, stage: Stage, seconds: float) -> None:
+        """The whole of ``stage`` (all its epochs, run as a job with a clock of its own) took ``seconds``."""
+        stage.done = stage.epochs
+        self._seconds[stage.kind] = self._seconds.get(stage.kind, 0.0) + seconds
+        self._iterations[stage.kind] = self._iterations.get(stage.kind, 0) + stage.epochs * stage.iterations_per_epoch
+
     def seconds_per_iteration(self, kind: str) -> float:
         if kind in self._iterations:
             return self._seconds[kind] / self._iterations[kind]
@@ -53,7 +61,7 @@ class StudyClock:
 
     def remaining(self) -> float:
         return sum(max(s.epochs - s.done, 0) * s.iterations_per_epoch * self.seconds_per_iteration(s.kind)
-                   for s in self.stages)
+                   for s in self.stages) / self.workers
 
     def fraction_done(self) -> float:
         total = sum(s.epochs * s.iterations_per_epoch for s in self.stages)
@@ -70,7 +78,8 @@ class StudyClock:
 
 class StageProgress:
     """Ignite handler of a training stage: records every epoch's mean loss, feeds the study clock and prints a
-    progress line per epoch, or every few epochs so that a stage prints at most ``max_lines`` lines (and its last).
+    progress line per epoch, or every few epochs so that a stage prints at most ``max_lines`` lines (and its last;
+    none when ``max_lines`` is 0).
 
     Args:
         clock: the study's clock.
@@ -81,7 +90,7 @@ class StageProgress:
 
     def __init__(self, clock: StudyClock, stage: Stage, label: str, max_lines: int = 10) -> None:
         self.clock, self.stage, self.label = clock, stage, label
-        self.every = max(1, -(-stage.epochs // max_lines))
+        self.every = max(1, -(-stage.epochs // max_lines)) if max_lines else 0
         self.fingerprints: list[float] = []  # one number per batch: two runs that saw the same data agree
         self.losses: list[float] = []
         self._batch_losses: list[float] = []
@@ -109,5 +118,5 @@ class StageProgress:
         self.clock.record(self.stage, time.perf_counter() - self._epoch_start)
         self.losses.append(sum(self._batch_losses) / max(len(self._batch_losses), 1))
         epoch, last = engine.state.epoch, engine.state.max_epochs
-        if epoch % self.every == 0 or epoch == last:
+        if self.every and (epoch % self.every == 0 or epoch == last):
             print(self.clock.line(f"{self.label}: epoch {epoch}/{last} loss {self.losses[-1]:.4f}"), flush=True)

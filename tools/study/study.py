@@ -17,6 +17,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from monai.utils import set_determinism
 from tools.check_bundles import bundle_importable
 from tools.mae_health import check_checkpoint
 from tools.study.arms import ARM_NAMES
-from tools.study.progress import Stage, StageProgress, StudyClock
+from tools.study.progress import Stage, StageProgress, StudyClock, format_seconds
 from tools.study.tasks import Task
+from tools.study.workers import default_workers, study_executor
 from tools.study.workflow import run_bundle
 
 __all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "score_network", "stage_overrides",
-           "SUPERVISED_DATA_SEED_OFFSET"]
+           "finetune_and_score", "positive_control", "pretrain", "SUPERVISED_DATA_SEED_OFFSET"]
 
 SUPERVISED_DATA_SEED_OFFSET = 1_000_000
 """The positive control's labelled cases are synthetic cases of data seed ``data_seed + SUPERVISED_DATA_SEED_OFFSET``:
@@ -63,6 +65,10 @@ class StudyOptions:
         synthetic: changes to the task's synthetic data set (e.g. fewer cases in tests).
         overrides: config overrides per stage (``{"pretrain": {...}, "finetune": {...}, "evaluate": {...}}``), after
             the task's (e.g. a tiny network in tests).
+        threads_per_run: torch threads of every job (a run's figures depend on it, see ``tools/study/workers.py``);
+            ``None`` keeps torch's default (every core, one job at a time), as the paper configuration needs.
+        workers: jobs run at once, each in a process of its own; ``None``: as many as ``threads_per_run`` fills the
+            cores. The figures do not depend on it.
     """
 
     output_dir: Path
@@ -80,6 +86,8 @@ class StudyOptions:
     supervised_file: str | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads_per_run: int | None = 1
+    workers: int | None = None
 
 
 @dataclass
@@ -152,17 +160,15 @@ def arm_overrides(task: Task, options: StudyOptions, arm: str) -> dict[str, Any]
 
 
 def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: list[dict], evaluation: list[dict],
-             clock: StudyClock, stage: Stage) -> dict[str, Any]:
+             stage: Stage) -> dict[str, Any]:
     """The MAE self pre-training on the images of every training case (labels unused), once per study; then the MAE
-    health check on the evaluation images (labels unused) where the task has one."""
+    health check on the evaluation images (labels unused). A job of the study (see :func:`run_study`)."""
     start = time.perf_counter()
-    if options.mae_file:
-        return {"losses": [], "mae_file": options.mae_file, "seconds": 0.0}
     out = options.output_dir.resolve()
     all_images = task.write_datalist(out / "datalists" / "all_training.json", training, evaluation)
     overrides = {**stage_overrides(task, "pretrain", options), **task.data_overrides(dataset_dir, all_images),
                  "epochs": stage.epochs, "resume": False, "initialize": _determinism(options.data_seed)}
-    progress = StageProgress(clock, stage, "MAE pre-training (labels unused)")
+    progress = StageProgress(StudyClock([stage]), stage, "MAE pre-training (labels unused)")
     workflow = run_bundle(task.pretrain.configs, out / "mae", out / "logs" / "mae_pretraining.log", overrides,
                           progress)
     mae_file = str(workflow.parser.get_parsed_content("mae_file"))
@@ -197,7 +203,7 @@ def untrained_mae(task: Task, options: StudyOptions) -> str:
     return str(path)
 
 
-def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, stage: Stage) -> tuple[str, int]:
+def supervised_encoder(task: Task, options: StudyOptions, stage: Stage) -> tuple[str, int]:
     """The positive control's encoder: the task's network trained *with labels* on cases of a stream disjoint from
     the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the task's scratch recipe updated by its
     ``supervised_recipe``; its checkpoint is given to the fine-tuning runs as ``pretrained_encoder`` like any other
@@ -223,9 +229,31 @@ def supervised_encoder(task: Task, options: StudyOptions, clock: StudyClock, sta
         "pretrained_encoder": "", "initialize": _determinism(data_seed),
     }
     root = out / "supervised_encoder"
-    progress = StageProgress(clock, stage, f"supervised encoder (positive control, {len(training)} labelled cases)")
+    progress = StageProgress(StudyClock([stage]), stage,
+                             f"supervised encoder (positive control, {len(training)} labelled cases)")
     run_bundle(task.finetune.configs, root, out / "logs" / "supervised_encoder.log", overrides, progress)
     return str(root / "models" / "checkpoint.pt"), len(training)
+
+
+def positive_control(task: Task, options: StudyOptions, dataset_dir: Path, training: list[dict],
+                     evaluation: list[dict], stage: Stage) -> dict[str, Any]:
+    """The positive control's encoder file (trained, or ``options.supervised_file``) and the scores of its whole
+    supervised network on the study's evaluation cases (how strong the encoder it hands over is). A job of the study.
+
+    Returns:
+        ``{"file", "cases" (labelled cases it was trained on; None for a given file), "scores", "seconds"}``.
+    """
+    start, out = time.perf_counter(), options.output_dir.resolve()
+    if options.supervised_file:
+        encoder, cases = options.supervised_file, None
+    else:
+        encoder, cases = supervised_encoder(task, options, stage)
+    datalist = task.write_datalist(out / "datalists" / "supervised_scoring.json", training, evaluation)
+    scores = score_network(task, options, dataset_dir, datalist, encoder, out / "supervised_encoder",
+                           out / "logs" / "supervised_encoder.log", options.data_seed)
+    print(f"the positive control's supervised network itself on the {len(evaluation)} evaluation cases: "
+          f"{task.metric} {scores[task.metric]:.4f}", flush=True)
+    return {"file": encoder, "cases": cases, "scores": scores, "seconds": time.perf_counter() - start}
 
 
 def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist: Path, checkpoint: str,
@@ -241,14 +269,48 @@ def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist
     return task.scores(root / "eval")
 
 
+def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir: Path, datalist: Path,
+                       encoder: str, stage: Stage) -> Run:
+    """Fine-tune one run of the study from ``encoder`` ("" for scratch) for its whole budget and score its last model
+    on the evaluation cases of ``datalist``. A job of the study.
+
+    Returns:
+        ``run`` with its losses, batch fingerprints, scores and seconds.
+    """
+    start = time.perf_counter()
+    overrides = {
+        **stage_overrides(task, "finetune", options), **arm_overrides(task, options, run.arm),
+        **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
+        "warmup_epochs": max(1, stage.epochs // 10), "val_interval": stage.epochs + 1, "resume": False,
+        "pretrained_encoder": encoder, "initialize": _determinism(run.seed),
+    }
+    log_file = options.output_dir.resolve() / "logs" / f"{run.name}.log"
+    progress = StageProgress(StudyClock([stage]), stage, f"fine-tuning {run.name}", max_lines=0)
+    run_bundle(task.finetune.configs, run.root, log_file, overrides, progress)
+    run.losses, run.fingerprints = progress.losses, progress.fingerprints
+    evaluate_start = time.perf_counter()
+    run.scores = score_network(task, options, dataset_dir, datalist, str(run.root / "models" / "checkpoint.pt"),
+                               run.root, log_file, run.seed)
+    run.evaluation_seconds = time.perf_counter() - evaluate_start
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def _workers(options: StudyOptions, jobs: int) -> int:
+    return max(1, min(options.workers or default_workers(options.threads_per_run), jobs))
+
+
 def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
-    """Run the study; returns everything the report needs (see :func:`tools.study.report.write_report`)."""
+    """Run the study; returns everything the report needs (see :func:`tools.study.report.write_report`).
+
+    Its jobs (the MAE pre-training, the positive control, one per fine-tuning run) run ``options.workers`` at a time:
+    the two encoders first, a run as soon as its arm's encoder exists.
+    """
     start = time.perf_counter()
     out = options.output_dir.resolve()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    logs = out / "logs"
     if options.dataset_dir is None:
         print(f"generating the synthetic {task.name} data set (seed {options.data_seed})", flush=True)
         dataset_dir = task.make_synthetic(out / "data", options.data_seed, **options.synthetic)
@@ -260,6 +322,8 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     subsets = {seed: labelled_subsets(training, sizes, seed) for seed in options.seeds}
     runs = [Run(n, seed, arm, out / "runs" / f"n{n}_seed{seed}_{arm}")
             for n in sizes for seed in options.seeds for arm in arms]
+    datalists = {(n, seed): task.write_datalist(out / "datalists" / f"n{n}_seed{seed}.json", subsets[seed][n],
+                                                evaluation) for n in sizes for seed in options.seeds}
     pretrain_batch = int(task.pretrain.overrides.get("batch_size", 1))
     needs_mae = "mae" in arms and not options.mae_file
     pretrain_stage = Stage("pretrain", "MAE pre-training", pretrain_epochs if needs_mae else 0,
@@ -270,57 +334,58 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     finetune_stages = {r.name: Stage("finetune", r.name, task.epochs_for(r.labelled, steps),
                                      math.ceil(r.labelled / task.batch_size)) for r in runs}
     evaluate_stages = {r.name: Stage("evaluate", r.name, 1) for r in runs}
-    clock = StudyClock([pretrain_stage, supervised_stage, *finetune_stages.values(), *evaluate_stages.values()])
+    workers = _workers(options, len(runs) + 2)
+    clock = StudyClock([pretrain_stage, supervised_stage, *finetune_stages.values(), *evaluate_stages.values()],
+                       workers=workers)
     print(f"{task.name}: {len(training)} training cases (labelled sizes {sizes}), {len(evaluation)} evaluation cases, "
           f"seeds {list(options.seeds)}, arms {arms}; MAE {pretrain_epochs} epochs, fine-tuning {steps} iterations "
-          "per run", flush=True)
+          f"per run; {workers} job(s) at a time, {options.threads_per_run or 'all'} thread(s) each", flush=True)
 
-    pretraining = {"losses": [], "mae_file": "", "seconds": 0.0}
-    supervised_scores: dict[str, Any] = {}
-    supervised_cases = None  # unknown when the encoder file is given
-    if "mae" in arms:
-        pretraining = pretrain(task, options, dataset_dir, training, evaluation, clock, pretrain_stage)
-    encoders = {"scratch": "", "mae": pretraining["mae_file"]}
+    pretraining = {"losses": [], "mae_file": options.mae_file or "", "seconds": 0.0}
+    control: dict[str, Any] = {"file": "", "cases": None, "scores": {}}
+    encoders = {"scratch": ""}
     if "untrained" in arms:
         encoders["untrained"] = untrained_mae(task, options)
-    if "supervised" in arms:
-        if options.supervised_file:
-            encoders["supervised"] = options.supervised_file
-        else:
-            encoders["supervised"], supervised_cases = supervised_encoder(task, options, clock, supervised_stage)
-        datalist = task.write_datalist(out / "datalists" / "supervised_scoring.json", training, evaluation)
-        supervised_scores = score_network(task, options, dataset_dir, datalist, encoders["supervised"],
-                                          out / "supervised_encoder", logs / "supervised_encoder.log",
-                                          options.data_seed)
-        print(f"the positive control's supervised network itself on the {len(evaluation)} evaluation cases: "
-              f"{task.metric} {supervised_scores[task.metric]:.4f}", flush=True)
-
-    for run in runs:
-        run_start = time.perf_counter()
-        datalist = task.write_datalist(out / "datalists" / f"n{run.labelled}_seed{run.seed}.json",
-                                       subsets[run.seed][run.labelled], evaluation)
-        epochs = finetune_stages[run.name].epochs
-        overrides = {
-            **stage_overrides(task, "finetune", options), **arm_overrides(task, options, run.arm),
-            **task.data_overrides(dataset_dir, datalist), "epochs": epochs, "warmup_epochs": max(1, epochs // 10),
-            "val_interval": epochs + 1, "resume": False, "pretrained_encoder": encoders[run.arm],
-            "initialize": _determinism(run.seed),
-        }
-        progress = StageProgress(clock, finetune_stages[run.name], f"fine-tuning {run.name}")
-        run_bundle(task.finetune.configs, run.root, logs / f"{run.name}.log", overrides, progress)
-        run.losses, run.fingerprints = progress.losses, progress.fingerprints
-        evaluate_start = time.perf_counter()
-        run.scores = score_network(task, options, dataset_dir, datalist, str(run.root / "models" / "checkpoint.pt"),
-                                   run.root, logs / f"{run.name}.log", run.seed)
-        run.evaluation_seconds = time.perf_counter() - evaluate_start
-        clock.record(evaluate_stages[run.name], run.evaluation_seconds)
-        run.seconds = time.perf_counter() - run_start
-        print(clock.line(f"evaluated {run.name}: {task.metric} {run.scores[task.metric]:.4f}"), flush=True)
+    if "mae" in arms and options.mae_file:
+        encoders["mae"] = options.mae_file
+    position = {run.name: i for i, run in enumerate(runs)}
+    executor = study_executor(workers, options.threads_per_run)
+    try:
+        jobs: dict[Future, str] = {}  # job -> "mae", "supervised" or a run's name
+        if needs_mae:
+            jobs[executor.submit(pretrain, task, options, dataset_dir, training, evaluation, pretrain_stage)] = "mae"
+        if "supervised" in arms:
+            jobs[executor.submit(positive_control, task, options, dataset_dir, training, evaluation,
+                                 supervised_stage)] = "supervised"
+        pending = list(runs)  # runs not submitted yet, in the study's order
+        while jobs or pending:
+            for run in [run for run in pending if run.arm in encoders]:
+                job = executor.submit(finetune_and_score, task, options, run, dataset_dir,
+                                      datalists[run.labelled, run.seed], encoders[run.arm], finetune_stages[run.name])
+                jobs[job] = run.name
+            pending = [run for run in pending if run.arm not in encoders]
+            done, _ = wait(jobs, return_when=FIRST_COMPLETED)
+            for job in done:
+                name, result = jobs.pop(job), job.result()
+                if name == "mae":
+                    pretraining, encoders["mae"] = result, result["mae_file"]
+                    clock.finish(pretrain_stage, result["seconds"])
+                elif name == "supervised":
+                    control, encoders["supervised"] = result, result["file"]
+                    clock.finish(supervised_stage, result["seconds"])
+                else:
+                    runs[position[name]] = run = result
+                    clock.finish(finetune_stages[name], run.seconds - run.evaluation_seconds)
+                    clock.finish(evaluate_stages[name], run.evaluation_seconds)
+                    print(clock.line(f"evaluated {name}: {task.metric} {run.scores[task.metric]:.4f} "
+                                     f"({format_seconds(run.seconds)})"), flush=True)
+    finally:  # after an error, the jobs not started yet are dropped instead of awaited
+        executor.shutdown(cancel_futures=True)
 
     return {
         "task": task, "options": options, "dataset_dir": dataset_dir, "sizes": sizes, "steps": steps, "arms": arms,
         "num_training": len(training), "num_evaluation": len(evaluation), "pretraining": pretraining,
-        "encoders": encoders, "supervised_scores": supervised_scores, "supervised_cases": supervised_cases,
+        "encoders": encoders, "supervised_scores": control["scores"], "supervised_cases": control["cases"],
         "runs": runs, "output_dir": out, "wall_seconds": time.perf_counter() - start,
     }
 
