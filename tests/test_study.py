@@ -330,3 +330,16 @@ def test_the_study_clock_counts_a_finished_job_and_its_workers():
     clock.finish(runs[0], 60.0)  # 30 iterations in 60 s
     assert runs[0].done == 10 and clock.seconds_per_iteration("finetune") == 2.0
     assert clock.fraction_done() == 0.25 and clock.remaining() == 3 * 60.0 / 2
+
+
+def test_benchmark_study_times_a_step_of_every_stage_the_study_trains():
+    """``tools/benchmark_study.py`` builds each stage's network from the study's own overrides (the linear-head ViT
+    for BTCV and BraTS fine-tuning, the MAE for pre-training) and times its training step before and after the
+    study's CPU levers (timings not asserted: positive numbers only)."""
+    from tools.benchmark_study import step_seconds
+    from tools.study.tasks import brats, btcv
+
+    for stage, options in ((btcv.finetune, {"channels_last": True}), (brats.finetune, {"channels_last": True}),
+                           (btcv.pretrain, {"channels_last": False, "mae": True})):
+        before, after = step_seconds(stage, steps=1, **options)
+        assert before > 0 and after > 0

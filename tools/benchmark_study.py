@@ -13,13 +13,13 @@ the default format on the CPU, so the bundles keep it). Seconds per iteration, b
   iteration, with the default memory format and the study's; then its evaluation through ``evaluate.json``, in
   seconds (in the default format both times: channels_last does not pay off there, so the study evaluates without
   it). ``run - step`` is what data loading and the handlers cost;
-- ``runs side by side``: wall seconds per iteration of four whole BTCV fine-tuning runs with their evaluations, one at
-  a time with every thread (before) and in one single-threaded worker process per core (after, the study's default:
-  ``tools/study/workers.py``).
+- ``runs side by side``: wall seconds per iteration of six whole BTCV fine-tuning runs of the study's 300 iterations
+  with their evaluations, one at a time with every thread (before) and in one single-threaded worker process per core
+  (after, the study's default: ``tools/study/workers.py``).
 
 Example::
 
-    python tools/benchmark_study.py                    # about 3 minutes on 2 CPU cores
+    python tools/benchmark_study.py                    # about 6 minutes on 2 CPU cores
     python tools/benchmark_study.py --steps 3 --run_steps 20
 """
 
@@ -70,7 +70,8 @@ def segmentation_batch(stage: Stage, network: torch.nn.Module, loss: Any) -> tup
     per output otherwise (BraTS regions)."""
     batch, roi = batch_size(stage), stage.overrides["roi_size"]
     images = torch.rand(batch, network.vit.patch_embedding.patch_embeddings.in_channels, *roi)
-    out_channels = network.out.conv.conv.out_channels
+    with torch.no_grad():
+        out_channels = network(images[:1]).shape[1]
     if getattr(getattr(loss, "dice", loss), "to_onehot_y", False):  # DiceCELoss keeps it in its DiceLoss
         return images, torch.randint(0, out_channels, (batch, 1, *roi))
     return images, torch.randint(0, 2, (batch, out_channels, *roi)).float()
@@ -86,19 +87,19 @@ def median_step(network: torch.nn.Module, loss: Callable, images: torch.Tensor, 
     return statistics.median(time_steps(step, network, images, steps, warmup=2, bf16=True))
 
 
-def step_seconds(stage: Stage, steps: int, channels_last: bool) -> tuple[float, float]:
-    """Seconds per training step of ``stage``'s network: before (MetaTensor, default format) and after (plain
-    tensors, and ``channels_last_3d`` where ``channels_last``)."""
+def step_seconds(stage: Stage, steps: int, channels_last: bool, mae: bool = False) -> tuple[float, float]:
+    """Seconds per training step of ``stage``'s network (the MAE, whose loss is its forward's, where ``mae``): before
+    (MetaTensor, default format) and after (plain tensors, and ``channels_last_3d`` where ``channels_last``)."""
     results = []
     for after in (False, True):
         torch.manual_seed(0)
         changes = {"memory_format": STUDY_FORMAT if after else DEFAULT_FORMAT} if channels_last else {}
         network, loss = parsed(stage, ["network", "loss"], **changes)
-        if hasattr(network, "out"):
-            images, labels = segmentation_batch(stage, network, loss)
-        else:  # the MAE: its loss is computed in its forward
+        if mae:
             images = torch.rand(batch_size(stage), 1, *stage.overrides["roi_size"])
             labels = torch.zeros(images.shape[0])
+        else:
+            images, labels = segmentation_batch(stage, network, loss)
         if not after:
             images, labels = MetaTensor(images), MetaTensor(labels)
         results.append(median_step(network, loss, images, labels, steps))
@@ -134,48 +135,54 @@ def run_seconds(task: Task, run_steps: int, memory_format: str, workdir: Path) -
     return (run.seconds - run.evaluation_seconds) / run_steps, run.evaluation_seconds
 
 
-def side_by_side_seconds(task: Task, run_steps: int, workdir: Path, runs: int = 4) -> tuple[float, float]:
-    """Wall seconds per iteration of ``runs`` fine-tuning runs (scratch arm, 2 labelled cases, with evaluation): one
-    job at a time with every thread, then single-threaded jobs in as many workers as there are cores."""
+def side_by_side_seconds(task: Task, run_steps: int, workdir: Path, runs: int) -> tuple[float, float]:
+    """Wall seconds per iteration of ``runs`` fine-tuning runs (scratch arm, 2 labelled cases, with evaluation) on one
+    synthetic data set: one job at a time with every thread, then single-threaded jobs in as many workers as there
+    are cores (their start-up included)."""
+    dataset_dir = task.make_synthetic(workdir / "data", seed=0)
     results = []
     for threads, workers in ((None, 1), (1, None)):
-        options = StudyOptions(output_dir=workdir / f"threads{threads}", seeds=tuple(range(runs)), labelled_sizes=(2,),
-                               steps=run_steps, arms=("scratch",), threads_per_run=threads, workers=workers)
+        options = StudyOptions(output_dir=workdir / f"threads{threads}", dataset_dir=dataset_dir,
+                               seeds=tuple(range(runs)), labelled_sizes=(2,), steps=run_steps, arms=("scratch",),
+                               threads_per_run=threads, workers=workers)
         start = time.perf_counter()
         run_study(task, options)
         results.append((time.perf_counter() - start) / (runs * run_steps))
     return results[0], results[1]
 
 
-def main(steps: int = 6, run_steps: int = 100, repeats: int = 3) -> None:
+def main(steps: int = 6, run_steps: int = 100, repeats: int = 3, study_steps: int = 300, study_runs: int = 6) -> None:
     """Print seconds per iteration before and after the study's CPU levers, and their ratio.
 
     Args:
         steps: timed training steps per network (after 2 warm-up steps).
         run_steps: iterations of the whole fine-tuning runs.
         repeats: timed sliding-window passes.
+        study_steps: iterations of each run side by side (the study's budget by default: a worker's start-up and
+            a run's fixed costs weigh as they do in a study).
+        study_runs: runs side by side.
     """
     rows = [
         ("BTCV fine-tuning step", *step_seconds(btcv.finetune, steps, channels_last=True)),
         ("BraTS fine-tuning step", *step_seconds(brats.finetune, steps, channels_last=True)),
-        ("BTCV MAE pre-training step", *step_seconds(btcv.pretrain, steps, channels_last=False)),
+        ("BTCV MAE pre-training step", *step_seconds(btcv.pretrain, steps, channels_last=False, mae=True)),
         ("BTCV evaluation pass", *evaluation_seconds(btcv.finetune, repeats)),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         before, before_eval = run_seconds(btcv, run_steps, DEFAULT_FORMAT, Path(tmp) / "before")
         after, after_eval = run_seconds(btcv, run_steps, STUDY_FORMAT, Path(tmp) / "after")
-        side_by_side = side_by_side_seconds(btcv, run_steps, Path(tmp) / "side_by_side")
+        side_by_side = side_by_side_seconds(btcv, study_steps, Path(tmp) / "side_by_side", study_runs)
     rows += [("BTCV fine-tuning run, per iteration", before, after),
              ("BTCV evaluation of a run (4 cases)", before_eval, after_eval),
-             ("4 BTCV runs side by side, per iteration", *side_by_side)]
+             (f"{study_runs} BTCV runs side by side, per iteration", *side_by_side)]
     print(f"{torch.get_num_threads()} threads. Steps and the evaluation pass: before = MetaTensor input and the "
           "default memory format, after = plain tensors and the study's format. Runs (the bundle gives its network "
           "plain tensors in both): the default memory format vs the study's. Runs side by side: one job with every "
-          "thread vs one single-threaded job per core (wall time, evaluations and data set included).")
-    print(f"| {'stage':38} | before s | after s | before / after |")
-    print(f"|{'-' * 40}|---------:|--------:|---------------:|")
+          "thread vs one single-threaded job per core (wall time, evaluations and the workers' start-up included).")
+    print(f"| {'stage':40} | before s | after s | before / after |")
+    print(f"|{'-' * 42}|---------:|--------:|---------------:|")
     for name, first, second in rows:
-        print(f"| {name:38} | {first:8.3f} | {second:7.3f} | {first / second:14.2f} |")
+        print(f"| {name:40} | {first:8.3f} | {second:7.3f} | {first / second:14.2f} |")
 
 
 if __name__ == "__main__":
