@@ -304,7 +304,9 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     """Run the study; returns everything the report needs (see :func:`tools.study.report.write_report`).
 
     Its jobs (the MAE pre-training, the positive control, one per fine-tuning run) run ``options.workers`` at a time:
-    the two encoders first, a run as soon as its arm's encoder exists.
+    the two encoders first, a run as soon as its arm's encoder exists. With more than one worker the jobs run in
+    processes started by ``spawn``, which import the calling script again: a script that calls this needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
     start = time.perf_counter()
     out = options.output_dir.resolve()
@@ -334,7 +336,7 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     finetune_stages = {r.name: Stage("finetune", r.name, task.epochs_for(r.labelled, steps),
                                      math.ceil(r.labelled / task.batch_size)) for r in runs}
     evaluate_stages = {r.name: Stage("evaluate", r.name, 1) for r in runs}
-    workers = _workers(options, len(runs) + 2)
+    workers = _workers(options, len(runs) + needs_mae + ("supervised" in arms))
     clock = StudyClock([pretrain_stage, supervised_stage, *finetune_stages.values(), *evaluate_stages.values()],
                        workers=workers)
     print(f"{task.name}: {len(training)} training cases (labelled sizes {sizes}), {len(evaluation)} evaluation cases, "
