@@ -306,16 +306,21 @@ def test_the_supervised_encoder_trains_its_iterations_with_its_task_s_recipe(tmp
     assert seen["base_learning_rate"] == cxr14.recipes["scratch"]["base_learning_rate"]
 
 
-def test_jobs_run_with_their_threads_and_an_in_process_error_is_raised_at_once():
+def test_jobs_run_with_their_threads_and_an_in_process_error_is_raised_at_once(monkeypatch):
     import torch
 
+    from tools.study import workers
     from tools.study.workers import available_cores, default_workers, study_executor, torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    assert default_workers(1) == available_cores() and default_workers(None) == 1
+    assert default_workers(1) == min(available_cores(), 8) and default_workers(None) == 1
+    monkeypatch.setattr(workers, "available_cores", lambda: 64)
+    assert default_workers(1) == workers.MAX_DEFAULT_WORKERS and default_workers(16) == 4
+    monkeypatch.setattr(workers, "available_cores", lambda: 1)
+    assert default_workers(2) == 1
     executor = study_executor(1, threads_per_run=1)
     assert executor.submit(torch.get_num_threads).result() == 1 and torch.get_num_threads() == before
     with pytest.raises(ZeroDivisionError):

@@ -94,7 +94,7 @@ def study(
             every other study option is refused.
         plan_file: with ``confirm``, another plan file.
         workers: jobs (MAE pre-training, the positive control, fine-tuning runs) run at once, each in a process of its
-            own; default: as many as fill the CPU cores. The figures do not depend on it.
+            own; default: as many as fill the CPU cores, at most 8. The figures do not depend on it.
         threads_per_run: torch threads of each job: default 1 (0 with ``full_size``: every core, one job at a time).
             The figures depend on it (the order of a product's sums): earlier reports were made with 0 (two threads
             on a 2-core CPU, one job at a time).

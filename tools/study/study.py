@@ -68,7 +68,7 @@ class StudyOptions:
         threads_per_run: torch threads of every job (a run's figures depend on it, see ``tools/study/workers.py``);
             ``None`` keeps torch's default (every core, one job at a time), as the paper configuration needs.
         workers: jobs run at once, each in a process of its own; ``None``: as many as ``threads_per_run`` fills the
-            cores. The figures do not depend on it.
+            cores (``tools.study.workers.default_workers``). The figures do not depend on it.
     """
 
     output_dir: Path

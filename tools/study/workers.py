@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["available_cores", "default_workers", "study_executor", "torch_threads"]
+__all__ = ["MAX_DEFAULT_WORKERS", "available_cores", "default_workers", "study_executor", "torch_threads"]
 
 
 def available_cores() -> int:
@@ -26,9 +26,17 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+MAX_DEFAULT_WORKERS = 8
+"""Most workers started by default: each holds its own torch and MONAI (about 0.6 GB), so a many-core machine does not
+start dozens of them unasked (``--workers`` starts more)."""
+
+
 def default_workers(threads_per_run: int | None) -> int:
-    """As many workers as their threads fill the cores; one when a run takes every core (``None``)."""
-    return max(1, available_cores() // threads_per_run) if threads_per_run else 1
+    """As many workers as their threads fill the cores, at most ``MAX_DEFAULT_WORKERS``; one when a run takes every
+    core (``None``)."""
+    if not threads_per_run:
+        return 1
+    return max(1, min(available_cores() // threads_per_run, MAX_DEFAULT_WORKERS))
 
 
 @contextmanager
