@@ -348,3 +348,13 @@ def test_benchmark_study_times_a_step_of_every_stage_the_study_trains():
                            (btcv.pretrain, {"channels_last": False, "mae": True})):
         before, after = step_seconds(stage, steps=1, **options)
         assert before > 0 and after > 0
+
+
+def test_a_finished_stage_of_no_iterations_does_not_break_the_estimate():
+    """Scoring a given positive-control file is a job of 0 epochs: the clock's estimate stays finite."""
+    from tools.study.progress import Stage, StudyClock
+
+    given, run = Stage("finetune", "supervised encoder", 0, 300), Stage("finetune", "run", 10, 1)
+    clock = StudyClock([given, run], workers=2)
+    clock.finish(given, 5.0)
+    assert clock.remaining() == 0.0 and "ETA" in clock.line("scored")

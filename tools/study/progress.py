@@ -44,17 +44,19 @@ class StudyClock:
     def record(self, stage: Stage, seconds: float) -> None:
         """One epoch of ``stage`` took ``seconds``."""
         stage.done += 1
-        self._seconds[stage.kind] = self._seconds.get(stage.kind, 0.0) + seconds
-        self._iterations[stage.kind] = self._iterations.get(stage.kind, 0) + stage.iterations_per_epoch
+        self._measure(stage.kind, seconds, stage.iterations_per_epoch)
 
     def finish(self, stage: Stage, seconds: float) -> None:
         """The whole of ``stage`` (all its epochs, run as a job with a clock of its own) took ``seconds``."""
         stage.done = stage.epochs
-        self._seconds[stage.kind] = self._seconds.get(stage.kind, 0.0) + seconds
-        self._iterations[stage.kind] = self._iterations.get(stage.kind, 0) + stage.epochs * stage.iterations_per_epoch
+        self._measure(stage.kind, seconds, stage.epochs * stage.iterations_per_epoch)
+
+    def _measure(self, kind: str, seconds: float, iterations: int) -> None:
+        self._seconds[kind] = self._seconds.get(kind, 0.0) + seconds
+        self._iterations[kind] = self._iterations.get(kind, 0) + iterations
 
     def seconds_per_iteration(self, kind: str) -> float:
-        if kind in self._iterations:
+        if self._iterations.get(kind):  # a stage of no iterations (e.g. scoring a given encoder) measures nothing
             return self._seconds[kind] / self._iterations[kind]
         total = sum(self._iterations.values())
         return sum(self._seconds.values()) / total if total else 0.0
