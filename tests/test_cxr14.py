@@ -46,7 +46,10 @@ def row(name: str, labels: str, patient: int) -> str:
     return f"{name},{labels},0,{patient},40,M,PA,2500,2048,0.143,0.143"
 
 
-def write_dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=None, center=None, width=None):
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=None, center=None, width=None,
+                voi_lut=None, voi_function=None):
+    """A 12-bit X-ray DICOM; ``pixels`` of shape ``(frames, H, W)`` gives a multi-frame file, ``voi_lut``
+    ``(first stored value mapped, [entries])`` a VOI LUT table."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -58,13 +61,23 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=N
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.PatientID = "DX", "synthetic"
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = len(pixels)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     if slope is not None:
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if center is not None:
         ds.WindowCenter, ds.WindowWidth = center, width
+    if voi_function is not None:
+        ds.VOILUTFunction = voi_function
+    if voi_lut is not None:
+        first_mapped, entries = voi_lut
+        table = Dataset()
+        table.LUTDescriptor = [len(entries), first_mapped, 16]
+        table.add_new("LUTData", "US", list(entries))
+        ds.VOILUTSequence = [table]
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
 
@@ -255,6 +268,28 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
     assert files == ["m1", "m2.dcm", "plain.dcm"]
     loaded = LoadXRayd("image")({"image": str(tmp_path / "m1")})["image"]
     assert tuple(loaded.shape) == (1, 10, 20) and loaded.meta["filename_or_obj"].endswith("m1")
+
+
+def test_dicom_voi_lut_table_first_frame_and_window_functions(tmp_path):
+    stored = np.arange(0, 4000, 20, dtype=np.uint16).reshape(10, 20)
+    # a table of 256 entries from stored value 1000, 0 to 1020: below 1000 its first entry, from 1255 its last
+    table = (1000, [4 * i for i in range(256)])
+    write_dicom(tmp_path / "lut.dcm", stored, center=3000.0, width=4000.0, voi_lut=table)  # the table wins
+    np.testing.assert_allclose(read_xray(str(tmp_path / "lut.dcm")), np.clip((stored - 1000.0) / 255, 0, 1),
+                               atol=1e-6)
+    np.testing.assert_allclose(read_xray(str(tmp_path / "lut.dcm"), use_dicom_window=False), stored / stored.max(),
+                               atol=1e-6)
+    frames = np.stack([stored, stored.max() - stored])
+    write_dicom(tmp_path / "frames.dcm", frames, "MONOCHROME2", 2.0, -100.0, 3000.0, 4000.0)
+    expected = np.clip((2.0 * stored - 100.0 - 1000.0) / 4000.0, 0, 1)
+    np.testing.assert_allclose(read_xray(str(tmp_path / "frames.dcm")), expected, atol=1e-6)
+    # the standard's LINEAR window: centre - 0.5, width - 1
+    write_dicom(tmp_path / "linear.dcm", stored, center=2000.0, width=1001.0, voi_function="LINEAR")
+    linear = np.clip((stored - 1999.5) / 1000.0 + 0.5, 0, 1)
+    np.testing.assert_allclose(read_xray(str(tmp_path / "linear.dcm")), linear, atol=1e-6)
+    write_dicom(tmp_path / "bogus.dcm", stored, center=2000.0, width=1000.0, voi_function="BOGUS")
+    with pytest.raises(ValueError, match=r"bogus\.dcm.*BOGUS"):
+        read_xray(str(tmp_path / "bogus.dcm"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

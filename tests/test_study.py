@@ -43,6 +43,19 @@ def test_paired_difference_is_students_t_over_the_pairs():
     assert mean_sd([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
 
 
+def test_paired_difference_gives_the_figures_of_before():
+    """``scipy.stats.ttest_rel`` gives what the one-sample t-test of the differences gave (recorded before)."""
+    result = paired_difference([0.30, 0.35, 0.33, 0.41], [0.25, 0.31, 0.30, 0.32])
+    assert result.mean == pytest.approx(0.0525, rel=1e-12) and result.sd == pytest.approx(0.026299556396765813)
+    assert result.ci95 == pytest.approx((0.010651536957256062, 0.09434846304274391), rel=1e-12)
+    assert result.p_value == pytest.approx(0.028147028070252073, rel=1e-12)
+    negative = paired_difference([0.5, 0.6, 0.55], [0.52, 0.58, 0.56])
+    assert negative.ci95 == pytest.approx((-0.055044783458756005, 0.04837811679208934), rel=1e-12)
+    assert negative.p_value == pytest.approx(0.8075499102701248, rel=1e-12)
+    constant = paired_difference([0.5, 0.6], [0.4, 0.5])  # no spread: the interval is the mean itself
+    assert constant.ci95 == (constant.mean, constant.mean) and constant.p_value == 0.0
+
+
 def test_labelled_sets_are_nested_and_follow_the_seed():
     cases = [{"image": f"img{i}"} for i in range(10)]
     subsets = labelled_subsets(cases, [2, 5, 10], seed=0)
@@ -52,6 +65,17 @@ def test_labelled_sets_are_nested_and_follow_the_seed():
     assert any(labelled_subsets(cases, [5], seed=s)[5] != subsets[5] for s in range(1, 5))
     with pytest.raises(ValueError, match="not between 1 and the 10 training cases"):
         labelled_subsets(cases, [0, 11], seed=0)
+
+
+def test_labelled_sets_and_held_out_cases_are_the_draws_of_before():
+    """The draws behind the reported figures and the committed confirmatory plan, recorded before the seeded
+    shuffles were merged into ``shared.data.splits``."""
+    cases = list(range(12))
+    assert labelled_subsets(cases, [2, 5], seed=2027) == {2: [2, 4], 5: [2, 4, 8, 10, 9]}
+    assert labelled_subsets(cases, [12], seed=0)[12] == [1, 9, 8, 5, 10, 2, 3, 7, 4, 0, 11, 6]
+    assert held_out_split(list(range(10)), 3, seed=100) == ([1, 2, 3, 6, 7, 8, 9], [0, 4, 5])
+    with pytest.raises(ValueError, match="cannot hold out 10 of 10"):
+        held_out_split(list(range(10)), 10, seed=100)
 
 
 def test_tuning_holds_out_training_cases_and_spans_the_grid():
@@ -96,10 +120,10 @@ def test_one_worker_gives_the_same_runs_as_two(study, tmp_path):
     """A run's figures depend on its threads, not on which worker ran it: the tiny study's smaller labelled size
     again, every job in this process, one after the other, gives every run the same losses, crops and scores."""
     result = run_study(TINY_TASK, tiny_study_options(tmp_path, labelled_sizes=[1], workers=1))
-    assert result["supervised_scores"] == study["result"]["supervised_scores"]
-    assert result["pretraining"]["losses"] == study["result"]["pretraining"]["losses"]
-    parallel = {r.name: r for r in study["result"]["runs"]}
-    for run in result["runs"]:
+    assert result.control.scores == study["result"].control.scores
+    assert result.pretraining.losses == study["result"].pretraining.losses
+    parallel = {r.name: r for r in study["result"].runs}
+    for run in result.runs:
         twin = parallel[run.name]
         assert (run.losses, run.fingerprints, run.scores) == (twin.losses, twin.fingerprints, twin.scores), run.name
 
@@ -115,7 +139,7 @@ def test_a_study_leaves_the_tasks_settings_as_they_were(study):
 
 
 def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(study):
-    runs = {r.name: r for r in study["result"]["runs"]}
+    runs = {r.name: r for r in study["result"].runs}
     assert len(runs) == 2 * 2 * 4
     for n in (1, 2):
         for seed in (0, 1):
@@ -129,7 +153,7 @@ def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(stud
         large = json.loads((out / "datalists" / f"n2_seed{seed}.json").read_text())["training"]
         assert small == large[:1]
     logs = {arm: (out / "logs" / f"n1_seed0_{arm}.log").read_text() for arm in ARM_NAMES}
-    encoders = study["result"]["encoders"]
+    encoders = study["result"].encoders
     assert "MAE encoder from" not in logs["scratch"] and not encoders["scratch"]
     for arm in ("mae", "supervised", "untrained"):  # each arm loads its own encoder file through the bundle's path
         assert f"MAE encoder from {encoders[arm]}" in logs[arm], arm
@@ -139,7 +163,7 @@ def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(stud
 def test_arms_differ_only_in_their_recipe_and_encoder(study):
     """Every arm's fine-tuning gets the same overrides but the recipe keys and ``pretrained_encoder``; scratch runs
     without layer-wise decay, every other arm with the paper's 0.75."""
-    task, options = study["result"]["task"], study["result"]["options"]
+    task, options = study["result"].task, study["result"].options
     recipes = {arm: arm_overrides(task, options, arm) for arm in ARM_NAMES}
     assert {tuple(sorted(r)) for r in recipes.values()} == {("base_learning_rate", "layer_decay")}
     assert recipes["scratch"]["layer_decay"] == 1.0
@@ -181,6 +205,21 @@ def test_every_task_defines_its_stages_and_metric():
         assert task.name == name and task.metric and task.labelled_sizes and task.num_seeds >= 3
         assert all(Path(c).is_file() for stage in (task.pretrain, task.finetune, task.evaluate) for c in stage.configs)
         assert task.epochs_for(task.labelled_sizes[0], task.finetune_steps) >= 1
+
+
+def test_a_stage_s_overrides_follow_the_size():
+    """The small size's overrides are the stage's own, the paper configuration's its ``full_<stage>``; the study adds
+    its own on top."""
+    from tools.study.study import stage_overrides
+
+    task = replace(TASKS["btcv"], full_finetune={"epochs": 7})
+    assert task.stage_overrides("finetune", full_size=False) is task.finetune.overrides
+    assert task.stage_overrides("finetune", full_size=True) == {"epochs": 7}
+    assert task.stage_overrides("evaluate", full_size=True) == {}
+    with pytest.raises(ValueError, match="unknown stage 'train'"):
+        task.stage_overrides("train", full_size=False)
+    options = StudyOptions(output_dir=Path("unused"), full_size=True, overrides={"finetune": {"steps": 1}})
+    assert stage_overrides(task, "finetune", options) == {"epochs": 7, "steps": 1}
     assert {"network_def#hidden_size": TINY_ENCODER["hidden_size"]}.items() <= TINY_UNETR.items()
 
 
@@ -283,7 +322,7 @@ def test_the_supervised_encoder_trains_its_iterations_with_its_task_s_recipe(tmp
     set has (BraTS and CXR14 generators are sized by ``num_cases``/``num_images``, not ``num_train``); its learning
     rate is the task's (``supervised_recipe``, else the scratch recipe), never a tuning grid's point."""
     from tools.study import study as study_module
-    from tools.study.progress import Stage
+    from tools.study.progress import PlannedStage
 
     seen = {}
     monkeypatch.setattr(study_module, "run_bundle", lambda configs, root, log, overrides, progress: seen.update(
@@ -292,7 +331,7 @@ def test_the_supervised_encoder_trains_its_iterations_with_its_task_s_recipe(tmp
     task = replace(TASKS["brats"], supervised_steps=300, supervised_synthetic={"num_cases": 12})
     monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out)
     monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: (cases, cases[:2]))
-    stage = Stage("finetune", "supervised encoder", 1, task.supervised_steps)
+    stage = PlannedStage("finetune", "supervised encoder", 1, task.supervised_steps)
     # a tuning grid's point for the scratch arm must not change the control's network
     options = StudyOptions(output_dir=tmp_path, arm_overrides={"scratch": {"base_learning_rate": 123.0}})
     _, labelled = study_module.supervised_encoder(task, options, stage)
@@ -328,9 +367,9 @@ def test_jobs_run_with_their_threads_and_an_in_process_error_is_raised_at_once(m
 
 
 def test_the_study_clock_counts_a_finished_job_and_its_workers():
-    from tools.study.progress import Stage, StudyClock
+    from tools.study.progress import PlannedStage, StudyClock
 
-    runs = [Stage("finetune", f"run{i}", epochs=10, iterations_per_epoch=3) for i in range(4)]
+    runs = [PlannedStage("finetune", f"run{i}", epochs=10, iterations_per_epoch=3) for i in range(4)]
     clock = StudyClock(runs, workers=2)
     clock.finish(runs[0], 60.0)  # 30 iterations in 60 s
     assert runs[0].done == 10 and clock.seconds_per_iteration("finetune") == 2.0
@@ -352,9 +391,9 @@ def test_benchmark_study_times_a_step_of_every_stage_the_study_trains():
 
 def test_a_finished_stage_of_no_iterations_does_not_break_the_estimate():
     """Scoring a given positive-control file is a job of 0 epochs: the clock's estimate stays finite."""
-    from tools.study.progress import Stage, StudyClock
+    from tools.study.progress import PlannedStage, StudyClock
 
-    given, run = Stage("finetune", "supervised encoder", 0, 300), Stage("finetune", "run", 10, 1)
+    given, run = PlannedStage("finetune", "supervised encoder", 0, 300), PlannedStage("finetune", "run", 10, 1)
     clock = StudyClock([given, run], workers=2)
     clock.finish(given, 5.0)
     assert clock.remaining() == 0.0 and "ETA" in clock.line("scored")

@@ -131,7 +131,7 @@ def run_seconds(task: Task, run_steps: int, memory_format: str, workdir: Path) -
     and the seconds of its evaluation."""
     options = StudyOptions(output_dir=workdir, seeds=(0,), labelled_sizes=(2,), steps=run_steps, arms=("scratch",),
                            overrides={"finetune": {"memory_format": memory_format}}, threads_per_run=None)
-    (run,) = run_study(task, options)["runs"]
+    (run,) = run_study(task, options).runs
     return (run.seconds - run.evaluation_seconds) / run_steps, run.evaluation_seconds
 
 

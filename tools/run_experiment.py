@@ -37,7 +37,7 @@ import fire  # noqa: E402
 from tools.study import report  # noqa: E402
 from tools.study.arms import ARM_NAMES  # noqa: E402
 from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan  # noqa: E402
-from tools.study.study import StudyOptions, run_study, save_runs  # noqa: E402
+from tools.study.study import StudyOptions, StudyResult, run_study, save_runs  # noqa: E402
 from tools.study.tasks import TASKS  # noqa: E402
 from tools.study.tune import tune as run_tuning  # noqa: E402
 
@@ -152,13 +152,13 @@ def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
     resolved = check_plan(task, options, content)
     print(f"confirmatory run of {plan_path} (sha256 {digest})", flush=True)
     result = run_study(task, options)
-    (result["output_dir"] / "plan.json").write_bytes(plan_path.read_bytes())
-    (result["output_dir"] / "resolved_plan.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    (result.output_dir / "plan.json").write_bytes(plan_path.read_bytes())
+    (result.output_dir / "resolved_plan.json").write_text(json.dumps(resolved, indent=2) + "\n")
     _write_outputs(task, result, digest)
 
 
-def _write_outputs(task, result: dict, plan_hash: str | None = None) -> None:
-    out = result["output_dir"]
+def _write_outputs(task, result: StudyResult, plan_hash: str | None = None) -> None:
+    out = result.output_dir
     summary = report.summarize(result)
     if plan_hash:
         summary["plan_sha256"] = plan_hash

@@ -37,8 +37,42 @@ def _first(value) -> float:
     return float(value)
 
 
+def _has_voi(ds) -> bool:
+    """Whether ``ds`` has a VOI LUT table, or a first window of positive width."""
+    if ds.get("VOILUTSequence"):
+        return True
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    return center is not None and width is not None and _first(width) > 0
+
+
+def _apply_voi(values: np.ndarray, ds) -> np.ndarray:
+    """The first VOI transform of ``ds`` (its VOI LUT table, else its first window) applied to modality ``values``,
+    scaled from the transform's output range to ``[0, 1]``.
+
+    A file that does not name its ``VOILUTFunction`` is windowed as ``LINEAR_EXACT`` (``center ± width / 2`` maps to
+    ``[0, 1]``), the reading this module has always given; the standard's ``LINEAR`` would shift it by at most half
+    a stored value over the window's width.
+    """
+    from pydicom.pixels import apply_voi_lut
+
+    if "VOILUTFunction" not in ds:
+        ds.VOILUTFunction = "LINEAR_EXACT"
+    if ds.get("VOILUTSequence"):  # the output range of a table: its own smallest and largest entries
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        first_mapped, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
+        table = apply_voi_lut(np.arange(first_mapped, first_mapped + entries), ds)
+        low, high = float(table.min()), float(table.max())
+    else:  # the output range of a window: what it gives far below and far above the window
+        low, high = (float(v) for v in apply_voi_lut(np.array([-np.inf, np.inf]), ds))
+    mapped = apply_voi_lut(values, ds).astype(np.float64)
+    if high == low:  # a constant table
+        return np.zeros(mapped.shape, np.float32)
+    return ((mapped - low) / (high - low)).astype(np.float32)
+
+
 def _read_dicom(path: str, use_window: bool) -> np.ndarray:
     import pydicom
+    from pydicom.pixels import apply_modality_lut
 
     ds = pydicom.dcmread(path)
     try:
@@ -49,19 +83,13 @@ def _read_dicom(path: str, use_window: bool) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1))
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
-    if samples > 1:  # colour DICOM (pydicom returns RGB): luminance-like average
-        pixels = pixels.mean(axis=-1)
-    values = pixels.astype(np.float64)
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    slope = _first(slope) if slope is not None else 1.0
-    intercept = _first(intercept) if intercept is not None else 0.0
-    values = values * slope + intercept
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if use_window and center is not None and width is not None and _first(width) > 0:
-        low = _first(center) - _first(width) / 2.0
-        image = np.clip((values - low) / _first(width), 0.0, 1.0).astype(np.float32)
-    else:
-        image = _minmax(values)
+    if samples > 1:  # colour DICOM (pydicom returns RGB): luminance-like average; the LUTs are for grey images
+        return _minmax(pixels.mean(axis=-1))
+    values = apply_modality_lut(pixels, ds)
+    try:
+        image = _apply_voi(values, ds) if use_window and _has_voi(ds) else _minmax(values.astype(np.float64))
+    except (ValueError, NotImplementedError) as e:  # an unknown VOI LUT function, a table of unsupported depth, ...
+        raise ValueError(f"Cannot apply the VOI transform of DICOM {path}: {e}") from e
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         image = 1.0 - image  # MONOCHROME1: low values are bright
     return image
@@ -84,9 +112,12 @@ def read_xray(path: str, use_dicom_window: bool = True) -> np.ndarray:
 
     - PNG/JPEG, 8-bit: ``value / 255`` (colour images are converted to grey; EXIF orientation is applied).
     - PNG, 16-bit (or 32-bit / float): scaled from the image's own minimum and maximum to [0, 1].
-    - DICOM: rescale slope and intercept applied; then the first VOI window (``WindowCenter``/``WindowWidth``) when
-      present and ``use_dicom_window``, else the image's own minimum and maximum, gives [0, 1]; ``MONOCHROME1`` is
-      inverted. The first frame of a multi-frame file is read. A VOI LUT table is not applied.
+    - DICOM: the modality LUT (rescale slope and intercept, or a modality LUT table) applied with pydicom's
+      ``apply_modality_lut``; then, when ``use_dicom_window``, the first VOI transform (a VOI LUT table, else the
+      first ``WindowCenter``/``WindowWidth`` window, with its ``VOILUTFunction``) with pydicom's ``apply_voi_lut``,
+      scaled from its output range to [0, 1]; without one, the image's own minimum and maximum give [0, 1].
+      ``MONOCHROME1`` is inverted. The first frame of a multi-frame file is read; a colour file is averaged over its
+      channels and scaled by its own minimum and maximum.
     """
     return _read_dicom(path, use_dicom_window) if is_dicom(path) else _read_picture(path)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ignite.engine import Engine, Events
 
-__all__ = ["Stage", "StudyClock", "StageProgress", "format_seconds"]
+__all__ = ["PlannedStage", "StudyClock", "StageProgress", "format_seconds"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -18,9 +18,10 @@ def format_seconds(seconds: float) -> str:
 
 
 @dataclass
-class Stage:
-    """One step of a study plan: a kind of work (``"pretrain"``, ``"finetune"``, ``"evaluate"``), a name, its number
-    of epochs (1 for an evaluation) and of iterations per epoch (what the time estimate counts)."""
+class PlannedStage:
+    """One stage of a study's plan as the clock counts it: a kind of work (``"pretrain"``, ``"finetune"``,
+    ``"evaluate"``), a name, its number of epochs (1 for an evaluation), of iterations per epoch (what the time
+    estimate counts) and of epochs done. The configs a stage runs are a ``tools.study.tasks.Stage``."""
 
     kind: str
     name: str
@@ -35,18 +36,18 @@ class StudyClock:
     a kind not run yet is assumed to cost as much per iteration as the kinds measured so far on average, and
     ``workers`` stages run at once."""
 
-    stages: Sequence[Stage]
+    stages: Sequence[PlannedStage]
     workers: int = 1
     start: float = field(default_factory=time.perf_counter)
     _seconds: dict[str, float] = field(default_factory=dict)
     _iterations: dict[str, int] = field(default_factory=dict)
 
-    def record(self, stage: Stage, seconds: float) -> None:
+    def record(self, stage: PlannedStage, seconds: float) -> None:
         """One epoch of ``stage`` took ``seconds``."""
         stage.done += 1
         self._measure(stage.kind, seconds, stage.iterations_per_epoch)
 
-    def finish(self, stage: Stage, seconds: float) -> None:
+    def finish(self, stage: PlannedStage, seconds: float) -> None:
         """The whole of ``stage`` (all its epochs, run as a job with a clock of its own) took ``seconds``."""
         stage.done = stage.epochs
         self._measure(stage.kind, seconds, stage.epochs * stage.iterations_per_epoch)
@@ -90,7 +91,7 @@ class StageProgress:
         max_lines: most lines printed for the stage.
     """
 
-    def __init__(self, clock: StudyClock, stage: Stage, label: str, max_lines: int = 10) -> None:
+    def __init__(self, clock: StudyClock, stage: PlannedStage, label: str, max_lines: int = 10) -> None:
         self.clock, self.stage, self.label = clock, stage, label
         self.every = max(1, -(-stage.epochs // max_lines)) if max_lines else 0
         self.fingerprints: list[float] = []  # one number per batch: two runs that saw the same data agree

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tools.study.arms import ARMS, CONTRASTS  # noqa: E402
 from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference  # noqa: E402
+from tools.study.study import StudyResult  # noqa: E402
 
 __all__ = ["summarize", "write_summary", "plot_metric", "plot_losses", "write_report"]
 
@@ -51,54 +52,51 @@ def _contrasts(values: dict[str, list[float]], alpha: float = 0.05) -> dict[str,
     return rows
 
 
-def _by_size(result: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
+def _by_size(result: StudyResult, key: str) -> dict[str, dict[str, Any]]:
     """``{size: {arm: [value per seed], ..., "contrasts": {name: {...}}}}``."""
     table = {}
-    for n in result["sizes"]:
-        values = {arm: [r.scores[key] for r in result["runs"] if r.labelled == n and r.arm == arm]
-                  for arm in result["arms"]}
+    for n in result.sizes:
+        values = {arm: [r.scores[key] for r in result.runs if r.labelled == n and r.arm == arm]
+                  for arm in result.arms}
         table[str(n)] = {**values, "contrasts": _contrasts(values)}
     return table
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
+def summarize(result: StudyResult) -> dict[str, Any]:
     """The content of ``summary.json``."""
-    task = result["task"]
-    runs = result["runs"]
+    task, runs, options = result.task, result.runs, result.options
     secondary = {k: _by_size(result, k) for k in SECONDARY if runs and k in runs[0].scores}
     per_class = {}
-    for n in result["sizes"]:
+    for n in result.sizes:
         per_class[str(n)] = {}
-        for arm in result["arms"]:
+        for arm in result.arms:
             rows = [r.scores["per_class"] for r in runs if r.labelled == n and r.arm == arm]
             names = list(rows[0]) if rows else []
             per_class[str(n)][arm] = {c: _clean(mean_sd([r[c] for r in rows if r[c] is not None])[0]) for c in names}
-    options = result["options"]
     return {
         "task": task.name,
         "metric": task.metric,
         "seeds": list(options.seeds),
-        "arms": list(result["arms"]),
-        "labelled_sizes": list(result["sizes"]),
+        "arms": list(result.arms),
+        "labelled_sizes": list(result.sizes),
         "results": _by_size(result, task.metric),
         "secondary": secondary,
         "per_class": per_class,
         "configuration": {
-            "dataset_dir": str(result["dataset_dir"]),
+            "dataset_dir": str(result.dataset_dir),
             "synthetic": options.dataset_dir is None,
             "full_size": options.full_size,
-            "training_cases": result["num_training"],
-            "evaluation_cases": result["num_evaluation"],
-            "finetune_iterations": result["steps"],
-            "pretrain_epochs": len(result["pretraining"]["losses"]),
+            "training_cases": result.num_training,
+            "evaluation_cases": result.num_evaluation,
+            "finetune_iterations": result.steps,
+            "pretrain_epochs": len(result.pretraining.losses),
             "data_seed": options.data_seed,
             "recipes": {arm: {**task.recipes.get(arm, {}), **options.arm_overrides.get(arm, {})}
-                        for arm in result["arms"]},
-            "encoders": {arm: result["encoders"].get(arm, "") for arm in result["arms"]},
-            "supervised_network_scores": {k: v for k, v in result.get("supervised_scores", {}).items()
-                                          if k != "per_class"},
+                        for arm in result.arms},
+            "encoders": {arm: result.encoders.get(arm, "") for arm in result.arms},
+            "supervised_network_scores": {k: v for k, v in result.control.scores.items() if k != "per_class"},
         },
-        "wall_seconds": round(result["wall_seconds"], 1),
+        "wall_seconds": round(result.wall_seconds, 1),
     }
 
 
@@ -127,15 +125,15 @@ def plot_metric(summary: dict[str, Any], metric_label: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_losses(result: dict[str, Any], path: Path) -> None:
+def plot_losses(result: StudyResult, path: Path) -> None:
     """MAE pre-training loss, and the fine-tuning loss per labelled size and arm (mean over seeds)."""
-    sizes = result["sizes"]
+    sizes, pretraining_losses = result.sizes, result.pretraining.losses
     fig, axes = plt.subplots(1, 1 + len(sizes), figsize=(4.5 * (1 + len(sizes)), 3.6))
-    axes[0].plot(range(1, len(result["pretraining"]["losses"]) + 1), result["pretraining"]["losses"])
+    axes[0].plot(range(1, len(pretraining_losses) + 1), pretraining_losses)
     axes[0].set(title="MAE pre-training", xlabel="epoch", ylabel="loss (hidden patches)")
     for ax, n in zip(axes[1:], sizes):
-        for arm in result["arms"]:
-            curves = [r.losses for r in result["runs"] if r.labelled == n and r.arm == arm and r.losses]
+        for arm in result.arms:
+            curves = [r.losses for r in result.runs if r.labelled == n and r.arm == arm and r.losses]
             if curves:
                 length = min(len(c) for c in curves)
                 mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
@@ -214,9 +212,9 @@ def _design_reading(summary: dict[str, Any]) -> list[str]:
             "contrast says nothing about the method."]
 
 
-def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, plan_hash: str | None = None) -> str:
+def write_report(result: StudyResult, summary: dict[str, Any], path: Path, plan_hash: str | None = None) -> str:
     """``report.md``: the tables, the pictures and what they show."""
-    task = result["task"]
+    task = result.task
     config = summary["configuration"]
     seeds = summary["seeds"]
     origin = "synthetic, generated by this run" if config["synthetic"] else "given"
@@ -251,12 +249,12 @@ def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, pl
         "![metric against labelled cases](metric_vs_labelled.png)",
         "",
     ]
-    if result["pretraining"].get("health"):
-        lines += ["MAE health check (held-out images, labels unused): " + result["pretraining"]["health"], ""]
-    if result.get("supervised_scores"):
+    if result.pretraining.health:
+        lines += ["MAE health check (held-out images, labels unused): " + result.pretraining.health, ""]
+    if result.control.scores:
         lines += [f"Strength of the positive control: the supervised network whose encoder P fine-tunes scores "
-                  f"{task.metric} {result['supervised_scores'][task.metric]:.3f} on the evaluation cases by itself "
-                  f"({result.get('supervised_cases') or 'the'} labelled cases of a disjoint stream, "
+                  f"{task.metric} {result.control.scores[task.metric]:.3f} on the evaluation cases by itself "
+                  f"({result.control.cases or 'the'} labelled cases of a disjoint stream, "
                   f"{task.supervised_steps} iterations).", ""]
     for key, rows in summary["secondary"].items():
         digits = 1 if key == "mean_hd95" else (0 if key == "misses" else 3)
@@ -273,14 +271,14 @@ def write_report(result: dict[str, Any], summary: dict[str, Any], path: Path, pl
         lines += ["MAE reconstruction at the end of pre-training (masked input | reconstruction | original):", "",
                   "![reconstruction](reconstruction.png)", ""]
     lines += [f"Wall time: {summary['wall_seconds']:.0f} s (MAE pre-training "
-              f"{result['pretraining']['seconds']:.0f} s). Every run's scores: `runs.json`; logs: `logs/`.", ""]
+              f"{result.pretraining.seconds:.0f} s). Every run's scores: `runs.json`; logs: `logs/`.", ""]
     text = "\n".join(lines)
     path.write_text(text)
     return text
 
 
-def copy_reconstruction(result: dict[str, Any], path: Path) -> None:
+def copy_reconstruction(result: StudyResult, path: Path) -> None:
     """The last reconstruction picture of the MAE pre-training, if it wrote any."""
-    pictures = sorted((result["output_dir"] / "mae" / "runs").rglob("reconstruction_epoch*.png"))
+    pictures = sorted((result.output_dir / "mae" / "runs").rglob("reconstruction_epoch*.png"))
     if pictures:
         shutil.copy(pictures[-1], path)

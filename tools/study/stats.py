@@ -49,7 +49,8 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def paired_difference(first: Sequence[float], second: Sequence[float]) -> PairedDifference:
-    """The paired difference ``first[i] - second[i]`` of runs that share seed ``i``.
+    """The paired difference ``first[i] - second[i]`` of runs that share seed ``i``, its interval and p-value from
+    ``scipy.stats.ttest_rel``.
 
     Raises:
         ValueError: the two arms have a different number of runs, or none.
@@ -63,7 +64,7 @@ def paired_difference(first: Sequence[float], second: Sequence[float]) -> Paired
         return PairedDifference(mean, sd, (float("nan"), float("nan")), n)
     if sd == 0:
         return PairedDifference(mean, sd, (mean, mean), n, 1.0 if mean == 0 else 0.0)
-    test = stats.ttest_1samp(differences, 0.0)
+    test = stats.ttest_rel(first, second)
     low, high = test.confidence_interval(0.95)
     return PairedDifference(mean, sd, (float(low), float(high)), n, float(test.pvalue))
 

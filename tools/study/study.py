@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
 from collections.abc import Sequence
@@ -26,16 +25,18 @@ import torch
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
+from shared.data.splits import seeded_order
 from tools.check_bundles import bundle_importable
 from tools.mae_health import check_checkpoint
 from tools.study.arms import ARM_NAMES
-from tools.study.progress import Stage, StageProgress, StudyClock, format_seconds
+from tools.study.progress import PlannedStage, StageProgress, StudyClock, format_seconds
 from tools.study.tasks import Task
 from tools.study.workers import default_workers, study_executor
 from tools.study.workflow import run_bundle
 
-__all__ = ["StudyOptions", "Run", "labelled_subsets", "plan", "run_study", "score_network", "stage_overrides",
-           "finetune_and_score", "positive_control", "pretrain", "SUPERVISED_DATA_SEED_OFFSET"]
+__all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets", "plan",
+           "run_study", "score_network", "stage_overrides", "finetune_and_score", "positive_control", "pretrain",
+           "SUPERVISED_DATA_SEED_OFFSET"]
 
 SUPERVISED_DATA_SEED_OFFSET = 1_000_000
 """The positive control's labelled cases are synthetic cases of data seed ``data_seed + SUPERVISED_DATA_SEED_OFFSET``:
@@ -109,8 +110,80 @@ class Run:
         return f"n{self.labelled}_seed{self.seed}_{self.arm}"
 
 
+@dataclass
+class Pretraining:
+    """The study's MAE self pre-training (a job, see :func:`pretrain`).
+
+    Attributes:
+        losses: mean training loss per epoch (none when the study was given its MAE file).
+        mae_file: the MAE checkpoint the ``mae`` arm fine-tunes from ("" when that arm does not run).
+        seconds: wall time of the pre-training and its health check.
+        health: the MAE health check on the evaluation images, in words ("" when it did not run).
+    """
+
+    losses: list[float] = field(default_factory=list)
+    mae_file: str = ""
+    seconds: float = 0.0
+    health: str = ""
+
+
+@dataclass
+class PositiveControl:
+    """The positive control's encoder and the strength of the supervised network it comes from (a job, see
+    :func:`positive_control`).
+
+    Attributes:
+        file: the encoder checkpoint the ``supervised`` arm fine-tunes from ("" when that arm does not run).
+        cases: labelled cases its network was trained on (None for a given file).
+        scores: that whole network's scores on the study's evaluation cases (empty when the arm does not run).
+        seconds: wall time of training and scoring it.
+    """
+
+    file: str = ""
+    cases: int | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class StudyResult:
+    """Everything a study produced: what its report and ``summary.json`` are made of (see ``tools/study/report.py``).
+
+    Attributes:
+        task: the task studied.
+        options: the options it ran with.
+        dataset_dir: the data set's folder (generated, or given).
+        sizes: the labelled-set sizes, ascending.
+        steps: fine-tuning iterations per run.
+        arms: the arms that ran, in the order of ``tools.study.arms.ARM_NAMES``.
+        num_training: training cases (the labelled sets are drawn from them).
+        num_evaluation: evaluation cases (every run is scored on them).
+        pretraining: the MAE self pre-training.
+        encoders: the encoder file each arm fine-tuned from (``""`` for scratch).
+        control: the positive control's encoder and its network's scores.
+        runs: every fine-tuning run, scored, in the order sizes, seeds, arms.
+        output_dir: where the study wrote everything.
+        wall_seconds: wall time of the whole study.
+    """
+
+    task: Task
+    options: StudyOptions
+    dataset_dir: Path
+    sizes: list[int]
+    steps: int
+    arms: list[str]
+    num_training: int
+    num_evaluation: int
+    pretraining: Pretraining
+    encoders: dict[str, str]
+    control: PositiveControl
+    runs: list[Run]
+    output_dir: Path
+    wall_seconds: float
+
+
 def labelled_subsets(cases: Sequence[dict], sizes: Sequence[int], seed: int) -> dict[int, list[dict]]:
-    """Nested labelled sets: the first ``n`` cases of one ``random.Random(seed)`` permutation, for every ``n``.
+    """Nested labelled sets: the first ``n`` cases of one :func:`shared.data.splits.seeded_order`, for every ``n``.
 
     Raises:
         ValueError: a size is not between 1 and the number of cases.
@@ -118,16 +191,14 @@ def labelled_subsets(cases: Sequence[dict], sizes: Sequence[int], seed: int) -> 
     bad = [n for n in sizes if not 1 <= n <= len(cases)]
     if bad:
         raise ValueError(f"labelled sizes {bad} are not between 1 and the {len(cases)} training cases.")
-    order = list(range(len(cases)))
-    random.Random(seed).shuffle(order)
+    order = seeded_order(len(cases), seed)
     return {n: [cases[i] for i in order[:n]] for n in sizes}
 
 
 def stage_overrides(task: Task, stage: str, options: StudyOptions) -> dict[str, Any]:
     """The task's overrides of ``stage`` for the chosen size (the small configuration, or the paper one), then the
     study's own."""
-    task_overrides = getattr(task, f"full_{stage}") if options.full_size else getattr(task, stage).overrides
-    return {**task_overrides, **options.overrides.get(stage, {})}
+    return {**task.stage_overrides(stage, options.full_size), **options.overrides.get(stage, {})}
 
 
 def _config_value(configs: Sequence[Path], key: str, overrides: dict[str, Any]) -> Any:
@@ -160,7 +231,7 @@ def arm_overrides(task: Task, options: StudyOptions, arm: str) -> dict[str, Any]
 
 
 def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: list[dict], evaluation: list[dict],
-             stage: Stage) -> dict[str, Any]:
+             stage: PlannedStage) -> Pretraining:
     """The MAE self pre-training on the images of every training case (labels unused), once per study; then the MAE
     health check on the evaluation images (labels unused). A job of the study (see :func:`run_study`)."""
     start = time.perf_counter()
@@ -177,8 +248,7 @@ def pretrain(task: Task, options: StudyOptions, dataset_dir: Path, training: lis
                               seed=options.data_seed)
     print(f"MAE health check on the {len(evaluation)} evaluation images (labels unused): {health.summary()}",
           flush=True)
-    return {"losses": progress.losses, "mae_file": mae_file, "seconds": time.perf_counter() - start,
-            "health": health.summary()}
+    return Pretraining(progress.losses, mae_file, time.perf_counter() - start, health.summary())
 
 
 def _image_files(dataset_dir: Path, image: str | list[str]) -> str | list[str]:
@@ -203,7 +273,7 @@ def untrained_mae(task: Task, options: StudyOptions) -> str:
     return str(path)
 
 
-def supervised_encoder(task: Task, options: StudyOptions, stage: Stage) -> tuple[str, int]:
+def supervised_encoder(task: Task, options: StudyOptions, stage: PlannedStage) -> tuple[str, int]:
     """The positive control's encoder: the task's network trained *with labels* on cases of a stream disjoint from
     the study's data (``SUPERVISED_DATA_SEED_OFFSET``), with the task's scratch recipe updated by its
     ``supervised_recipe``; its checkpoint is given to the fine-tuning runs as ``pretrained_encoder`` like any other
@@ -236,12 +306,9 @@ def supervised_encoder(task: Task, options: StudyOptions, stage: Stage) -> tuple
 
 
 def positive_control(task: Task, options: StudyOptions, dataset_dir: Path, training: list[dict],
-                     evaluation: list[dict], stage: Stage) -> dict[str, Any]:
+                     evaluation: list[dict], stage: PlannedStage) -> PositiveControl:
     """The positive control's encoder file (trained, or ``options.supervised_file``) and the scores of its whole
     supervised network on the study's evaluation cases (how strong the encoder it hands over is). A job of the study.
-
-    Returns:
-        ``{"file", "cases" (labelled cases it was trained on; None for a given file), "scores", "seconds"}``.
     """
     start, out = time.perf_counter(), options.output_dir.resolve()
     if options.supervised_file:
@@ -253,7 +320,7 @@ def positive_control(task: Task, options: StudyOptions, dataset_dir: Path, train
                            out / "logs" / "supervised_encoder.log", options.data_seed)
     print(f"the positive control's supervised network itself on the {len(evaluation)} evaluation cases: "
           f"{task.metric} {scores[task.metric]:.4f}", flush=True)
-    return {"file": encoder, "cases": cases, "scores": scores, "seconds": time.perf_counter() - start}
+    return PositiveControl(encoder, cases, scores, time.perf_counter() - start)
 
 
 def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist: Path, checkpoint: str,
@@ -270,7 +337,7 @@ def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist
 
 
 def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir: Path, datalist: Path,
-                       encoder: str, stage: Stage) -> Run:
+                       encoder: str, stage: PlannedStage) -> Run:
     """Fine-tune one run of the study from ``encoder`` ("" for scratch) for its whole budget and score its last model
     on the evaluation cases of ``datalist``. A job of the study.
 
@@ -300,7 +367,7 @@ def _workers(options: StudyOptions, jobs: int) -> int:
     return max(1, min(options.workers or default_workers(options.threads_per_run), jobs))
 
 
-def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
+def run_study(task: Task, options: StudyOptions) -> StudyResult:
     """Run the study; returns everything the report needs (see :func:`tools.study.report.write_report`).
 
     Its jobs (the MAE pre-training, the positive control, one per fine-tuning run) run ``options.workers`` at a time:
@@ -328,14 +395,14 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
                                                 evaluation) for n in sizes for seed in options.seeds}
     pretrain_batch = int(task.pretrain.overrides.get("batch_size", 1))
     needs_mae = "mae" in arms and not options.mae_file
-    pretrain_stage = Stage("pretrain", "MAE pre-training", pretrain_epochs if needs_mae else 0,
+    pretrain_stage = PlannedStage("pretrain", "MAE pre-training", pretrain_epochs if needs_mae else 0,
                            math.ceil(len(training) / pretrain_batch))
     # the clock's estimate: supervised_steps iterations (supervised_encoder sets the epochs once its data exist)
-    supervised_stage = Stage("finetune", "supervised encoder",
+    supervised_stage = PlannedStage("finetune", "supervised encoder",
                              int("supervised" in arms and not options.supervised_file), task.supervised_steps)
-    finetune_stages = {r.name: Stage("finetune", r.name, task.epochs_for(r.labelled, steps),
+    finetune_stages = {r.name: PlannedStage("finetune", r.name, task.epochs_for(r.labelled, steps),
                                      math.ceil(r.labelled / task.batch_size)) for r in runs}
-    evaluate_stages = {r.name: Stage("evaluate", r.name, 1) for r in runs}
+    evaluate_stages = {r.name: PlannedStage("evaluate", r.name, 1) for r in runs}
     workers = _workers(options, len(runs) + needs_mae + ("supervised" in arms))
     clock = StudyClock([pretrain_stage, supervised_stage, *finetune_stages.values(), *evaluate_stages.values()],
                        workers=workers)
@@ -343,8 +410,7 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
           f"seeds {list(options.seeds)}, arms {arms}; MAE {pretrain_epochs} epochs, fine-tuning {steps} iterations "
           f"per run; {workers} job(s) at a time, {options.threads_per_run or 'all'} thread(s) each", flush=True)
 
-    pretraining = {"losses": [], "mae_file": options.mae_file or "", "seconds": 0.0}
-    control: dict[str, Any] = {"file": "", "cases": None, "scores": {}}
+    pretraining, control = Pretraining(mae_file=options.mae_file or ""), PositiveControl()
     encoders = {"scratch": ""}
     if "untrained" in arms:
         encoders["untrained"] = untrained_mae(task, options)
@@ -370,11 +436,11 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
             for job in done:
                 name, result = jobs.pop(job), job.result()
                 if name == "mae":
-                    pretraining, encoders["mae"] = result, result["mae_file"]
-                    clock.finish(pretrain_stage, result["seconds"])
+                    pretraining, encoders["mae"] = result, result.mae_file
+                    clock.finish(pretrain_stage, result.seconds)
                 elif name == "supervised":
-                    control, encoders["supervised"] = result, result["file"]
-                    clock.finish(supervised_stage, result["seconds"])
+                    control, encoders["supervised"] = result, result.file
+                    clock.finish(supervised_stage, result.seconds)
                 else:
                     runs[position[name]] = run = result
                     clock.finish(finetune_stages[name], run.seconds - run.evaluation_seconds)
@@ -384,16 +450,15 @@ def run_study(task: Task, options: StudyOptions) -> dict[str, Any]:
     finally:  # after an error, the jobs not started yet are dropped instead of awaited
         executor.shutdown(cancel_futures=True)
 
-    return {
-        "task": task, "options": options, "dataset_dir": dataset_dir, "sizes": sizes, "steps": steps, "arms": arms,
-        "num_training": len(training), "num_evaluation": len(evaluation), "pretraining": pretraining,
-        "encoders": encoders, "supervised_scores": control["scores"], "supervised_cases": control["cases"],
-        "runs": runs, "output_dir": out, "wall_seconds": time.perf_counter() - start,
-    }
+    return StudyResult(
+        task=task, options=options, dataset_dir=dataset_dir, sizes=sizes, steps=steps, arms=arms,
+        num_training=len(training), num_evaluation=len(evaluation), pretraining=pretraining, encoders=encoders,
+        control=control, runs=runs, output_dir=out, wall_seconds=time.perf_counter() - start,
+    )
 
 
-def save_runs(result: dict[str, Any], path: Path) -> None:
+def save_runs(result: StudyResult, path: Path) -> None:
     """Every run's scores and losses as JSON (the raw material of the report)."""
     rows = [{"labelled": r.labelled, "seed": r.seed, "arm": r.arm, "scores": r.scores, "losses": r.losses,
-             "seconds": r.seconds} for r in result["runs"]]
+             "seconds": r.seconds} for r in result.runs]
     path.write_text(json.dumps(rows, indent=1))

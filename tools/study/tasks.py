@@ -120,6 +120,25 @@ class Task(ABC):
     def scores(self, eval_dir: Path) -> dict[str, Any]:
         """The metrics of one evaluated run: the primary metric, secondary ones and per-class values."""
 
+    # --- stages ---------------------------------------------------------------------------------------------------
+
+    def stage_overrides(self, stage: str, full_size: bool) -> dict[str, Any]:
+        """The overrides of one of the task's stages at the chosen size.
+
+        Args:
+            stage: ``"pretrain"``, ``"finetune"`` or ``"evaluate"``.
+            full_size: the paper configuration's overrides (``full_<stage>``) instead of the small size's.
+
+        Raises:
+            ValueError: ``stage`` is not one of the three.
+        """
+        stages = {"pretrain": (self.pretrain, self.full_pretrain), "finetune": (self.finetune, self.full_finetune),
+                  "evaluate": (self.evaluate, self.full_evaluate)}
+        if stage not in stages:
+            raise ValueError(f"unknown stage {stage!r}; choose one of {list(stages)}.")
+        small, full = stages[stage]
+        return full if full_size else small.overrides
+
     # --- budget ---------------------------------------------------------------------------------------------------
 
     def epochs_for(self, labelled: int, steps: int) -> int:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from shared.data.splits import split_by_seed
 from tools.study.stats import mean_sd
 from tools.study.study import StudyOptions, run_study
 from tools.study.tasks import Task
@@ -28,13 +28,11 @@ __all__ = ["held_out_split", "grid_points", "tune"]
 
 
 def held_out_split(cases: list[dict], held_out: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """``(training, held_out)``: ``held_out`` cases drawn with ``random.Random(seed)``, the rest in their order."""
+    """``(training, held_out)``: ``held_out`` cases drawn by :func:`shared.data.splits.split_by_seed`, both in their
+    order."""
     if not 1 <= held_out < len(cases):
         raise ValueError(f"cannot hold out {held_out} of {len(cases)} training cases.")
-    order = list(range(len(cases)))
-    random.Random(seed).shuffle(order)
-    chosen = set(order[:held_out])
-    return [c for i, c in enumerate(cases) if i not in chosen], [c for i, c in enumerate(cases) if i in chosen]
+    return split_by_seed(cases, held_out, seed)
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -63,8 +61,8 @@ def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out
         study = run_study(task, replace(base, output_dir=out / f"point{i}", arm_overrides={arm: point for arm in arms},
                                         **encoders))
         # one MAE and one supervised encoder for the whole grid
-        encoders = {"mae_file": study["encoders"].get("mae"), "supervised_file": study["encoders"].get("supervised")}
-        scores = {arm: [r.scores[task.metric] for r in study["runs"] if r.arm == arm] for arm in arms}
+        encoders = {"mae_file": study.encoders.get("mae"), "supervised_file": study.encoders.get("supervised")}
+        scores = {arm: [r.scores[task.metric] for r in study.runs if r.arm == arm] for arm in arms}
         results.append({"point": point, **scores})
     chosen = {arm: max(results, key=lambda r: mean_sd(r[arm])[0])["point"] for arm in arms}
     tuning = {"task": task.name, "metric": task.metric, "grid": grid, "held_out": len(tune_evaluation),
