@@ -19,6 +19,8 @@ from tests.helpers import BUNDLES
 
 # step parameters that differ by design between copies: which keys a step acts on and how each key is resampled
 PER_KEY_PARAMETERS = {"keys", "mode", "image_only", "source_key", "_desc_"}
+# transforms that do to the image what another does (inference's Spacingd also takes MONAI Label's image_path)
+SAME_AS = {"scripts.transforms.spatial.PathSafeSpacingd": "Spacingd"}
 
 # (config, id of a list of transforms, how many leading image steps are the shared preprocessing; steps on the label
 # alone do not count); every entry of a bundle must give the same image steps
@@ -61,15 +63,15 @@ def resolved(parser: ConfigParser, value: Any) -> Any:
 
 
 def touches_image(step: dict) -> bool:
-    """False for steps on the label alone and for the steps that move MONAI Label's ``image_path`` string aside."""
-    return step.get("keys") not in ("label", "image_path", "source_path") and not step["_target_"].endswith(
-        "CheckGeometryd")
+    """False for steps on the label alone."""
+    return step.get("keys") != "label" and not step["_target_"].endswith("CheckGeometryd")
 
 
 def image_steps(bundle: str, config: str, list_id: str, count: int) -> list[dict]:
     """The first ``count`` steps of a transform list that touch the image, without their per-key parameters."""
     parser = parser_of(bundle, config)
     steps = [s for s in parser[list_id] if touches_image(s)][:count]
+    steps = [{**s, "_target_": SAME_AS.get(s["_target_"], s["_target_"])} for s in steps]
     return [{k: resolved(parser, v) for k, v in s.items() if k not in PER_KEY_PARAMETERS} for s in steps]
 
 

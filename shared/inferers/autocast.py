@@ -14,9 +14,12 @@ input's metadata onto its output itself). In a bundle config::
                 "inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi_size"}}
 
 ``--amp false`` turns it off (the command line passes the string ``"false"``, read here as False). float16 on a GPU
-without bfloat16 needs a gradient scaler in training: give the trainer ``"amp": {"_target_":
-"scripts.inferers.autocast.needs_grad_scaler", "amp": "@amp", "dtype": "@amp_dtype"}`` (MONAI's trainer then scales
-the loss).
+without bfloat16 needs a gradient scaler in training, which MONAI's trainer adds when its own ``amp`` argument is
+True (it then scales the loss)::
+
+    "use_grad_scaler": {"_target_": "scripts.inferers.autocast.needs_grad_scaler", "amp": "@amp",
+                        "dtype": "@amp_dtype"},
+    "trainer": {"_target_": "SupervisedTrainer", "amp": "@use_grad_scaler", ...}
 """
 
 from __future__ import annotations
