@@ -109,3 +109,18 @@ def test_inference_builds_the_trained_network(bundle):
 def test_every_bundle_is_covered():
     assert sorted(IMAGE_STEPS) == sorted(p.name for p in BUNDLES.iterdir() if (p / "configs").is_dir())
     assert all(Path(BUNDLES / b / "configs" / c).is_file() for b, entries in IMAGE_STEPS.items() for c, _, _ in entries)
+
+
+@pytest.mark.parametrize("config", sorted(BUNDLES.glob("*/configs/*train.json")), ids=lambda p: p.parents[1].name +
+                         "/" + p.name)
+def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):
+    """Run safety is a handler of the trainer (every rank resumes, rank 0 writes), not an order of ``run`` items;
+    the multi-GPU overlay keeps the base ``run``."""
+    if config.name.startswith("multi_gpu_"):
+        assert "run" not in json.loads(config.read_text()), f"{config}: the base config's run does for it"
+        return
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    assert parser["run"] == ["$@check_scripts_package", "$@train#trainer.run()"]
+    safety = [h for h in parser["train#handlers"] if h["_target_"] == "scripts.handlers.run_safety.RunSafetyHandler"]
+    assert len(safety) == 1 and "_disabled_" not in safety[0]

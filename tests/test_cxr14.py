@@ -502,3 +502,17 @@ def test_multi_gpu_training_runs_on_cpu_with_gloo(pretrained, data, tmp_path):
                       "val_fraction": 0.3, "bundle_root": str(tmp_path)}, cwd=tmp_path, torchrun=True)
     assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "checkpoint.pt").is_file()
     assert "MAE encoder from" in log and "val_mean_auc" in log
+
+
+def test_csv_errors_are_reported_on_the_right_line(tmp_path):
+    header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,x,y,z,w\n"
+    rows = ["a.png,Mass,0,1,40,M,PA,1,1,1,1", 'b.png,"Mass,0,2,40,M,PA,1,1,1,1', "c.png,Mass,0,3,40,M,PA,1,1,1,1"]
+    csv_file = tmp_path / "Data_Entry_2017.csv"
+    csv_file.write_text(header + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match="line 3: a quoted field that starts on this line is not closed"):
+        read_data_entry(str(csv_file))
+    csv_file.write_text(header)
+    for name in ("train_val_list.txt", "test_list.txt"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(ValueError, match="lists no images .it has a header but no rows."):
+        build_datalist(str(tmp_path))

@@ -142,3 +142,16 @@ def test_handler_loads_when_attached(tmp_path):
     loader.attach(Engine(lambda e, b: None))
     assert len(loader.report.loaded) == len(mae.encoder.state_dict())
     assert torch.equal(unetr.vit.blocks[5].attn.qkv.weight, mae.encoder.blocks[5].attn.qkv.weight)
+
+
+def test_encoder_files_that_cannot_be_used_say_why(tmp_path):
+    from monai.networks.nets import UNETR
+
+    unetr = UNETR(1, 14, 32, feature_size=8, **TINY_ENCODER)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is empty \(0 bytes\)"):
+        load_mae_encoder(unetr, empty)
+    mae_2d = tiny_mae(img_size=32, spatial_dims=2, num_layers=12)
+    with pytest.raises(ValueError, match=r"holds a 2-D encoder .* the network is 3-D"):
+        load_mae_encoder(unetr, mae_2d.state_dict())

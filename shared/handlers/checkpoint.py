@@ -339,7 +339,7 @@ class ResumeLoader:
 
     Args:
         load_path: the checkpoint (``models/checkpoint.pt``).
-        load_dict: the objects to restore, as saved (e.g. ``@checkpoint_saver#save_dict``).
+        load_dict: the objects to restore, as saved (the ``save_dict`` of the :class:`AtomicCheckpointSaver`).
         resume: whether to resume at all.
         map_location: ``torch.load``'s ``map_location``.
         scheduler_key: the ``load_dict`` entry of the learning-rate schedule.

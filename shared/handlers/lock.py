@@ -55,8 +55,8 @@ class BundleLock:
         """Take the lock (unless already held) and release it when the run completes or the process exits; a killed
         process leaves the lock behind, and the next job takes it over.
 
-        The training configs call :meth:`acquire` as the first item of ``run``, before the trainer is instantiated:
-        instantiating it instantiates the savers, and nothing may touch ``models/`` before the lock is held."""
+        The training configs take it through :class:`~.run_safety.RunSafetyHandler`, before anything in ``models/``
+        is touched."""
         self.acquire()
         engine.add_event_handler(Events.COMPLETED, self.release)
 
