@@ -20,8 +20,12 @@ import numpy as np
 from monai.bundle import ConfigWorkflow
 
 from shared.networks.mae import MaskedAutoencoderViT
-from tools.check_bundles import bundle_importable
-from tools.study.workflow import cli_args  # noqa: F401  (tests import it from here)
+from tools.bundle_runner import (
+    bundle_command,
+    bundle_importable,
+    bundle_workflow,
+    cli_args,  # noqa: F401  (tests import it from here)
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -74,11 +78,10 @@ def bundle_run(
     run with ``-m`` and its first arguments: a test module that runs ``monai.bundle`` under injected faults (e.g.
     ``("tests.disk_full", folder)``); ``prefix`` is a command that starts the Python process (e.g. ``setpriv``
     taking root's right to write anywhere)."""
-    config = str(configs[0]) if len(configs) == 1 else str([str(c) for c in configs])
     launcher = [*prefix, sys.executable]
     if torchrun:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-    cmd = launcher + ["-m", *via, "run", "--config_file", config, *cli_args(overrides or {})]
+    cmd = bundle_command(configs, overrides, launcher, via)
     proc = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert (proc.returncode != 0) == expect_failure, f"{' '.join(cmd)}\nexit {proc.returncode}\n{output[-4000:]}"
@@ -90,14 +93,8 @@ def workflow(
 ) -> ConfigWorkflow:
     """An initialised ``ConfigWorkflow`` of a bundle's configs in this process (the metadata and logging config of
     the first config's folder); call it inside :func:`bundle_importable` when the configs use ``scripts``."""
-    folder = Path(configs[0]).parent
-    wf = ConfigWorkflow(
-        config_file=[str(c) for c in configs], meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"), workflow_type=workflow_type, bundle_root=str(bundle_root),
-        **overrides,
-    )
-    wf.initialize()
-    return wf
+    logging_file = str(Path(configs[0]).parent / "logging.conf")
+    return bundle_workflow(configs, bundle_root, workflow_type, logging_file, **overrides)
 
 
 def run_workflow(

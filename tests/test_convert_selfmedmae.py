@@ -1,4 +1,5 @@
-"""tools/convert_selfmedmae.py: official SelfMedMAE MAE3D / UNETR3D checkpoints -> this project's / MONAI's networks.
+"""tools/zoo/convert_selfmedmae.py: official SelfMedMAE MAE3D / UNETR3D checkpoints -> this project's / MONAI's
+networks.
 
 The official checkpoints are imitated with state dicts that carry the official key names and shapes (timm ``Block``s,
 ``PatchEmbed3D``, ``MAE3D``, ``ViTBackbone`` + ``UNETR_decoder``) at small widths. The official encoder's forward pass
@@ -25,7 +26,7 @@ from monai.networks.nets import UNETR
 from shared.networks.encoder_transfer import load_mae_encoder
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.networks.patches import patchify, unpatchify
-from tools.convert_selfmedmae import (
+from tools.zoo.convert_selfmedmae import (
     NotSelfMedMAECheckpointError,
     convert_checkpoint,
     convert_state_dict,
@@ -379,9 +380,9 @@ def test_cli_converts_and_says_which_network_to_build(tmp_path):
     torch.save({"epoch": 1, "arch": "vit_base", "state_dict": official_mae3d_state()}, src)
     dst = tmp_path / "mae.pt"
     run = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "convert_selfmedmae.py"), "convert", str(src), str(dst),
+        [sys.executable, "-m", "tools.zoo.convert_selfmedmae", "convert", str(src), str(dst),
          "--num_heads", str(HEADS), "--decoder_num_heads", str(DHEADS)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "qkv_bias=True" in run.stdout and "MaskedAutoencoderViT(" in run.stdout

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,14 +25,14 @@ from tests.helpers import (
     TINY_ENCODER,
     TINY_MAE,
     TINY_UNETR,
+    bundle_command,
     bundle_importable,
     bundle_run,
-    cli_args,
     run_workflow,
     workflow,
 )
 from tools import synthetic
-from tools.benchmark_inference import SETTINGS, Setting, chosen_settings, inference_overrides
+from tools.measure.benchmark_inference import SETTINGS, Setting, chosen_settings, inference_overrides
 
 ROI = {"roi_size": [32, 32, 32]}
 MAE_RUN = {**TINY_MAE, **ROI, "batch_size": 2, "num_samples": 2, "num_workers": 0, "warmup_epochs": 1,
@@ -82,7 +81,7 @@ def test_mae_training_resumes_after_being_killed(btcv, tmp_path):
     epoch, schedule included."""
     overrides = {"bundle_root": str(tmp_path), "dataset_dir": str(btcv), "epochs": 40, "network_def#num_layers": 2,
                  **MAE_RUN}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(MAE / "train.json"), *cli_args(overrides)]
+    cmd = bundle_command([MAE / "train.json"], overrides)
     checkpoint = tmp_path / "models" / "checkpoint.pt"
     with open(tmp_path / "first_run.log", "w") as log_file:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
@@ -190,8 +189,8 @@ def test_unetr_inference_keeps_the_input_geometry(finetuned, btcv, tmp_path):
 
 def test_the_inversions_benchmark_inference_compares_give_the_label_map_on_the_inputs_grid(finetuned, btcv, tmp_path):
     """MONAI's order (``Invertd`` of the probabilities, then argmax) and the argmax-first order that
-    ``tools/benchmark_inference.py`` measures against the bundle's ``InvertedArgmaxd`` give label maps on the input's
-    grid; MONAI's order agrees with the bundle's up to near-ties."""
+    ``tools/measure/benchmark_inference.py`` measures against the bundle's ``InvertedArgmaxd`` give label maps on the
+    input's grid; MONAI's order agrees with the bundle's up to near-ties."""
     root, _ = finetuned
     inputs = [str(btcv / "imagesTs" / "img0061.nii.gz")]
     names = ("inverted_argmax", "invert_then_argmax", "argmax_then_invert")
@@ -213,9 +212,10 @@ def test_the_inversions_benchmark_inference_compares_give_the_label_map_on_the_i
 
 
 def test_benchmark_inference_stages_times_every_step_of_the_inference_config(tmp_path):
-    """``tools/benchmark_inference.py stages`` runs each transform of ``inference.json`` (and the network) once, in
-    the config's order, and writes the label map as the bundle does; the timings themselves are not asserted."""
-    from tools.benchmark_inference import stages, synthetic_ct
+    """``tools/measure/benchmark_inference.py stages`` runs each transform of ``inference.json`` (and the network)
+    once, in the config's order, and writes the label map as the bundle does; the timings themselves are not
+    asserted."""
+    from tools.measure.benchmark_inference import stages, synthetic_ct
 
     ct = synthetic_ct(tmp_path / "ct", shape=(96, 96, 32), spacing=(1.5, 1.5, 2.5))
     seconds = stages(ct=str(ct), workdir=str(tmp_path))

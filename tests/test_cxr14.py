@@ -456,7 +456,7 @@ def test_a_16_bit_png_is_scored_as_its_8_bit_version_stretched_to_its_own_minimu
     """What the bundle's docs state (section "Bit depth"): an 8-bit PNG is read as value / 255, a 16-bit PNG by its
     own minimum and maximum. The same picture at 16 bits (value x 257) therefore scores as its 8-bit version
     stretched to 0-255, not as the 8-bit version itself, unless that spans 0-255; then both depths score alike.
-    ``tools/measure_bit_depth.py`` measures the difference with a trained classifier."""
+    ``tools/measure/measure_bit_depth.py`` measures the difference with a trained classifier."""
     pixels = synthetic.cxr14.chest_xray_phantom(40, ["Cardiomegaly"], seed=3)
     assert 0 < pixels.min() and pixels.max() < 255  # as the synthetic (and many real) radiographs
     inputs, root = tmp_path / "inputs", tmp_path / "bundle"

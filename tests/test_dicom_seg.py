@@ -37,7 +37,8 @@ from tests.helpers import (
     bundle_run,
     write_dicom_series,
 )
-from tools import package_bundles, synthetic
+from tools import synthetic
+from tools.zoo import package_bundles
 
 hd = pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom")

@@ -1,4 +1,4 @@
-"""``tools/download_bundle.py`` installs a packaged bundle only when the zip has the published checksum."""
+"""``tools/zoo/download_bundle.py`` installs a packaged bundle only when the zip has the published checksum."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import zipfile
 import pytest
 
 from tests.helpers import http_server
-from tools.download_bundle import download_bundle
-from tools.package_bundles import package
+from tools.zoo.download_bundle import download_bundle
+from tools.zoo.package_bundles import package
 
 
 def test_a_tampered_bundle_zip_is_refused_and_nothing_is_extracted(tmp_path):

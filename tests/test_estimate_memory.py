@@ -1,11 +1,12 @@
-"""``tools/estimate_memory.py`` builds a config's own network and optimizer and tracks one step on fake tensors."""
+"""``tools/measure/estimate_memory.py`` builds a config's own network and optimizer and tracks one step on fake
+tensors."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.helpers import TINY_MAE, TINY_UNETR
-from tools import estimate_memory
+from tools.measure import estimate_memory
 
 SMALL_MAE = {**TINY_MAE, "network_def#num_layers": 2, "num_samples": 1, "roi_size": [32, 32, 32]}
 

@@ -1,10 +1,11 @@
-"""The prepared GPU check (``tools/gpu_check.py``) runs end to end at tiny sizes on a CPU and writes its figures."""
+"""The prepared GPU check (``tools/measure/gpu_check.py``) runs end to end at tiny sizes on a CPU and writes its
+figures."""
 
 from __future__ import annotations
 
 import json
 
-from tools import gpu_check
+from tools.measure import gpu_check
 
 
 def test_gpu_check_writes_every_figure_at_tiny_sizes(tmp_path):

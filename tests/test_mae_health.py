@@ -30,7 +30,7 @@ from shared.networks.mae import MaskedAutoencoderViT
 from shared.networks.patches import patchify
 from tests.helpers import MAE, TINY_DECODER, TINY_ENCODER, TINY_MAE, bundle_run
 from tools import synthetic
-from tools.mae_health import check_checkpoint
+from tools.measure.mae_health import check_checkpoint
 
 
 def tiny_mae_2d(norm_pix_loss: bool = True) -> MaskedAutoencoderViT:

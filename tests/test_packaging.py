@@ -1,12 +1,12 @@
 """Packaging, download round trip and offline model-zoo checks of every bundle in ``bundles/``.
 
-1. ``tools/package_bundles.py`` writes a deterministic zip with one top-level ``<name>/`` folder, the shared module
+1. ``tools/zoo/package_bundles.py`` writes a deterministic zip with one top-level ``<name>/`` folder, the shared module
    copied in as ``scripts/`` (real files), no cache/test/run-output files, and a matching ``model_info.json``.
 2. For every bundle: tiny weights are made, the bundle is packaged with them behind a ``large_files.yml``, served by
    ``python -m http.server`` on 127.0.0.1, downloaded with ``python -m monai.bundle download``, its large files
    fetched with ``download_large_files``, and its ``inference.json`` run from the downloaded folder, from a working
    directory outside the repository and with the repository not importable, on small synthetic data.
-3. ``tools/check_bundles.py`` (the offline model-zoo checks) passes for every bundle.
+3. ``tools/zoo/check_bundles.py`` (the offline model-zoo checks) passes for every bundle.
 
 Each bundle needs an entry in ``CASES``: small-network overrides, a synthetic-data maker and the outputs its
 inference must write. A bundle without an entry fails these tests, so a new bundle cannot go untested.
@@ -28,10 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from monai.bundle import ConfigWorkflow, download_large_files
+from monai.bundle import download_large_files
 
-from tests.helpers import TINY_MAE, TINY_UNETR, TINY_VIT, cli_args, http_server, user_env
-from tools import check_bundles, package_bundles, synthetic
+from tests.helpers import (
+    TINY_MAE,
+    TINY_UNETR,
+    TINY_VIT,
+    bundle_command,
+    bundle_importable,
+    bundle_workflow,
+    http_server,
+    user_env,
+)
+from tools import synthetic
+from tools.zoo import check_bundles, package_bundles
 
 REPO = package_bundles.REPO_ROOT
 BUNDLES = package_bundles.discover_bundles()
@@ -261,14 +271,12 @@ def _make_weights(bundle: Path, case: BundleCase, data_dir: Path) -> Path:
     Both run in this process (a MONAI import costs seconds per subprocess); the bundle's users are exercised by the
     download and inference subprocesses.
     """
-    with check_bundles.bundle_importable(bundle):
+    with bundle_importable(bundle):
         if case.train is None:
             check_bundles.create_random_weights(str(bundle), case.network)
         else:
             overrides = {**_run_overrides(case.network), **case.train, "dataset_dir": str(data_dir)}
-            workflow = ConfigWorkflow(str(bundle / "configs" / "train.json"), logging_file=False,
-                                      bundle_root=str(bundle), **overrides)
-            workflow.initialize()
+            workflow = bundle_workflow([bundle / "configs" / "train.json"], bundle, **overrides)
             workflow.run()
             workflow.finalize()
     assert (bundle / "models" / "model.pt").is_file()
@@ -308,8 +316,7 @@ def test_download_round_trip(name: str, tmp_path: Path) -> None:
     assert probe.returncode != 0 and "No module named 'shared'" in probe.stderr
 
     overrides = {**_run_overrides(case.network), **case.inference, "dataset_dir": str(data_dir)}
-    _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-          "--bundle_root", str(bundle), *cli_args(overrides)], cwd=work)
+    _run(bundle_command([bundle / "configs" / "inference.json"], {"bundle_root": str(bundle), **overrides}), cwd=work)
     for pattern in case.outputs:
         found = sorted(bundle.glob(pattern))
         assert found and all(p.stat().st_size > 0 for p in found), f"inference wrote nothing matching {pattern}"

@@ -30,7 +30,8 @@ from shared.utils.atomic import TEMPORARY_PREFIX, save_atomically
 from shared.utils.config import as_bool
 from shared.utils.errors import cause_line
 from tests.helpers import MAE, SMALL, TINY_MAE, run_workflow
-from tools import fault_injection, synthetic
+from tools import synthetic
+from tools.measure import fault_injection
 
 
 @pytest.fixture(scope="module")

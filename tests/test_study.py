@@ -14,8 +14,7 @@ from monai.bundle import ConfigParser
 from scipy import stats
 
 from tests.helpers import TINY_ENCODER, TINY_MAE, TINY_UNETR, TINY_VIT
-from tools.check_bundles import bundle_importable
-from tools.package_bundles import json_format_errors
+from tools.bundle_runner import bundle_importable
 from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, RESOLVED_KEYS, check_plan, load_plan, options_from_plan
@@ -23,6 +22,7 @@ from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_d
 from tools.study.study import StudyOptions, arm_overrides, labelled_subsets, run_study, save_runs
 from tools.study.tasks import TASKS
 from tools.study.tune import grid_points, held_out_split
+from tools.zoo.package_bundles import json_format_errors
 
 
 def test_paired_difference_is_students_t_over_the_pairs():
@@ -377,10 +377,10 @@ def test_the_study_clock_counts_a_finished_job_and_its_workers():
 
 
 def test_benchmark_study_times_a_step_of_every_stage_the_study_trains():
-    """``tools/benchmark_study.py`` builds each stage's network from the study's own overrides (the linear-head ViT
-    for BTCV and BraTS fine-tuning, the MAE for pre-training) and times its training step before and after the
-    study's CPU levers (timings not asserted: positive numbers only)."""
-    from tools.benchmark_study import step_seconds
+    """``tools/measure/benchmark_study.py`` builds each stage's network from the study's own overrides (the
+    linear-head ViT for BTCV and BraTS fine-tuning, the MAE for pre-training) and times its training step before and
+    after the study's CPU levers (timings not asserted: positive numbers only)."""
+    from tools.measure.benchmark_study import step_seconds
     from tools.study.tasks import brats, btcv
 
     for stage, options in ((btcv.finetune, {"channels_last": True}), (brats.finetune, {"channels_last": True}),

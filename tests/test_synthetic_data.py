@@ -1,4 +1,4 @@
-"""Tests of the synthetic data sets (``tools/synthetic``, command line ``tools/synthetic_data.py``): layouts,
+"""Tests of the synthetic data sets (``tools/synthetic``, command line ``python -m tools.synthetic``): layouts,
 datalists, MONAI loading, label sets, affines, determinism, CLI."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from PIL import Image
 from tools import synthetic as sd
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "synthetic_data.py"
 
 BTCV_SHAPE = (64, 64, 32)
 BRAIN_SHAPE = (48, 48, 32)
@@ -349,7 +348,8 @@ def test_btcv_case_independent_of_set_size(btcv_dir, tmp_path):
 def test_command_line(args, expected, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, str(TOOL), args[0], "--out_dir", str(out), *args[1:]], capture_output=True, text=True
+        [sys.executable, "-m", "tools.synthetic", args[0], "--out_dir", str(out), *args[1:]], capture_output=True,
+        text=True, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     assert (out / expected).is_file()

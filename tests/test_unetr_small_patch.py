@@ -17,7 +17,7 @@ from shared.networks.unetr_small_patch import UNETRPatch4, UNETRPatch8
 from shared.optimizers.layer_decay import param_groups, vit_layer_id
 from tests.helpers import BUNDLES, REPO, SEG, TINY_DECODER, TINY_ENCODER, TINY_UNETR, bundle_importable, bundle_run
 from tools import synthetic
-from tools.package_bundles import scripts_files
+from tools.zoo.package_bundles import scripts_files
 
 TARGET = "scripts.networks.unetr_small_patch.UNETRPatch8"
 TARGET4 = "scripts.networks.unetr_small_patch.UNETRPatch4"

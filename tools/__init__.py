@@ -1,1 +1,3 @@
-"""Command-line tools of the repository (run them from its root: ``python tools/<tool>.py``)."""
+"""Command-line tools of the repository; run them from its root as ``python -m tools.<name>`` (see ``README.md``
+here).
+"""

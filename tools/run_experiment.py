@@ -6,11 +6,11 @@ sizes with several seeds (both arms of a pair share recipe, budget, seed and dat
 bundle's evaluate config on cases that nothing was chosen on, and writes ``report.md``, ``summary.json``,
 ``metric_vs_labelled.png``, ``loss_curves.png`` and ``reconstruction.png`` under ``--output_dir``::
 
-    python tools/run_experiment.py                         # btcv on built-in synthetic data, about 11 min on 2 cores
-    python tools/run_experiment.py brats                   # brain tumours (MSD Task01 layout), 8 seeds, 2 labelled
-    python tools/run_experiment.py cxr14                   # likewise for chest X-ray findings
-    python tools/run_experiment.py btcv --dataset_dir /data/BTCV --full_size --output_dir runs/btcv_full
-    python tools/run_experiment.py btcv --seed 10          # seeds 10, 11, 12 and synthetic data of seed 10
+    python -m tools.run_experiment                         # btcv on built-in synthetic data, about 11 min on 2 cores
+    python -m tools.run_experiment brats                   # brain tumours (MSD Task01 layout), 8 seeds, 2 labelled
+    python -m tools.run_experiment cxr14                   # likewise for chest X-ray findings
+    python -m tools.run_experiment btcv --dataset_dir /data/BTCV --full_size --output_dir runs/btcv_full
+    python -m tools.run_experiment btcv --seed 10          # seeds 10, 11, 12 and synthetic data of seed 10
 
 Options: ``--output_dir`` (default ``runs/study_<task>``), ``--dataset_dir`` (a data set in the task's public
 layout; synthetic data is generated when absent), ``--full_size`` (the bundles' paper configuration),
@@ -25,21 +25,17 @@ synthetic data), ``--labelled_sizes "[2,8]"``, ``--steps`` (fine-tuning iteratio
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
 
-import fire  # noqa: E402
-
-from tools.study import report  # noqa: E402
-from tools.study.arms import ARM_NAMES  # noqa: E402
-from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan  # noqa: E402
-from tools.study.study import StudyOptions, StudyResult, run_study, save_runs  # noqa: E402
-from tools.study.tasks import TASKS  # noqa: E402
-from tools.study.tune import tune as run_tuning  # noqa: E402
+from tools.study import report
+from tools.study.arms import ARM_NAMES
+from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan
+from tools.study.study import StudyOptions, StudyResult, run_study, save_runs
+from tools.study.tasks import TASKS
+from tools.study.tune import tune as run_tuning
 
 
 def _ints(value) -> list[int] | None:
@@ -172,4 +168,4 @@ def _write_outputs(task, result: StudyResult, plan_hash: str | None = None) -> N
 
 
 if __name__ == "__main__":
-    fire.Fire(study, name="run_experiment")
+    fire.Fire(study, name="tools.run_experiment")

@@ -5,8 +5,8 @@ MONAI's engines run their ``amp`` under ``torch.autocast("cuda")`` only, so on a
 call runs under ``torch.autocast`` on the device of the input, and hands back float32 outputs: losses, metrics and
 sliding-window sums are then computed in float32. The network is given plain tensors: MONAI's ``MetaTensor`` tracks
 metadata through every operation, which costs 10-25 % of a small network's training step on a CPU
-(``tools/benchmark_study.py``), and nothing reads it from the network's output (sliding-window inference copies the
-input's metadata onto its output itself). In a bundle config::
+(``tools/measure/benchmark_study.py``), and nothing reads it from the network's output (sliding-window inference
+copies the input's metadata onto its output itself). In a bundle config::
 
     "amp": {"_target_": "scripts.inferers.autocast.autocast_pays_off", "device": "@device"},
     "amp_dtype": {"_target_": "scripts.inferers.autocast.autocast_dtype", "device": "@device"},

@@ -4,5 +4,5 @@
 - ``study.py``: the study itself (MAE once; both arms at every labelled size and seed; evaluation).
 - ``stats.py``: the paired difference and its confidence interval.
 - ``report.py``: ``summary.json``, ``report.md`` and the plots.
-- ``progress.py``, ``workflow.py``: progress lines with an ETA; running a bundle config in this process.
+- ``progress.py``: progress lines with an ETA (the bundle configs run through ``tools/bundle_runner.py``).
 """

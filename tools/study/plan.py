@@ -4,7 +4,7 @@ resolves, and the plan's hash printed in the report.
 A plan (``tools/study/plans/<task>_confirm.json``) names the data draw, seeds, labelled sizes, budgets, arms, their
 recipes and every config override of the three stages (geometry, networks): what the run resolves and
 :func:`check_plan` compares; and, for the reader, the endpoint, the contrasts, the significance level, the correction
-and the positive control's acceptance rule. ``python tools/run_experiment.py btcv
+and the positive control's acceptance rule. ``python -m tools.run_experiment btcv
 --confirm`` runs it; nothing else is taken from the command line.
 """
 

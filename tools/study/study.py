@@ -26,13 +26,12 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from shared.data.splits import seeded_order
-from tools.check_bundles import bundle_importable
-from tools.mae_health import check_checkpoint
+from tools.bundle_runner import bundle_importable, run_bundle
+from tools.measure.mae_health import check_checkpoint
 from tools.study.arms import ARM_NAMES
 from tools.study.progress import PlannedStage, StageProgress, StudyClock, format_seconds
 from tools.study.tasks import Task
 from tools.study.workers import default_workers, study_executor
-from tools.study.workflow import run_bundle
 
 __all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets", "plan",
            "run_study", "score_network", "stage_overrides", "finetune_and_score", "positive_control", "pretrain",

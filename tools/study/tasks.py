@@ -184,7 +184,7 @@ def _small_segmentation_stages(pretrain_config: Path, seg_configs: Path, data: d
         "finetune": Stage((seg_configs / "train.json",), {
             **segmentation, **_STUDY_RUN, "batch_size": 2, "num_samples": 1,
             # channels_last_3d: a 1.1-1.4x faster training step for these narrow networks on the CPU, but not a faster
-            # evaluation, nor for the paper-size UNETR (tools/benchmark_study.py)
+            # evaluation, nor for the paper-size UNETR (tools/measure/benchmark_study.py)
             "memory_format": "$torch.channels_last_3d",
         }),
         "evaluate": Stage((seg_configs / "train.json", seg_configs / "evaluate.json"), segmentation),

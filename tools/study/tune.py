@@ -6,7 +6,7 @@ pre-trained on the images of the rest only. Every point of a grid (e.g. the peak
 study (the smallest labelled size, a few seeds, every arm, each with its recipe); each arm gets the point with its best
 mean metric. The cases a study reports are never seen. Run it with ``--tune``::
 
-    python tools/run_experiment.py btcv --tune --seed 100 --grid '{"base_learning_rate": [0.5, 1.0, 2.0]}'
+    python -m tools.run_experiment btcv --tune --seed 100 --grid '{"base_learning_rate": [0.5, 1.0, 2.0]}'
 
 and give the result to a study with ``--hyperparameters <output_dir>/tuning.json``.
 """

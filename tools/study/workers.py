@@ -2,7 +2,7 @@
 
 The study's small networks use two CPU cores badly: on a 2-core CPU one BTCV fine-tuning step takes 0.068 s with two
 threads and 0.078 s with one, so two single-threaded runs side by side do 1.7x the work of one two-threaded run
-(``python tools/benchmark_study.py``). A run's result depends on its number of threads (the order of a matrix
+(``python -m tools.measure.benchmark_study``). A run's result depends on its number of threads (the order of a matrix
 product's sums), never on which worker ran it or how many there were: with the same ``threads_per_run`` a study gives
 the same figures with one worker or eight.
 """

@@ -24,12 +24,12 @@ so voxel spacings are realistic but physical sizes in millimetres are only reali
 All randomness comes from ``numpy.random.default_rng`` seeded with ``(seed, data set, case index)``: the same
 seed gives byte-identical files, and a case does not change when the number of cases changes.
 
-Command line (``tools/synthetic_data.py``, python-fire)::
+Command line (``python -m tools.synthetic``, ``__main__.py``; python-fire)::
 
-    python tools/synthetic_data.py btcv --out_dir /data/btcv_synth --num_train 8 --shape "[128,128,64]"
-    python tools/synthetic_data.py brats --out_dir /data/brats21_synth --layout brats2021 --num_cases 8
-    python tools/synthetic_data.py brats --out_dir /data/Task01_synth --layout msd --num_cases 8 --num_test 2
-    python tools/synthetic_data.py cxr14 --out_dir /data/cxr14_synth --num_images 200 --size 256
+    python -m tools.synthetic btcv --out_dir /data/btcv_synth --num_train 8 --shape "[128,128,64]"
+    python -m tools.synthetic brats --out_dir /data/brats21_synth --layout brats2021 --num_cases 8
+    python -m tools.synthetic brats --out_dir /data/Task01_synth --layout msd --num_cases 8 --num_test 2
+    python -m tools.synthetic cxr14 --out_dir /data/cxr14_synth --num_images 200 --size 256
 """
 
 from .brats import MSD_BRATS_LABELS, brain_tumour_phantom, make_brats

@@ -381,7 +381,7 @@ def make_btcv(
         test_entries.append(f"imagesTs/img{case_id:04d}.nii.gz")
         save_nifti(image, affine, out / test_entries[-1])
     datalist = {
-        "description": f"synthetic btcv-like abdominal CT phantoms (tools/synthetic_data.py, seed {seed})",
+        "description": f"synthetic btcv-like abdominal CT phantoms (python -m tools.synthetic, seed {seed})",
         "labels": dict(BTCV_LABELS),
         "licence": "synthetic data, no restrictions",
         "modality": {"0": "CT"},

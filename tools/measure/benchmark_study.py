@@ -19,14 +19,13 @@ the default format on the CPU, so the bundles keep it). Seconds per iteration, b
 
 Example::
 
-    python tools/benchmark_study.py                    # about 6 minutes on 2 CPU cores
-    python tools/benchmark_study.py --steps 3 --run_steps 20
+    python -m tools.measure.benchmark_study                    # about 6 minutes on 2 CPU cores
+    python -m tools.measure.benchmark_study --steps 3 --run_steps 20
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,12 +38,10 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.benchmark_mae import time_steps  # noqa: E402
-from tools.check_bundles import bundle_importable  # noqa: E402
-from tools.study.study import StudyOptions, run_study  # noqa: E402
-from tools.study.tasks import Stage, Task, brats, btcv  # noqa: E402
+from tools.bundle_runner import bundle_importable
+from tools.measure.benchmark_mae import time_steps
+from tools.study.study import StudyOptions, run_study
+from tools.study.tasks import Stage, Task, brats, btcv
 
 STUDY_FORMAT = "$torch.channels_last_3d"
 DEFAULT_FORMAT = "$torch.preserve_format"
@@ -79,7 +76,7 @@ def segmentation_batch(stage: Stage, network: torch.nn.Module, loss: Any) -> tup
 
 def median_step(network: torch.nn.Module, loss: Callable, images: torch.Tensor, labels: torch.Tensor,
                 steps: int) -> float:
-    """Median seconds of a training step under bf16 autocast (:func:`tools.benchmark_mae.time_steps`)."""
+    """Median seconds of a training step under bf16 autocast (:func:`tools.measure.benchmark_mae.time_steps`)."""
     def step(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         out = net(x)
         return loss(out.float() if isinstance(out, torch.Tensor) else out, labels)
@@ -186,4 +183,4 @@ def main(steps: int = 6, run_steps: int = 100, repeats: int = 3, study_steps: in
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.benchmark_study")

@@ -5,25 +5,21 @@ The paper's configuration by default: one-channel 96^3 crops, batch 2, ViT-B enc
 patches, backward and an AdamW step. Each network runs in fp32 and under bf16 autocast; the report gives median
 step times and their ratios. Example::
 
-    python tools/benchmark_mae.py                      # paper sizes (about a minute on 2 CPU cores)
-    python tools/benchmark_mae.py --steps 3 --hidden_size 192 --num_heads 4 --decoder_hidden_size 96
+    python -m tools.measure.benchmark_mae                      # paper sizes (about a minute on 2 CPU cores)
+    python -m tools.measure.benchmark_mae --steps 3 --hidden_size 192 --num_heads 4 --decoder_hidden_size 96
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import fire
 import torch
 from monai.networks.nets import MaskedAutoEncoderViT
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared.networks.mae import MaskedAutoencoderViT  # noqa: E402
-from shared.networks.patches import patchify  # noqa: E402
+from shared.networks.mae import MaskedAutoencoderViT
+from shared.networks.patches import patchify
 
 
 def ours_step(net: MaskedAutoencoderViT, images: torch.Tensor) -> torch.Tensor:
@@ -113,4 +109,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.benchmark_mae")

@@ -2,13 +2,13 @@
 
 ``python -m monai.bundle download --url ...`` extracts whatever the URL serves: a zip altered on the way (or on the
 server) is installed, and the code in its ``scripts/`` runs at the next training or inference. This tool reads the
-bundle's expected sha1 from a ``model_info.json`` (the file ``tools/package_bundles.py`` writes beside the zips, in
+bundle's expected sha1 from a ``model_info.json`` (the file ``tools/zoo/package_bundles.py`` writes beside the zips, in
 the model zoo's format), downloads the zip, compares the checksum and extracts nothing when it differs; then it
 downloads the bundle's large files (their hashes are checked by MONAI). Command line (python-fire)::
 
-    python tools/download_bundle.py --name unetr_btcv_seg --model_info https://host/bundles/model_info.json \\
+    python -m tools.zoo.download_bundle --name unetr_btcv_seg --model_info https://host/bundles/model_info.json \\
         --bundle_dir bundles/
-    python tools/download_bundle.py --name unetr_btcv_seg --url https://host/bundles/unetr_btcv_seg_v0.2.1.zip \\
+    python -m tools.zoo.download_bundle --name unetr_btcv_seg --url https://host/bundles/unetr_btcv_seg_v0.2.1.zip \\
         --sha1 <checksum printed by package_bundles.py> --bundle_dir bundles/
 
 The checksum is only as trustworthy as where it comes from: take ``model_info.json`` (or the sha1) from the project's
@@ -26,12 +26,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fire  # noqa: E402
-from monai.apps.utils import HashCheckError, download_url, extractall  # noqa: E402
-from monai.bundle import download_large_files  # noqa: E402
+import fire
+from monai.apps.utils import HashCheckError, download_url, extractall
+from monai.bundle import download_large_files
 
 __all__ = ["published_entry", "download_bundle", "main"]
 
@@ -123,4 +120,4 @@ def main(*args, **kwargs) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main, name="download_bundle")
+    fire.Fire(main, name="tools.zoo.download_bundle")

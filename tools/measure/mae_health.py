@@ -6,7 +6,7 @@ The network and the crops come from the pre-training config the run used, with t
 after ``set_determinism(seed)`` as the run builds it, and the crops are made by ``train#preprocessing`` with a fixed
 random state (random crops, no labels). Example::
 
-    python tools/mae_health.py --config_file bundles/mae_pretrain_ct/configs/train.json \\
+    python -m tools.measure.mae_health --config_file bundles/mae_pretrain_ct/configs/train.json \\
         --checkpoint runs/mae/models/model.pt --image_files "['/data/BTCV/imagesTr/img0035.nii.gz']" \\
         --overrides "{'roi_size': [48, 48, 48], 'patch_size': 8}"
 
@@ -22,16 +22,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+from monai.bundle import ConfigParser
+from monai.utils import set_determinism
 
-import fire  # noqa: E402
-from monai.bundle import ConfigParser  # noqa: E402
-from monai.utils import set_determinism  # noqa: E402
-
-from shared.metrics.mae_health import MAEHealth, fixed_masks, held_out_crops, mae_health  # noqa: E402
-from shared.networks.encoder_transfer import read_state_dict  # noqa: E402
-from tools.check_bundles import bundle_importable  # noqa: E402
+from shared.metrics.mae_health import MAEHealth, fixed_masks, held_out_crops, mae_health
+from shared.networks.encoder_transfer import read_state_dict
+from tools.bundle_runner import bundle_importable
 
 __all__ = ["check_checkpoint"]
 
@@ -89,4 +86,4 @@ def main(checkpoint: str, image_files: Sequence[str], config_file: str, override
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.mae_health")

@@ -1,26 +1,22 @@
 """Does the data pipeline starve the network? A fine-tuning run of ``unetr_btcv_seg`` at the main job's sizes, with
 ignite's ``BasicTimeProfiler``, for several ``num_workers``: seconds waiting for batches vs computing, per iteration.
 
-    python tools/benchmark_data_wait.py                           # synthetic BTCV, the study's small configuration
-    python tools/benchmark_data_wait.py --num_workers "[0,1,2,4]" --epochs 20
+    python -m tools.measure.benchmark_data_wait                        # synthetic BTCV, the study's small configuration
+    python -m tools.measure.benchmark_data_wait --num_workers "[0,1,2,4]" --epochs 20
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+from ignite.handlers import BasicTimeProfiler
 
-import fire  # noqa: E402
-from ignite.handlers import BasicTimeProfiler  # noqa: E402
-
-from tools import synthetic  # noqa: E402
-from tools.study.tasks import btcv  # noqa: E402
-from tools.study.workflow import run_bundle  # noqa: E402
+from tools import synthetic
+from tools.bundle_runner import run_bundle
+from tools.study.tasks import btcv
 
 
 def main(num_workers=(0, 1, 2, 4), epochs: int = 10, batch_size: int = 2, dataset_dir: str | None = None) -> None:
@@ -49,4 +45,4 @@ def main(num_workers=(0, 1, 2, 4), epochs: int = 10, batch_size: int = 2, datase
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.benchmark_data_wait")

@@ -5,31 +5,27 @@ training step at the config's batch (``batch_size`` x ``num_samples`` crops of `
 of ``crop_size``), bf16 autocast as ``amp`` gives on a GPU, runs twice on fake tensors (``FakeTensorMode``: shapes
 only, no arithmetic, seconds on a CPU). torch's ``MemTracker`` records the peak of the live tensors: parameters,
 optimizer state, activations, temporaries. A real GPU adds the CUDA context and cuDNN workspace (about 0.5-1 GB) and
-allocator fragmentation, so read the figures as lower bounds. ``tools/gpu_check.py`` measures on a GPU.
+allocator fragmentation, so read the figures as lower bounds. ``tools/measure/gpu_check.py`` measures on a GPU.
 
-    python tools/estimate_memory.py
-    python tools/estimate_memory.py --batch_sizes "[1, 2]"     # the same configs at other batch sizes
+    python -m tools.measure.estimate_memory
+    python -m tools.measure.estimate_memory --batch_sizes "[1, 2]"     # the same configs at other batch sizes
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+import torch
+from monai.bundle import ConfigParser
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.mem_tracker import MemTracker
 
-import fire  # noqa: E402
-import torch  # noqa: E402
-from monai.bundle import ConfigParser  # noqa: E402
-from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
-from torch.distributed._tools.mem_tracker import MemTracker  # noqa: E402
+from tools.bundle_runner import bundle_importable
 
-from tools.check_bundles import bundle_importable  # noqa: E402
-
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TRAINING_CONFIGS = [("mae_pretrain_ct", "train.json"), ("unetr_btcv_seg", "train.json"),
                     ("unetr_brats_seg", "pretrain.json"), ("unetr_brats_seg", "train.json"),
                     ("vit_cxr14_cls", "pretrain.json"), ("vit_cxr14_cls", "train.json")]
@@ -113,4 +109,4 @@ def main(batch_sizes: Sequence[int] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.estimate_memory")

@@ -1,12 +1,12 @@
-"""Helper of ``tools/monailabel_integration.sh``: prepares bundles and test images for a MONAI Label ``monaibundle``
-app and checks a running server. Run it with the MONAI Label environment's Python (it needs monai, nibabel, numpy,
-requests; torch only for ``weights``).
+"""Helper of ``tools/zoo/monailabel_integration.sh``: prepares bundles and test images for a MONAI Label
+``monaibundle`` app and checks a running server. Run it from the repository root with the MONAI Label environment's
+Python (it needs monai, nibabel, numpy, requests; torch only for ``weights``).
 
 Subcommands::
 
-    python tools/monailabel_client.py weights BUNDLE_DIR          # write models/model.pt if missing (random init)
-    python tools/monailabel_client.py image BUNDLE_DIR OUT_DIR ID  # synthetic input OUT_DIR/ID.{nii.gz,png}
-    python tools/monailabel_client.py check --url http://127.0.0.1:8000 --case NAME=IMAGE_ID[:FILE] ...
+    python -m tools.zoo.monailabel_client weights BUNDLE_DIR          # write models/model.pt if missing (random init)
+    python -m tools.zoo.monailabel_client image BUNDLE_DIR OUT_DIR ID  # synthetic input OUT_DIR/ID.{nii.gz,png}
+    python -m tools.zoo.monailabel_client check --url http://127.0.0.1:8000 --case NAME=IMAGE_ID[:FILE] ...
 
 ``check`` waits for ``/info/``, compares every model's labels with its metadata's ``channel_def``, POSTs
 ``/infer/<name>`` and verifies the answer (segmentation: a label map with the input's spatial shape; classification:
@@ -61,18 +61,17 @@ def make_weights(bundle: Path) -> str:
     import torch
     from monai.bundle import ConfigParser
 
+    from tools.bundle_runner import bundle_importable
+
     config = bundle / "configs" / "inference.json"
     if not config.is_file():
         config = bundle / "configs" / "inference.yaml"
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["bundle_root"] = str(bundle)
-    sys.path.insert(0, str(bundle))  # the bundle's scripts/
-    try:
+    with bundle_importable(bundle):
         torch.manual_seed(0)
         network = parser.get_parsed_content("network_def", instantiate=True)
-    finally:
-        sys.path.remove(str(bundle))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp_", suffix=".pt")
     with os.fdopen(fd, "wb") as f:
@@ -288,7 +287,9 @@ def check(url: str, cases: list[str], timeout: float = 900, infer_timeout: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tools.zoo.monailabel_client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("weights", help="write models/model.pt (random init) when missing")
     p.add_argument("bundle", type=Path)

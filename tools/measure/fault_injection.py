@@ -12,7 +12,7 @@ and at the end that the run has as many epochs as an uninterrupted one. The suit
 longer by hand (each kill waits for two fresh checkpoints and may land after a third, so the run gets
 ``3 * kills + 2`` epochs unless ``--epochs`` gives more)::
 
-    python tools/fault_injection.py --kills 10
+    python -m tools.measure.fault_injection --kills 10
 """
 
 from __future__ import annotations
@@ -23,25 +23,20 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+import torch
 
-import fire  # noqa: E402
-import torch  # noqa: E402
-
-from shared.utils.atomic import TEMPORARY_PREFIX  # noqa: E402
-from tools import synthetic  # noqa: E402
-from tools.check_bundles import bundle_importable  # noqa: E402
-from tools.study.workflow import cli_args  # noqa: E402
+from shared.utils.atomic import TEMPORARY_PREFIX
+from tools import synthetic
+from tools.bundle_runner import bundle_command, bundle_importable, bundle_workflow
 
 __all__ = ["fault_injection"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "unetr_btcv_seg" / "configs"
 TINY = {"network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_heads": 4,
         "network_def#feature_size": 8, "roi_size": [32, 32, 32], "num_workers": 0, "batch_size": 1, "num_samples": 1,
@@ -59,12 +54,8 @@ def _temporaries(folder: Path) -> set[str]:
 
 def _validate(root: Path, data: Path, overrides: dict) -> float:
     """The validation metric of ``models/model.pt``, computed with the bundle's own validation pipeline."""
-    from monai.bundle import ConfigWorkflow
-
     with bundle_importable(CONFIGS.parent):
-        wf = ConfigWorkflow(str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
-                            workflow_type="train", bundle_root=str(root), dataset_dir=str(data), **overrides)
-        wf.initialize()
+        wf = bundle_workflow([CONFIGS / "train.json"], root, dataset_dir=str(data), **overrides)
         wf.parser.get_parsed_content("network").load_state_dict(torch.load(root / "models" / "model.pt"))
         evaluator = wf.parser.get_parsed_content("validate#evaluator")
         evaluator.run()
@@ -97,9 +88,7 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
                                          body_scale=0.1))
     root = work / "bundle"
     overrides = {**TINY, "epochs": epochs}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"),
-           "--bundle_root", str(root), "--dataset_dir", str(data)]
-    cmd += cli_args(overrides)
+    cmd = bundle_command([CONFIGS / "train.json"], {"bundle_root": str(root), "dataset_dir": str(data), **overrides})
     models, checkpoint = root / "models", root / "models" / "checkpoint.pt"
     observed: dict = {"kills": [], "work_dir": str(work)}
     left_over: set[str] = set()
@@ -153,4 +142,4 @@ def main(*args, **kwargs) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main, name="fault_injection")
+    fire.Fire(main, name="tools.measure.fault_injection")

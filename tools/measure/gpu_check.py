@@ -1,7 +1,8 @@
 """The GPU check: the figures a GPU machine should give for this project, measured in one run and written as JSON.
 
 1. The MAE training step at the paper's configuration (1x96^3, batch 2, ViT-B, decoder 384/8/12): ours and MONAI's
-   ``MaskedAutoEncoderViT``, fp32 and bf16 autocast (``tools/benchmark_mae.py``'s measurement), with peak memory.
+   ``MaskedAutoEncoderViT``, fp32 and bf16 autocast (``tools/measure/benchmark_mae.py``'s measurement), with peak
+   memory.
 2. UNETR (ViT-B, 96^3 windows, overlap 0.5, ``sw_batch_size`` 4) sliding-window inference on a CT-sized volume
    (1x512x512x200), fp32 and bf16: seconds per volume and peak memory.
 3. One short epoch of every training and pre-training config of the four bundles, with ``amp`` on, on synthetic data
@@ -10,8 +11,8 @@
 Meant for a GPU machine, where it takes a few minutes; ``--tiny`` shrinks every size so that it runs anywhere in
 seconds (that is how the tests run it)::
 
-    python tools/gpu_check.py --output gpu_check.json
-    python tools/gpu_check.py --tiny --device cpu --output /tmp/gpu_check_tiny.json
+    python -m tools.measure.gpu_check --output gpu_check.json
+    python -m tools.measure.gpu_check --tiny --device cpu --output /tmp/gpu_check_tiny.json
 """
 
 from __future__ import annotations
@@ -19,29 +20,25 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+import torch
+from ignite.engine import Events
+from monai.inferers import SlidingWindowInferer
+from monai.networks.nets import UNETR, MaskedAutoEncoderViT
 
-import fire  # noqa: E402
-import torch  # noqa: E402
-from ignite.engine import Events  # noqa: E402
-from monai.inferers import SlidingWindowInferer  # noqa: E402
-from monai.networks.nets import UNETR, MaskedAutoEncoderViT  # noqa: E402
+from shared.inferers.autocast import AutocastInferer
+from shared.networks.mae import MaskedAutoencoderViT
+from tools import synthetic
+from tools.bundle_runner import run_bundle
+from tools.measure.benchmark_mae import monai_step, ours_step, time_steps
 
-from shared.inferers.autocast import AutocastInferer  # noqa: E402
-from shared.networks.mae import MaskedAutoencoderViT  # noqa: E402
-from tools import synthetic  # noqa: E402
-from tools.benchmark_mae import monai_step, ours_step, time_steps  # noqa: E402
-from tools.study.workflow import run_bundle  # noqa: E402
-
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 PAPER_MAE = {"img_size": 96, "patch_size": 16, "hidden_size": 768, "num_layers": 12, "num_heads": 12,
              "decoder_hidden_size": 384, "decoder_num_layers": 8, "decoder_num_heads": 12}
@@ -222,4 +219,4 @@ def main(output: str = "gpu_check.json", tiny: bool = False, device: str | None 
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.gpu_check")

@@ -75,13 +75,14 @@ Checkpoints are read with ``torch.load(weights_only=True)``. Official files hold
 
 Usage::
 
-    python tools/convert_selfmedmae.py convert ckpts/checkpoint_9999.pth.tar models/mae_btcv.pt
-    python tools/convert_selfmedmae.py convert best_model.pth.tar bundles/unetr_btcv_seg/models/model.pt --num_heads 12
-    python tools/convert_selfmedmae.py convert ckpt.pth.tar out.pt --dry_run        # report only, write nothing
+    python -m tools.zoo.convert_selfmedmae convert ckpts/checkpoint_9999.pth.tar models/mae_btcv.pt
+    python -m tools.zoo.convert_selfmedmae convert best_model.pth.tar bundles/unetr_btcv_seg/models/model.pt \\
+        --num_heads 12
+    python -m tools.zoo.convert_selfmedmae convert ckpt.pth.tar out.pt --dry_run        # report only, write nothing
 
 Python::
 
-    from tools.convert_selfmedmae import convert_checkpoint
+    from tools.zoo.convert_selfmedmae import convert_checkpoint
     result = convert_checkpoint("checkpoint_0799.pth.tar", "mae.pt")
     net = MaskedAutoencoderViT(**result.network_kwargs); net.load_state_dict(torch.load("mae.pt"))
 
@@ -96,7 +97,6 @@ import math
 import os
 import pickle
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,10 +104,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared.networks.mae import MaskedAutoencoderViT  # noqa: E402
-from shared.utils.atomic import save_atomically, write_json_atomically  # noqa: E402
+from shared.networks.mae import MaskedAutoencoderViT
+from shared.utils.atomic import save_atomically, write_json_atomically
 
 __all__ = [
     "ConversionResult",
@@ -742,4 +740,4 @@ def main(
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"convert": main})
+    fire.Fire({"convert": main}, name="tools.zoo.convert_selfmedmae")

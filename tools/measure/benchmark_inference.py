@@ -12,9 +12,9 @@ is not informative, pass ``--model_file`` for that).
 ``dice``: the Dice cost of the settings, through ``evaluate.json``, for models a study trained
 (``tools/run_experiment.py``, small configuration) on its synthetic validation cases.
 
-    python tools/benchmark_inference.py timing
-    python tools/benchmark_inference.py stages
-    python tools/benchmark_inference.py dice --study_dir runs/study_btcv
+    python -m tools.measure.benchmark_inference timing
+    python -m tools.measure.benchmark_inference stages
+    python -m tools.measure.benchmark_inference dice --study_dir runs/study_btcv
 """
 
 from __future__ import annotations
@@ -30,16 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+import nibabel as nib
+import numpy as np
 
-import fire  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
+from tools.bundle_runner import bundle_command
 
-from tools.study.workflow import cli_args  # noqa: E402
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "unetr_btcv_seg"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unetr_btcv_seg"
 
 
 
@@ -176,9 +173,10 @@ def timing(ct: str | None = None, model_file: str | None = None, workdir: str | 
     reference = None
     for name, setting in chosen_settings(settings).items():
         out = work / re.sub(r"\W+", "_", name)
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
-               "--bundle_root", str(BUNDLE), *cli_args({"input_files": [str(volume)], "output_dir": str(out),
-                                                    "model_file": str(model), **inference_overrides(setting)})]
+        cmd = bundle_command([BUNDLE / "configs" / "inference.json"], {
+            "bundle_root": str(BUNDLE), "input_files": [str(volume)], "output_dir": str(out), "model_file": str(model),
+            **inference_overrides(setting),
+        })
         results[name] = run_timed(cmd, work)
         labels = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
         reference = labels if reference is None else reference
@@ -214,7 +212,7 @@ def stages(ct: str | None = None, model_file: str | None = None, workdir: str | 
     import torch
     from monai.data import decollate_batch, list_data_collate
 
-    from tools.check_bundles import bundle_importable
+    from tools.bundle_runner import bundle_importable
 
     work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_inference_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -283,14 +281,12 @@ def dice(study_dir: str = "runs/study_btcv",
         datalist = next((study / "datalists").glob(f"{run.split('_')[0]}_{run.split('_')[1]}.json"))
         for name, setting in chosen_settings(settings).items():
             eval_dir = Path(tempfile.mkdtemp(prefix="benchmark_dice_"))
-            configs = [str(c) for c in task.evaluate.configs]
-            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs),
-                   "--bundle_root", str(root), *cli_args({
-                       **task.evaluate.overrides, **task.data_overrides(Path(summary["configuration"]["dataset_dir"]),
-                                                                        datalist),
-                       "model_file": str(root / "models" / "checkpoint.pt"), "eval_dir": str(eval_dir),
-                       **evaluate_overrides(setting),
-                   })]
+            cmd = bundle_command(task.evaluate.configs, {
+                "bundle_root": str(root), **task.evaluate.overrides,
+                **task.data_overrides(Path(summary["configuration"]["dataset_dir"]), datalist),
+                "model_file": str(root / "models" / "checkpoint.pt"), "eval_dir": str(eval_dir),
+                **evaluate_overrides(setting),
+            })
             figures = run_timed(cmd, root)
             scores = task.scores(eval_dir)
             results.setdefault(name, {})[run] = {"mean_dice_13": round(scores["mean_dice_13"], 4), **figures}
@@ -299,4 +295,4 @@ def dice(study_dir: str = "runs/study_btcv",
 
 
 if __name__ == "__main__":
-    fire.Fire({"timing": timing, "stages": stages, "dice": dice})
+    fire.Fire({"timing": timing, "stages": stages, "dice": dice}, name="tools.measure.benchmark_inference")

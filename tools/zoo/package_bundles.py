@@ -19,9 +19,9 @@ as the zoo's ``pretty-format-json --indent=4 --no-sort-keys`` pre-commit hook le
 
 Command line (python-fire)::
 
-    python tools/package_bundles.py                                   # every bundle, into dist/
-    python tools/package_bundles.py --bundles mae_pretrain_ct --dist_dir /tmp/dist
-    python tools/package_bundles.py --base_url https://example.org/bundles \\
+    python -m tools.zoo.package_bundles                                   # every bundle, into dist/
+    python -m tools.zoo.package_bundles --bundles mae_pretrain_ct --dist_dir /tmp/dist
+    python -m tools.zoo.package_bundles --base_url https://example.org/bundles \\
         --weights_url "https://example.org/weights/{name}_v{version}_model.pt"
 
 ``weights_url`` is a URL template (``{name}`` and ``{version}`` are filled in per bundle) or, from Python, a dict
@@ -66,7 +66,7 @@ __all__ = [
     "package",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 
 # timestamp of every zip entry: the zoo's `touch -t 202205300000` before zipping
@@ -553,4 +553,4 @@ def main(*args, **kwargs) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main, name="package_bundles")
+    fire.Fire(main, name="tools.zoo.package_bundles")

@@ -7,43 +7,28 @@ its darkest pixel moved to 0. This tool trains the study's small classifier from
 (``tools/study/tasks.py``), scores the held-out images stored both ways through ``inference.json`` and prints how
 much the 14 probabilities differ (and, as a control, that an image spanning 0-255 scores the same at both depths).
 
-    python tools/measure_bit_depth.py                        # 800 synthetic 128-pixel images, 400 iterations
-    python tools/measure_bit_depth.py --num_images 200 --steps 50 --out_dir /tmp/bit_depth
+    python -m tools.measure.measure_bit_depth                        # 800 synthetic 128-pixel images, 400 iterations
+    python -m tools.measure.measure_bit_depth --num_images 200 --steps 50 --out_dir /tmp/bit_depth
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+import numpy as np
+from PIL import Image
 
-import fire  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from shared.data.cxr14 import prepare_datalist
+from tools import synthetic
+from tools.bundle_runner import run_bundle_process
+from tools.study.tasks import cxr14
 
-from shared.data.cxr14 import prepare_datalist  # noqa: E402
-from tools import synthetic  # noqa: E402
-from tools.study.tasks import cxr14  # noqa: E402
-from tools.study.workflow import cli_args  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "vit_cxr14_cls" / "configs"
-
-
-def bundle_run(configs: Sequence[Path], overrides: Mapping[str, Any], log: Path) -> None:
-    """``python -m monai.bundle run`` of ``configs`` with ``overrides``, its output in ``log``; fails loudly."""
-    config = str(configs[0]) if len(configs) == 1 else str([str(c) for c in configs])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *cli_args(overrides)]
-    with open(log, "w") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
+CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "vit_cxr14_cls" / "configs"
 
 
 def write_both_depths(images: Sequence[Path], folder: Path) -> list[float]:
@@ -73,7 +58,7 @@ def full_range(path: Path, out: Path) -> Path:
 
 def scores(root: Path, folder: Path, out_dir: Path, overrides: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The 14 probabilities of each image of ``folder``, by file name, from the model of ``root``."""
-    bundle_run([CONFIGS / "inference.json"], {**overrides, "bundle_root": str(root), "dataset_dir": str(folder),
+    run_bundle_process([CONFIGS / "inference.json"], {**overrides, "bundle_root": str(root), "dataset_dir": str(folder),
                                               "output_dir": str(out_dir)}, out_dir.with_suffix(".log"))
     with open(out_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -98,7 +83,7 @@ def train(data: Path, root: Path, steps: int, overrides: Mapping[str, Any]) -> N
     """The study's small classifier, from scratch, ``steps`` iterations of batch 32 (its scratch recipe)."""
     training = len(prepare_datalist(str(data))["training"])
     epochs = max(1, round(steps * 32 / training))
-    bundle_run([CONFIGS / "train.json"], {
+    run_bundle_process([CONFIGS / "train.json"], {
         **overrides, **cxr14.recipes["scratch"], "bundle_root": str(root), "dataset_dir": str(data),
         "epochs": epochs, "warmup_epochs": max(1, epochs // 10), "val_interval": epochs, "pretrained_encoder": "",
         "resume": False}, root / "train.log")
@@ -133,4 +118,4 @@ def main(out_dir: str = "runs/bit_depth", num_images: int = 800, size: int = 128
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, name="tools.measure.measure_bit_depth")

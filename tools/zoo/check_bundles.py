@@ -4,7 +4,7 @@ For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json
 
 1. checks the sources: ``version`` is a key of ``changelog``, every JSON file is 4-space formatted (the zoo's
    pre-commit rule), and ``scripts`` links to the repository's single ``shared/`` module;
-2. packages the bundle with ``tools/package_bundles.py`` and extracts the zip into a temporary folder, so that the
+2. packages the bundle with ``tools/zoo/package_bundles.py`` and extracts the zip into a temporary folder, so that the
    remaining checks see the bundle as a user who downloaded it does (``scripts/`` a real copy, no run outputs);
 3. checks the required files (``configs/metadata.json``, ``LICENSE``, ``configs/inference.json``, and
    ``models/model.pt`` or a ``large_files.yml``); a bundle that ships no weights gets TEMPORARY random-initialised
@@ -22,10 +22,10 @@ pass. Results are printed as a table; the exit status is 1 when any check has st
 
 Command line (python-fire)::
 
-    python tools/check_bundles.py                                      # every bundle, paper-size networks
-    python tools/check_bundles.py --bundles mae_pretrain_ct --device cpu
-    python tools/check_bundles.py --overrides '{"*": {"network_def#num_layers": 2}}'
-    python tools/check_bundles.py --schema /path/to/meta_schema_20240725.json --work_dir /tmp/checked
+    python -m tools.zoo.check_bundles                                      # every bundle, paper-size networks
+    python -m tools.zoo.check_bundles --bundles mae_pretrain_ct --device cpu
+    python -m tools.zoo.check_bundles --overrides '{"*": {"network_def#num_layers": 2}}'
+    python -m tools.zoo.check_bundles --schema /path/to/meta_schema_20240725.json --work_dir /tmp/checked
 
 ``overrides`` maps a bundle name (or ``"*"`` for every bundle) to config overrides (``{"network_def#hidden_size":
 48, "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32, 32]}``), applied to ``configs/inference.json``
@@ -36,7 +36,6 @@ list of :class:`CheckResult`.
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import json
 import operator
@@ -46,25 +45,22 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, as for every tool
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fire
+import torch
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-import fire  # noqa: E402
-import torch  # noqa: E402
-from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out  # noqa: E402
-
-from tools import package_bundles  # noqa: E402
+from tools.bundle_runner import bundle_importable
+from tools.zoo import package_bundles
 
 __all__ = [
     "CheckResult",
     "DEFAULT_SCHEMA",
     "EXCLUDE_VERIFY_TORCHSCRIPT",
-    "bundle_importable",
     "check",
     "check_bundle",
     "check_sources",
@@ -196,25 +192,6 @@ def check_required_files(name: str, bundle_root: str | os.PathLike) -> list[Chec
 # ---------------------------------------------------------------------------------------------------------------
 # the zoo's checks, with the extracted bundle importable
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bundle_importable(bundle_root: str | os.PathLike) -> Iterator[None]:
-    """Put the bundle root first on ``sys.path`` (as the zoo's ``verify_bundle.py`` and MONAI Label do), and forget
-    its ``scripts`` package afterwards, so that the next bundle imports its own."""
-
-    def forget_scripts() -> None:
-        for module in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-            del sys.modules[module]
-
-    path_before = list(sys.path)
-    forget_scripts()
-    sys.path.insert(0, str(Path(bundle_root).resolve()))
-    try:
-        yield
-    finally:
-        sys.path[:] = path_before
-        forget_scripts()
 
 
 def _parser(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]) -> ConfigParser:
@@ -511,4 +488,4 @@ def main(*args: Any, **kwargs: Any) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main, name="check_bundles")
+    fire.Fire(main, name="tools.zoo.check_bundles")

@@ -8,10 +8,10 @@
 #      it runs on CPU); pydicom 3 breaks pydicom-seg at server start, hence the pins. It is kept apart from the
 #      project's own environment on purpose.
 #   2. creates the stock app (unchanged): monailabel apps --download --name monaibundle --output <workdir>/apps
-#   3. puts each bundle under <app>/model/<name> as a packaged bundle: tools/package_bundles.py (zip with shared/
-#      copied in as scripts/) and unzip, or, when packaging refuses, a dereferenced copy (cp -rL). A bundle whose
-#      metadata says it classifies and whose name lacks "classification" is placed as <name>_classification,
-#      because MONAI Label picks the task type from the folder name.
+#   3. puts each bundle under <app>/model/<name> as a packaged bundle: tools/zoo/package_bundles.py (zip with
+#      shared/ copied in as scripts/) and unzip, or, when packaging refuses, a dereferenced copy (cp -rL). A bundle
+#      whose metadata says it classifies and whose name lacks "classification" is placed as
+#      <name>_classification, because MONAI Label picks the task type from the folder name.
 #   4. gives a bundle without models/model.pt a RANDOMLY INITIALISED network_def state dict (in the app copy only,
 #      never in the repository): the test checks the serving path, not the accuracy.
 #   5. writes one synthetic image per bundle into <workdir>/studies (NIfTI; 4-D channels-last for multi-channel
@@ -24,10 +24,10 @@
 #   8. always stops the server (its whole process group) on exit.
 #
 # Usage (from anywhere):
-#   tools/monailabel_integration.sh                    # unetr_btcv_seg unetr_brats_seg (+ vit_cxr14_cls if present)
-#   tools/monailabel_integration.sh unetr_btcv_seg     # bundles by name (folders under bundles/) ...
-#   tools/monailabel_integration.sh /tmp/my_bundle     # ... or by path
-#   MONAILABEL_KEEP=1 tools/monailabel_integration.sh  # keep the work folder (app, studies, server.log)
+#   tools/zoo/monailabel_integration.sh                   # unetr_btcv_seg unetr_brats_seg (+ vit_cxr14_cls if there)
+#   tools/zoo/monailabel_integration.sh unetr_btcv_seg    # bundles by name (folders under bundles/) ...
+#   tools/zoo/monailabel_integration.sh /tmp/my_bundle    # ... or by path
+#   MONAILABEL_KEEP=1 tools/zoo/monailabel_integration.sh # keep the work folder (app, studies, server.log)
 #
 # Environment:
 #   MONAILABEL_VENV          venv path (default <repo>/.venv-monailabel)
@@ -44,14 +44,13 @@
 
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${MONAILABEL_VENV:-$REPO/.venv-monailabel}"
 ML_VERSION="${MONAILABEL_VERSION:-0.8.5}"
 PYTHON="${PYTHON:-python3}"
 DEVICE="${MONAILABEL_DEVICE:-cpu}"
 TIMEOUT="${MONAILABEL_TIMEOUT:-900}"
 read -r -a IMAGE_SIZE <<< "${MONAILABEL_IMAGE_SIZE:-}"
-HELPER="$REPO/tools/monailabel_client.py"
 
 log() { printf '[monailabel-it] %s\n' "$*"; }
 die() { printf '[monailabel-it] ERROR: %s\n' "$*" >&2; exit 2; }
@@ -60,6 +59,8 @@ die() { printf '[monailabel-it] ERROR: %s\n' "$*" >&2; exit 2; }
 # The venv's `monailabel` launcher runs whatever `python` is first on PATH and puts the venv's parent folder on
 # PYTHONPATH; calling the module with the venv's interpreter avoids both.
 monailabel() { "$VENV/bin/python" -m monailabel.main "$@"; }
+# tools/zoo/monailabel_client.py, with the venv's interpreter, from the repository root (it imports tools.*)
+helper() { (cd "$REPO" && "$VENV/bin/python" -m tools.zoo.monailabel_client "$@"); }
 
 venv_works() {
     [ -x "$VENV/bin/python" ] &&
@@ -115,17 +116,17 @@ install_bundle() {  # src dest_folder
     local src="$1" dest="$2" name zip
     name="$(basename "$src")"
     rm -rf "$dest"
-    if [ "$(dirname "$src")" = "$REPO/bundles" ] && [ -f "$REPO/tools/package_bundles.py" ]; then
-        if (cd "$REPO" && "$PYTHON" tools/package_bundles.py --bundles "$name" --dist_dir "$WORK/dist") \
+    if [ "$(dirname "$src")" = "$REPO/bundles" ] && [ -f "$REPO/tools/zoo/package_bundles.py" ]; then
+        if (cd "$REPO" && "$PYTHON" -m tools.zoo.package_bundles --bundles "$name" --dist_dir "$WORK/dist") \
             > "$WORK/package_$name.log" 2>&1; then
             zip="$(ls -t "$WORK/dist/${name}"_v*.zip | head -n 1)"
             "$PYTHON" -m zipfile -e "$zip" "$WORK/unzip_$name"
             mv "$WORK/unzip_$name/$name" "$dest"
             rm -rf "$WORK/unzip_$name"
-            log "$name: packaged by tools/package_bundles.py -> $(basename "$zip")"
+            log "$name: packaged by tools/zoo/package_bundles.py -> $(basename "$zip")"
             return
         fi
-        log "$name: tools/package_bundles.py refused ($(tail -n 1 "$WORK/package_$name.log")); copying instead"
+        log "$name: tools/zoo/package_bundles.py refused ($(tail -n 1 "$WORK/package_$name.log")); copying instead"
     fi
     cp -rL "$src" "$dest"  # -L: scripts/ (a link to shared/) becomes real files
     rm -rf "$dest"/{runs,eval,logs,mlruns,dist}
@@ -188,12 +189,12 @@ main() {
         name="$(app_name_for "$src")"
         [ "$name" != "$(basename "$src")" ] && log "$(basename "$src"): placed as $name (classification task type)"
         install_bundle "$src" "$app/model/$name"
-        log "$name: $("$VENV/bin/python" "$HELPER" weights "$app/model/$name")"
+        log "$name: $(helper weights "$app/model/$name")"
         image_id="${name}_case0"
-        log "$name: image $("$VENV/bin/python" "$HELPER" image "$app/model/$name" "$studies" "$image_id" \
+        log "$name: image $(helper image "$app/model/$name" "$studies" "$image_id" \
             ${IMAGE_SIZE[@]+--size "${IMAGE_SIZE[@]}"})"
         image="$(ls "$studies/$image_id".*)"
-        log "$name: expects $("$VENV/bin/python" "$HELPER" labels "$app/model/$name")"
+        log "$name: expects $(helper labels "$app/model/$name")"
         names+=("$name")
         cases+=(--case "$name=$image_id:$image")
     done
@@ -212,7 +213,7 @@ main() {
     SERVER_PID=$!
 
     local status=0
-    "$VENV/bin/python" "$HELPER" check --url "http://127.0.0.1:$port" "${cases[@]}" --app-models "$app/model" \
+    helper check --url "http://127.0.0.1:$port" "${cases[@]}" --app-models "$app/model" \
         --timeout "$TIMEOUT" --device "$DEVICE" --summary-json "$WORK/summary.json" || status=$?
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
         log "the server exited early; last lines of its log:"; tail -n 40 "$WORK/server.log"; status=1
