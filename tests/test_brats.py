@@ -1,12 +1,13 @@
-"""The `unetr_brats_seg` bundle and `shared/brats.py`: label conventions of both public layouts (pinned), datalists,
-and every config (pretrain -> train -> evaluate -> inference) run in-process on synthetic data of both layouts
-with tiny networks."""
+"""The `unetr_brats_seg` bundle, `shared/data/brats.py` and `shared/transforms/brats.py`: label conventions of both
+public layouts (pinned), datalists, and every config (pretrain -> train -> evaluate -> inference) run in-process on
+synthetic data of both layouts with tiny networks."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -222,11 +223,19 @@ def pretrained(data, tmp_path_factory) -> Path:
     return bundle_root
 
 
+def copy_of(bundle_root: Path, copy: Path) -> Path:
+    """A copy of ``bundle_root`` to train in, so that the module's fixtures stay as they were made."""
+    shutil.copytree(bundle_root, copy)
+    return copy
+
+
 @pytest.fixture(scope="module")
-def trained(data, pretrained) -> dict:
-    """Fine-tune from the MAE; record the UNETR encoder right after the MAE weights were loaded, before training."""
+def trained(data, pretrained, tmp_path_factory) -> dict:
+    """Fine-tune from the MAE, in a copy of the pre-training's bundle root (whose ``models/mae.pt`` is the default
+    encoder); record the UNETR encoder right after the MAE weights were loaded, before training."""
     layout, root = data
-    wf = workflow(configs("train.json"), pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
+    bundle_root = copy_of(pretrained, tmp_path_factory.mktemp(f"trained_{layout}") / "bundle")
+    wf = workflow(configs("train.json"), bundle_root, "train", dataset_dir=str(root), dataset_layout=layout, epochs=1,
                   val_interval=1, batch_size=1, num_samples=1, warmup_epochs=1, **COMMON, **SEG_NET)
     wf.check_properties()
     parser = wf.parser
@@ -234,7 +243,7 @@ def trained(data, pretrained) -> dict:
     loaded = {k: v.clone() for k, v in parser.get_parsed_content("network").vit.state_dict().items()}
     wf.run()
     wf.finalize()
-    return {"layout": layout, "root": root, "bundle_root": pretrained, "loaded": loaded,
+    return {"layout": layout, "root": root, "bundle_root": bundle_root, "loaded": loaded,
             "pretrained_encoder": parser.get_parsed_content("pretrained_encoder")}
 
 
@@ -259,7 +268,7 @@ def test_encoder_from_pretraining_loads_into_unetr_with_every_tensor_equal(train
         assert torch.equal(loaded[key], value), key
 
 
-def test_training_writes_best_model_and_checkpoint(trained):
+def test_training_writes_a_three_region_model_and_a_checkpoint(trained):
     models = trained["bundle_root"] / "models"
     assert (models / "model.pt").is_file() and (models / "checkpoint.pt").is_file()
     state = torch.load(models / "model.pt", weights_only=True)
@@ -353,14 +362,14 @@ def test_training_pipeline_refuses_labels_of_the_other_layout(data, tmp_path):
     assert Path(case["label"]).name in message and ("{4}" if layout == "brats2021" else "{3}") in message
 
 
-def test_pretraining_resumes_from_its_checkpoint(data, pretrained):
-    """Runs last: it changes the pre-training output the other tests read."""
+def test_pretraining_resumes_from_its_checkpoint(data, pretrained, tmp_path):
     layout, root = data
-    wf = workflow(configs("pretrain.json"), pretrained, "train", dataset_dir=str(root), dataset_layout=layout, epochs=2,
-                  batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
+    bundle_root = copy_of(pretrained, tmp_path / "bundle")
+    wf = workflow(configs("pretrain.json"), bundle_root, "train", dataset_dir=str(root), dataset_layout=layout,
+                  epochs=2, batch_size=2, num_samples=1, warmup_epochs=1, snapshot_interval=1, **COMMON, **MAE_NET)
     assert any(h["_target_"].endswith("RunSafetyHandler") for h in wf.parser["train#handlers"])
     wf.run()
     wf.finalize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2 and trainer.state.iteration == 2  # one epoch restored, one run
-    assert torch.load(pretrained / "models" / "mae_checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 2
+    assert torch.load(bundle_root / "models" / "mae_checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 2

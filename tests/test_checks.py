@@ -17,13 +17,6 @@ from shared.transforms.io import LoadImaged
 from shared.transforms.xray import LoadXRayd
 from shared.utils.errors import InputError
 from tests.helpers import SEG, SMALL, TINY_UNETR, bundle_run
-from tools import synthetic
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=1, num_test=1,
-                                    shape=(40, 40, 24), body_scale=0.1))
 
 
 def nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

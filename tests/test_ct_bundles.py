@@ -31,7 +31,6 @@ from tests.helpers import (
     run_workflow,
     workflow,
 )
-from tools import synthetic
 from tools.measure.benchmark_inference import SETTINGS, Setting, chosen_settings, inference_overrides
 
 ROI = {"roi_size": [32, 32, 32]}
@@ -49,12 +48,6 @@ def saved_epoch(checkpoint: Path) -> int:
 def logged(name: str, log: str) -> list[float]:
     """Every value of ``name`` (e.g. ``train_loss``) that MONAI's StatsHandler printed per iteration."""
     return [float(v) for v in re.findall(rf"{name}: ([0-9.]+)", log)]
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=1,
-                                    shape=(64, 64, 32), seed=0, body_scale=0.1))
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +69,7 @@ def test_mae_pretraining_writes_weights_pictures_and_its_loss_falls(pretrained):
     assert np.mean(values[-3:]) < 0.9 * np.mean(values[:3]), values
 
 
+@pytest.mark.slow
 def test_mae_training_resumes_after_being_killed(btcv, tmp_path):
     """Run from the repository root; kill the run once a checkpoint exists; the restart continues from the saved
     epoch, schedule included."""
@@ -236,6 +230,7 @@ def test_benchmark_settings_are_chosen_by_name_in_order_and_unknown_names_are_re
         chosen_settings(["bf8"])
 
 
+@pytest.mark.slow
 def test_multi_gpu_configs_run_on_cpu_with_gloo(btcv, tmp_path):
     bundle_run([MAE / "train.json", MAE / "multi_gpu_train.json"],
                {"bundle_root": str(tmp_path / "mae"), "dataset_dir": str(btcv), "epochs": 1,

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -363,10 +364,14 @@ def pretrained(data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(pretrained, data) -> Path:
-    run_workflow(configs("train.json"), pretrained, dataset_dir=str(data), epochs=2, batch_size=8, val_batch_size=16,
+def trained(pretrained, data, tmp_path_factory) -> Path:
+    """Fine-tuning in a copy of the pre-training's bundle root (whose ``models/mae.pt`` is the default encoder), so
+    that ``pretrained`` stays as pre-training left it."""
+    root = tmp_path_factory.mktemp("trained") / "bundle"
+    shutil.copytree(pretrained, root)
+    run_workflow(configs("train.json"), root, dataset_dir=str(data), epochs=2, batch_size=8, val_batch_size=16,
                  warmup_epochs=1, val_fraction=0.3, **TINY)
-    return pretrained
+    return root
 
 
 def test_pretraining_writes_mae_weights_checkpoint_pictures_and_datalist(pretrained):
@@ -493,6 +498,7 @@ def test_metadata_names_the_findings_and_the_input_channels():
         assert config["in_channels"] == meta["network_data_format"]["inputs"]["image"]["num_channels"]
 
 
+@pytest.mark.slow
 def test_multi_gpu_training_runs_on_cpu_with_gloo(pretrained, data, tmp_path):
     """Two processes with torchrun (gloo on CPU): the validation AUC is gathered from both ranks."""
     (tmp_path / "models").mkdir()

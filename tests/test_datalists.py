@@ -60,12 +60,6 @@ def test_a_malformed_msd_dataset_json_is_named(brats, tmp_path):
     assert "line 2, column" in last_line(output)
 
 
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=0,
-                                    shape=(40, 40, 24), body_scale=0.1))
-
-
 def test_a_btcv_datalist_with_a_typo_or_an_entry_without_a_label_is_named(btcv, tmp_path):
     datalist = tmp_path / "dataset_0.json"
     overrides = {"bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(btcv), "datalist_file": str(datalist),

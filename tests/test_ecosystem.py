@@ -34,14 +34,6 @@ from tests.helpers import (
     user_env,
     write_dicom_series,
 )
-from tools import synthetic
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=1,
-                                    shape=(48, 40, 24), body_scale=0.1))
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # --tracking mlflow
@@ -76,6 +68,7 @@ def test_mlflow_tracking_logs_the_loss_and_one_learning_rate(config, btcv, tmp_p
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, network", [(SEG, TINY_UNETR), (MAE, {**TINY_MAE, "network_def#num_layers": 2})],
                          ids=["finetuning", "mae_pretraining"])
 def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, btcv, tmp_path):

@@ -19,12 +19,6 @@ from tools import synthetic
 CXR = BUNDLES / "vit_cxr14_cls" / "configs"
 
 
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=1, num_val=1, num_test=0,
-                                    shape=(40, 40, 24), body_scale=0.1))
-
-
 def last_line(output: str) -> str:
     return output.strip().splitlines()[-1]
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tools.measure import gpu_check
 
 
+@pytest.mark.slow
 def test_gpu_check_writes_every_figure_at_tiny_sizes(tmp_path):
     output = tmp_path / "gpu_check.json"
     gpu_check.main(output=str(output), tiny=True, device="cpu")

@@ -16,13 +16,6 @@ import torch
 from shared.data.inputs import image_datalist, non_empty
 from shared.utils.errors import cause_line
 from tests.helpers import SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run, run_workflow
-from tools import synthetic
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=1, num_test=1,
-                                    shape=(40, 40, 24), body_scale=0.1))
 
 
 def nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

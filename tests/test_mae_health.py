@@ -29,7 +29,6 @@ from shared.metrics.mae_health import (
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.networks.patches import patchify
 from tests.helpers import MAE, TINY_DECODER, TINY_ENCODER, TINY_MAE, bundle_run
-from tools import synthetic
 from tools.measure.mae_health import check_checkpoint
 
 
@@ -182,14 +181,12 @@ RUN = {**TINY_MAE, "network_def#num_layers": 2, "roi_size": [32, 32, 32], "batch
 
 
 @pytest.fixture(scope="module")
-def pretraining(tmp_path_factory) -> tuple[Path, Path, str]:
+def pretraining(btcv, tmp_path_factory) -> tuple[Path, Path, str]:
     """Three epochs of the CT pre-training bundle, the health check every second epoch."""
-    data = Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=2, num_test=0,
-                                    shape=(64, 64, 32), body_scale=0.1, seed=0))
     root = tmp_path_factory.mktemp("mae")
-    log = bundle_run([MAE / "train.json"], {"bundle_root": str(root), "dataset_dir": str(data), "epochs": 3,
+    log = bundle_run([MAE / "train.json"], {"bundle_root": str(root), "dataset_dir": str(btcv), "epochs": 3,
                                             "health_interval": 2, **RUN}, cwd=root)
-    return root, data, log
+    return root, btcv, log
 
 
 def test_pretraining_bundle_logs_the_health_check(pretraining):

@@ -283,6 +283,7 @@ def _make_weights(bundle: Path, case: BundleCase, data_dir: Path) -> Path:
     return bundle / "models" / "model.pt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLES)
 def test_download_round_trip(name: str, tmp_path: Path) -> None:
     case = _case(name)

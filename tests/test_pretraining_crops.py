@@ -54,7 +54,7 @@ def test_pretraining_crops_are_label_free_by_default(bundle, setting, tmp_path):
 
 
 @pytest.mark.parametrize("bundle", sorted(CONFIGS))
-def test_label_guided_crops_follow_the_label_and_drop_it(bundle, tmp_path):
+def test_label_guided_crops_replace_the_random_crops_and_drop_the_label(bundle, tmp_path):
     transforms, item = pretraining_pipeline(bundle, tmp_path, label_guided_crops="true")
     assert set(item) == {"image", "label"}
     assert not any(isinstance(t, RandSpatialCropSamplesd) for t in transforms)

@@ -30,14 +30,7 @@ from shared.utils.atomic import TEMPORARY_PREFIX, save_atomically
 from shared.utils.config import as_bool
 from shared.utils.errors import cause_line
 from tests.helpers import MAE, SMALL, TINY_MAE, run_workflow
-from tools import synthetic
 from tools.measure import fault_injection
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=1, num_test=1,
-                                    shape=(40, 40, 24), body_scale=0.1))
 
 
 def nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

@@ -104,7 +104,7 @@ TINY_TASK = replace(TASKS["btcv"], supervised_synthetic={"num_train": 2, "num_va
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict:
-    """The tiny study, its jobs in two worker processes."""
+    """The tiny study, its jobs in two worker processes (about 25 s on 2 CPU cores: its tests are marked slow)."""
     out = tmp_path_factory.mktemp("study")
     result = run_study(TINY_TASK, tiny_study_options(out, workers=2))
     summary = report.summarize(result)
@@ -116,6 +116,7 @@ def study(tmp_path_factory) -> dict:
     return {"result": result, "summary": summary, "out": out}
 
 
+@pytest.mark.slow
 def test_one_worker_gives_the_same_runs_as_two(study, tmp_path):
     """A run's figures depend on its threads, not on which worker ran it: the tiny study's smaller labelled size
     again, every job in this process, one after the other, gives every run the same losses, crops and scores."""
@@ -132,12 +133,14 @@ def test_one_worker_gives_the_same_runs_as_two(study, tmp_path):
 TASK_STAGES = copy.deepcopy({name: (t.pretrain, t.finetune, t.evaluate) for name, t in TASKS.items()})
 
 
+@pytest.mark.slow
 def test_a_study_leaves_the_tasks_settings_as_they_were(study):
     """A run's overrides (here the tiny network's ``network_def#...``) are applied to a copy: the task's nested
     ``network_def`` is not changed for the next study in the process."""
     assert {name: (t.pretrain, t.finetune, t.evaluate) for name, t in TASKS.items()} == TASK_STAGES
 
 
+@pytest.mark.slow
 def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(study):
     runs = {r.name: r for r in study["result"].runs}
     assert len(runs) == 2 * 2 * 4
@@ -160,6 +163,7 @@ def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(stud
     assert len({encoders[arm] for arm in ("mae", "supervised", "untrained")}) == 3
 
 
+@pytest.mark.slow
 def test_arms_differ_only_in_their_recipe_and_encoder(study):
     """Every arm's fine-tuning gets the same overrides but the recipe keys and ``pretrained_encoder``; scratch runs
     without layer-wise decay, every other arm with the paper's 0.75."""
@@ -173,6 +177,7 @@ def test_arms_differ_only_in_their_recipe_and_encoder(study):
     assert configs == recipes
 
 
+@pytest.mark.slow
 def test_summary_json_has_the_promised_schema(study):
     summary = json.loads((study["out"] / "summary.json").read_text())
     assert summary["task"] == "btcv" and summary["metric"] == "mean_dice_13"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from ignite.engine import Engine
 from monai.networks.nets import UNETR
@@ -17,13 +16,6 @@ from monai.networks.nets import UNETR
 from shared.handlers.checkpoint import ResumeLoader
 from shared.utils.atomic import TEMPORARY_PREFIX
 from tests.helpers import SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run
-from tools import synthetic
-
-
-@pytest.fixture(scope="module")
-def btcv(tmp_path_factory) -> Path:
-    return Path(synthetic.make_btcv(str(tmp_path_factory.mktemp("btcv")), num_train=2, num_val=1, num_test=1,
-                                    shape=(40, 40, 24), body_scale=0.1))
 
 
 def train_overrides(root: Path, data: Path, **more) -> dict:

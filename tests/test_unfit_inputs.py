@@ -25,10 +25,10 @@ def train_overrides(root: Path, data: Path, **more) -> dict:
             "pretrained_encoder": "", **SMALL, **TINY_UNETR, **more}
 
 
-def test_another_bundles_model_is_refused_in_a_few_lines(small_btcv, seg_bundle, tmp_path):
+def test_another_bundles_model_is_refused_in_a_few_lines(btcv, seg_bundle, tmp_path):
     mae_file = tmp_path / "mae.pt"
     torch.save(tiny_mae().state_dict(), mae_file)
-    output = bundle_run([SEG / "inference.json"], {"bundle_root": str(seg_bundle), "dataset_dir": str(small_btcv),
+    output = bundle_run([SEG / "inference.json"], {"bundle_root": str(seg_bundle), "dataset_dir": str(btcv),
                                                    "model_file": str(mae_file), "output_dir": str(tmp_path / "out"),
                                                    **SMALL, **TINY_UNETR}, expect_failure=True)
     last = last_line(output)
@@ -38,19 +38,19 @@ def test_another_bundles_model_is_refused_in_a_few_lines(small_btcv, seg_bundle,
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_truncated_model_is_named_at_evaluation(small_btcv, seg_bundle, tmp_path):
+def test_a_truncated_model_is_named_at_evaluation(btcv, seg_bundle, tmp_path):
     truncated = tmp_path / "model.pt"
     truncated.write_bytes((seg_bundle / "models" / "model.pt").read_bytes()[:2000])
     output = bundle_run([SEG / "train.json", SEG / "evaluate.json"],
-                        train_overrides(tmp_path / "bundle", small_btcv, model_file=str(truncated)),
+                        train_overrides(tmp_path / "bundle", btcv, model_file=str(truncated)),
                         expect_failure=True)
     assert last_line(output).startswith(f"error: RuntimeError: cannot read the trained network {truncated} (")
 
 
-def test_a_bare_tensor_as_pretrained_encoder_is_named(small_btcv, tmp_path):
+def test_a_bare_tensor_as_pretrained_encoder_is_named(btcv, tmp_path):
     encoder = tmp_path / "encoder.pt"
     torch.save(torch.zeros(3, 4), encoder)
-    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", small_btcv,
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv,
                                                               pretrained_encoder=str(encoder)), expect_failure=True)
     assert last_line(output).startswith(f"error: ValueError: MAE checkpoint '{encoder}' holds a Tensor, not a "
                                         "state dict")
@@ -90,11 +90,11 @@ def test_a_zero_or_degenerate_voxel_size_is_refused(tmp_path):
     check_nifti_header(str(nifti_header_only(tmp_path / "fine.nii", (8, 8, 8), np.diag([0.7, 0.7, 2.5, 1.0]))))
 
 
-def test_a_full_disk_during_training_names_the_checkpoint(small_btcv, tmp_path):
+def test_a_full_disk_during_training_names_the_checkpoint(btcv, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     checkpoint = full / "checkpoint.pt"
-    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", small_btcv,
+    output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv,
                                                               checkpoint_file=str(checkpoint)),
                         expect_failure=True, via=("tests.disk_full", str(full)))
     last = last_line(output)

@@ -30,24 +30,24 @@ def last_line(output: str) -> str:
     return output.strip().splitlines()[-1]
 
 
-def test_a_validation_case_in_training_or_with_a_background_label_is_named(small_btcv, tmp_path):
-    datalist = json.loads((small_btcv / "dataset_0.json").read_text())
+def test_a_validation_case_in_training_or_with_a_background_label_is_named(btcv, tmp_path):
+    datalist = json.loads((btcv / "dataset_0.json").read_text())
     train, val = datalist["training"][0], datalist["validation"][0]
     empty = tmp_path / "label_empty.nii.gz"
-    label = nib.load(small_btcv / val["label"])
+    label = nib.load(btcv / val["label"])
     nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine), empty)
     mine = tmp_path / "my_datalist.json"
     mine.write_text(json.dumps({"training": [train], "validation": [
-        train, {"image": str(small_btcv / val["image"]), "label": str(empty)}]}))
+        train, {"image": str(btcv / val["image"]), "label": str(empty)}]}))
     output = bundle_run([SEG / "train.json"], {
-        "bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(small_btcv), "datalist_file": str(mine),
+        "bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(btcv), "datalist_file": str(mine),
         "epochs": 1,
         "batch_size": 1, "num_samples": 1, "val_interval": 1, "pretrained_encoder": "", **SMALL, **TINY_UNETR})
-    image = (small_btcv / train["image"]).resolve()
+    image = (btcv / train["image"]).resolve()
     assert f"1 of 2 validation cases are also training cases, so the validation metric is partly measured on " \
            f"training data: {image}" in output
     assert "1 validation cases have a label that is all background" in output
-    assert f"Check the labels of these cases: {small_btcv / val['image']}" in output
+    assert f"Check the labels of these cases: {btcv / val['image']}" in output
 
 
 def test_a_brats_case_without_any_one_contrast_is_refused_by_the_same_rule(brats, tmp_path):
@@ -68,19 +68,19 @@ def test_a_brats_case_without_any_one_contrast_is_refused_by_the_same_rule(brats
     assert f"{cases[0].name}: missing {flair}" in output.split("error: ")[-1]
 
 
-def test_label_guided_mae_crops_refuse_a_label_off_its_image_grid(small_btcv, tmp_path):
-    datalist = json.loads((small_btcv / "dataset_0.json").read_text())
+def test_label_guided_mae_crops_refuse_a_label_off_its_image_grid(btcv, tmp_path):
+    datalist = json.loads((btcv / "dataset_0.json").read_text())
     case = datalist["training"][0]
-    label = nib.load(small_btcv / case["label"])
+    label = nib.load(btcv / case["label"])
     shifted = label.affine.copy()
     shifted[:3, 3] += 5.0
     moved = tmp_path / "label_moved.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(label.dataobj), shifted), moved)
     mine = tmp_path / "my_datalist.json"
-    mine.write_text(json.dumps({"training": [{"image": str(small_btcv / case["image"]), "label": str(moved)}],
+    mine.write_text(json.dumps({"training": [{"image": str(btcv / case["image"]), "label": str(moved)}],
                                 "validation": datalist["validation"]}))
     output = bundle_run([MAE / "train.json"], {
-        "bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(small_btcv), "datalist_file": str(mine),
+        "bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(btcv), "datalist_file": str(mine),
         "epochs": 1,
         "batch_size": 1, "num_samples": 1, "label_guided_crops": True, **SMALL, **TINY_MAE}, expect_failure=True)
     assert f"{moved}: the label's affine differs from the image's" in last_line(output)
@@ -93,17 +93,17 @@ def empty_label_like(label_file: Path, empty: Path) -> Path:
     return empty
 
 
-def test_an_evaluation_case_whose_label_is_all_background_is_named(small_btcv, seg_bundle, tmp_path):
-    datalist = json.loads((small_btcv / "dataset_0.json").read_text())
+def test_an_evaluation_case_whose_label_is_all_background_is_named(btcv, seg_bundle, tmp_path):
+    datalist = json.loads((btcv / "dataset_0.json").read_text())
     case = datalist["validation"][0]
-    image = small_btcv / case["image"]
-    empty = empty_label_like(small_btcv / case["label"], tmp_path / "label_empty.nii.gz")
+    image = btcv / case["image"]
+    empty = empty_label_like(btcv / case["label"], tmp_path / "label_empty.nii.gz")
     mine = tmp_path / "my_datalist.json"
     mine.write_text(json.dumps({"training": datalist["training"], "validation": [
-        {"image": str(image), "label": str(small_btcv / case["label"])},
+        {"image": str(image), "label": str(btcv / case["label"])},
         {"image": str(image), "label": str(empty)}]}))
     output = bundle_run([SEG / "train.json", SEG / "evaluate.json"], {
-        "bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(small_btcv), "datalist_file": str(mine),
+        "bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(btcv), "datalist_file": str(mine),
         "model_file": str(seg_bundle / "models" / "model.pt"), **SMALL, **TINY_UNETR})
     assert ("1 evaluation cases have a label that is all background: no class of theirs is scored whatever the "
             "network predicts") in output
