@@ -242,3 +242,17 @@ def test_multi_gpu_configs_run_on_cpu_with_gloo(btcv, tmp_path):
     bundle_run([SEG / "train.json", SEG / "evaluate.json", SEG / "multi_gpu_evaluate.json"],
                {"bundle_root": str(seg), "dataset_dir": str(btcv), **SEG_RUN}, torchrun=True)
     assert json.loads((seg / "eval" / "metrics_summary.json").read_text())["num_cases"] == 2
+
+
+def test_benchmark_inference_network_measures_every_variant_on_the_configs_network():
+    """``tools/measure/benchmark_inference.py network`` runs the config's network in each variant and reports the
+    label agreement with fp32 (exactly 1 for fp32 itself); unknown variants are refused; timings are not asserted."""
+    from tools.measure.benchmark_inference import NETWORK_VARIANTS, network
+
+    variants = [name for name in NETWORK_VARIANTS if not name.endswith("torch.compile")]  # compiling takes ~30 s
+    results = network(batch=1, roi_size=32, repeats=1, variants=variants)
+    assert list(results) == variants
+    assert results["fp32"]["label_agreement_with_fp32"] == 1.0
+    assert all(r["seconds_per_window"] > 0 and 0.5 < r["label_agreement_with_fp32"] <= 1 for r in results.values())
+    with pytest.raises(ValueError, match=r"unknown variants \['int4'\]"):
+        network(variants=["int4"])

@@ -20,7 +20,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from shared.transforms.invert import InvertedArgmaxd, inverted_probability_slabs
+from shared.transforms.invert import InvertedArgmaxd, axis_maps, inverted_probability_slabs
 
 # an LPS volume, anisotropic, with its axes stored in another order than RAS (j, k, i), and an oblique-free origin
 AFFINES = {
@@ -69,3 +69,19 @@ def test_another_spatial_transform_is_refused_naming_the_file(tmp_path):
     _, data = preprocessed(AFFINES["LPS"], tmp_path, extra=[SpatialPadd("image", (64, 64, 32))])
     with pytest.raises(ValueError, match=r"case\.nii\.gz.*Pad.*Invertd"):
         InvertedArgmaxd("pred")({"pred": probabilities(data["image"]), "image": data["image"]})
+
+
+def test_labels_are_computed_only_where_the_crop_is_read(tmp_path):
+    _, data = preprocessed(AFFINES["permuted"], tmp_path)
+    pred = probabilities(data["image"])
+    full = torch.empty(61, 47, 23, dtype=torch.long)
+    for planes, values in inverted_probability_slabs(pred, data["image"]):
+        full[..., planes] = values.argmax(-1).permute(1, 2, 0)
+    maps, shape, _ = axis_maps(data["image"])
+    box = tuple(m.support(n) for m, n in zip(maps, shape))
+    assert [(b.start, b.stop) for b in box] != [(0, n) for n in shape]  # the foreground crop cut something away
+    labels = InvertedArgmaxd("pred")({"pred": pred, "image": data["image"]})["pred"][0].long()
+    assert torch.equal(labels, full)
+    outside = torch.ones_like(labels, dtype=torch.bool)
+    outside[box] = False
+    assert torch.all(labels[outside] == 0)

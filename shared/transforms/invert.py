@@ -55,6 +55,13 @@ class AxisMap:
                 torch.as_tensor(np.clip(second, *clip), dtype=torch.long),
                 torch.as_tensor(w_first, dtype=torch.float32), torch.as_tensor(w_second, dtype=torch.float32))
 
+    def support(self, length: int) -> slice:
+        """The original indices in ``[0, length)`` that read at least one voxel inside the crop (elsewhere every class
+        has zero probability); an empty slice when none does."""
+        _, _, w_first, w_second = self.weights(np.arange(length))
+        inside = torch.nonzero((w_first > 0) | (w_second > 0)).flatten()
+        return slice(int(inside[0]), int(inside[-1]) + 1) if len(inside) else slice(0, 0)
+
 
 def _operations(image: MetaTensor) -> dict[str, dict]:
     operations = {op["class"]: op for op in image.applied_operations}
@@ -148,19 +155,21 @@ def inverted_probability_slabs(probabilities: torch.Tensor, image: MetaTensor, s
         (channels last, so that the argmax reads contiguous memory); ``values`` is overwritten by the next slab.
     """
     maps, original_shape, _ = axis_maps(image)
-    yield from _slabs(probabilities, maps, original_shape, slab)
+    yield from _slabs(probabilities, maps, [slice(0, n) for n in original_shape], slab)
 
 
-def _slabs(probabilities: torch.Tensor, maps: list[AxisMap], original_shape: tuple[int, ...], slab: int
+def _slabs(probabilities: torch.Tensor, maps: list[AxisMap], box: list[slice], slab: int
            ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The slabs of ``inverted_probability_slabs`` within ``box`` (a slice of each original axis): the values of
+    each slab cover ``box[0]`` and ``box[1]`` only."""
     # source axes in the order (last original axis, first, second), channels last
     order = (maps[2].source, maps[0].source, maps[1].source)
     source = convert_to_tensor(probabilities, track_meta=False).float()
     source = source.permute(*(1 + axis for axis in order), 0).contiguous()
-    rows = [m.weights(np.arange(n)) for m, n in zip(maps[:2], original_shape[:2])]
+    rows = [m.weights(np.arange(b.start, b.stop)) for m, b in zip(maps[:2], box[:2])]
     workspace = _Workspace()
-    for start in range(0, original_shape[2], slab):
-        planes = slice(start, min(start + slab, original_shape[2]))
+    for start in range(box[2].start, box[2].stop, slab):
+        planes = slice(start, min(start + slab, box[2].stop))
         values = _interpolate(source, 0, maps[2].weights(np.arange(planes.start, planes.stop)), workspace, "planes")
         values = _interpolate(values, 2, rows[1], workspace, "columns")
         yield planes, _interpolate(values, 1, rows[0], workspace, "rows")
@@ -168,11 +177,14 @@ def _slabs(probabilities: torch.Tensor, maps: list[AxisMap], original_shape: tup
 
 def inverted_argmax(probabilities: torch.Tensor, image: MetaTensor, slab: int = 4) -> MetaTensor:
     """The ``(1, *original_shape)`` label map (argmax over the channels, first class on ties) of ``probabilities``
-    resampled to the original grid of ``image``, with the original affine; slab by slab."""
+    resampled to the original grid of ``image``, with the original affine; slab by slab, and only in the box of
+    original voxels that read the foreground crop: outside it every probability is zero and the label is 0."""
     maps, original_shape, original_affine = axis_maps(image)
-    labels = torch.empty(original_shape, dtype=torch.uint8 if probabilities.shape[0] <= 256 else torch.int64)
-    for planes, values in _slabs(probabilities, maps, original_shape, slab):
-        labels[..., planes] = values.argmax(-1).permute(1, 2, 0).to(labels.dtype)
+    labels = torch.zeros(original_shape, dtype=torch.uint8 if probabilities.shape[0] <= 256 else torch.int64)
+    box = [m.support(n) for m, n in zip(maps, original_shape)]
+    if all(b.stop > b.start for b in box):
+        for planes, values in _slabs(probabilities, maps, box, slab):
+            labels[box[0], box[1], planes] = values.argmax(-1).permute(1, 2, 0).to(labels.dtype)
     meta = {k: v for k, v in image.meta.items() if k not in ("affine", "spatial_shape")}
     meta["spatial_shape"] = np.asarray(original_shape)
     return MetaTensor(labels[None], affine=torch.as_tensor(original_affine), meta=meta)

@@ -12,8 +12,13 @@ is not informative, pass ``--model_file`` for that).
 ``dice``: the Dice cost of the settings, through ``evaluate.json``, for models a study trained
 (``tools/run_experiment.py``, small configuration) on its synthetic validation cases.
 
+``network``: the network alone, one batch of sliding windows, in the bundle's way (bf16 autocast) and with the CPU
+levers that leave the label map (nearly) unchanged: seconds per window, the ratio to the bundle's way, the arithmetic
+rate reached, and the fraction of voxels whose label equals fp32's.
+
     python -m tools.measure.benchmark_inference timing
     python -m tools.measure.benchmark_inference stages
+    python -m tools.measure.benchmark_inference network
     python -m tools.measure.benchmark_inference dice --study_dir runs/study_btcv
 """
 
@@ -294,5 +299,90 @@ def dice(study_dir: str = "runs/study_btcv",
     return results
 
 
+# the first is the reference for the time ratios; fp32 for the label agreement
+NETWORK_VARIANTS = ("bf16 autocast (the bundle's)", "fp32", "bf16 autocast, channels_last_3d",
+                    "bf16 weights, no autocast", "bf16 autocast, torch.compile")
+
+
+def network(batch: int = 4, roi_size: int | None = None, repeats: int = 2,
+            variants: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """The ``inference.json`` network (randomly initialised) on one batch of ``batch`` windows, per variant of
+    ``NETWORK_VARIANTS``: seconds per window (the fastest of ``repeats`` passes after a warm-up pass; for
+    torch.compile the warm-up includes compiling, reported apart), the ratio to the bundle's way, GFLOP/s (the
+    convolutions' and matrix products' FLOPs counted by torch) and the fraction of voxels whose argmax equals fp32's.
+
+    Args:
+        batch: windows per pass (the config's ``sw_batch_size`` is 4).
+        roi_size: the window's edge (default: the config's ``roi_size``, 96).
+        repeats: timed passes per variant.
+        variants: names of ``NETWORK_VARIANTS`` to run (default: all).
+    """
+    import torch
+    from monai.bundle import ConfigParser
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unknown = sorted(set(variants or ()) - set(NETWORK_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {list(NETWORK_VARIANTS)}.")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    if roi_size:
+        parser["roi_size"] = [roi_size] * 3
+    torch.manual_seed(0)
+    reference = parser.get_parsed_content("network_def").eval()
+    windows = torch.rand(batch, 1, *parser.get_parsed_content("roi_size"))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fp32_labels = reference(windows).argmax(1)
+    gflop = counter.get_total_flops() / 1e9
+    results: dict[str, dict[str, float]] = {}
+    for name in variants or NETWORK_VARIANTS:
+        model, inputs, dtype = _network_variant(name, reference, windows)
+        seconds, compile_seconds, labels = _time_passes(model, inputs, dtype, repeats)
+        results[name] = {"seconds_per_window": round(seconds / batch, 3), "gflop_per_s": round(gflop / seconds, 1),
+                         "label_agreement_with_fp32": round((labels == fp32_labels).float().mean().item(), 4)}
+        if name.endswith("torch.compile"):
+            results[name]["compile_seconds"] = round(compile_seconds, 1)
+        print(f"{name:35s} {results[name]}", flush=True)
+    first = next(iter(results.values()))["seconds_per_window"]
+    for name, figures in results.items():
+        print(f"  {name}: {figures['seconds_per_window'] / first:.2f}x the time of the first")
+    return results
+
+
+def _network_variant(name: str, reference, windows):
+    """``(model, inputs, autocast dtype or None)`` for the variant ``name`` of ``NETWORK_VARIANTS``."""
+    import copy
+
+    import torch
+
+    if name == "fp32":
+        return reference, windows, None
+    if name == "bf16 weights, no autocast":
+        return copy.deepcopy(reference).to(torch.bfloat16), windows.to(torch.bfloat16), None
+    if name == "bf16 autocast, channels_last_3d":
+        return (copy.deepcopy(reference).to(memory_format=torch.channels_last_3d),
+                windows.to(memory_format=torch.channels_last_3d), torch.bfloat16)
+    if name == "bf16 autocast, torch.compile":
+        return torch.compile(copy.deepcopy(reference)), windows, torch.bfloat16
+    return reference, windows, torch.bfloat16
+
+
+def _time_passes(model, inputs, dtype, repeats: int):
+    """``(fastest pass in seconds, warm-up pass in seconds, argmax labels)`` of ``model`` on ``inputs``."""
+    import torch
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        start = time.perf_counter()
+        model(inputs)
+        warm_up = time.perf_counter() - start
+        passes = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            outputs = model(inputs)
+            passes.append(time.perf_counter() - start)
+    return min(passes), warm_up, outputs.float().argmax(1)
+
+
 if __name__ == "__main__":
-    fire.Fire({"timing": timing, "stages": stages, "dice": dice}, name="tools.measure.benchmark_inference")
+    fire.Fire({"timing": timing, "stages": stages, "dice": dice, "network": network},
+              name="tools.measure.benchmark_inference")
