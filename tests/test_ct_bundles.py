@@ -256,3 +256,14 @@ def test_benchmark_inference_network_measures_every_variant_on_the_configs_netwo
     assert all(r["seconds_per_window"] > 0 and 0.5 < r["label_agreement_with_fp32"] <= 1 for r in results.values())
     with pytest.raises(ValueError, match=r"unknown variants \['int4'\]"):
         network(variants=["int4"])
+
+
+def test_benchmark_inference_inversion_compares_identical_label_maps(tmp_path):
+    """``tools/measure/benchmark_inference.py inversion`` times the bundle's crop-box inversion against the whole grid
+    on a CT preprocessed by ``inference.json``; the two label maps must be identical; timings are not asserted."""
+    from tools.measure.benchmark_inference import inversion, synthetic_ct
+
+    ct = synthetic_ct(tmp_path / "ct", shape=(96, 96, 32), spacing=(1.5, 1.5, 2.5))
+    result = inversion(ct=str(ct), repeats=1)
+    assert result["identical"] and result["original_grid"] == [96, 96, 32]
+    assert result["whole grid"] > 0 and result["crop box (the bundle's)"] > 0

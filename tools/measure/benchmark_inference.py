@@ -16,9 +16,13 @@ is not informative, pass ``--model_file`` for that).
 levers that leave the label map (nearly) unchanged: seconds per window, the ratio to the bundle's way, the arithmetic
 rate reached, and the fraction of voxels whose label equals fp32's.
 
+``inversion``: ``InvertedArgmaxd`` (the label map computed only in the box of original voxels that read the foreground
+crop) against the same resampling and argmax over the whole original grid, in one process.
+
     python -m tools.measure.benchmark_inference timing
     python -m tools.measure.benchmark_inference stages
     python -m tools.measure.benchmark_inference network
+    python -m tools.measure.benchmark_inference inversion --pixel_mm 0.9
     python -m tools.measure.benchmark_inference dice --study_dir runs/study_btcv
 """
 
@@ -300,6 +304,62 @@ def dice(study_dir: str = "runs/study_btcv",
 
 
 # the first is the reference for the time ratios; fp32 for the label agreement
+def inversion(ct: str | None = None, pixel_mm: float = 0.683, repeats: int = 2, workdir: str | None = None
+              ) -> dict[str, float]:
+    """Seconds of the bundle's label-map inversion (``inverted_argmax``: only inside the crop's box) and of the same
+    resampling and argmax over the whole original grid, on one CT preprocessed by ``inference.json``, with random
+    class probabilities in the network's grid (the time does not depend on them); the fastest of ``repeats`` passes
+    each, their ratio, and whether the label maps are identical.
+
+    Args:
+        ct: a CT volume (default: the synthetic 512x512x115 CT with in-plane pixels of ``pixel_mm``: a wider field of
+            view around the same body for larger pixels).
+        pixel_mm: the synthetic CT's in-plane pixel size.
+        repeats: timed passes of each.
+        workdir: where the synthetic CT goes (default: a new temporary folder).
+    """
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+
+    from tools.bundle_runner import bundle_importable
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_inversion_"))
+    volume = Path(ct) if ct else synthetic_ct(work / "ct", spacing=(pixel_mm, pixel_mm, 2.5))
+    with bundle_importable(BUNDLE):
+        from scripts.transforms.invert import inverted_argmax, inverted_probability_slabs
+
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+        image = parser.get_parsed_content("preprocessing")({"image": str(volume)})["image"]
+        torch.manual_seed(0)
+        probabilities = MetaTensor(torch.softmax(torch.randn(parser.get_parsed_content("num_classes"),
+                                                             *image.shape[1:]), 0))
+        probabilities.copy_meta_from(image)
+
+        def whole_grid() -> torch.Tensor:
+            labels = torch.empty(tuple(image.applied_operations[0]["orig_size"]), dtype=torch.uint8)
+            for planes, values in inverted_probability_slabs(probabilities, image):
+                labels[..., planes] = values.argmax(-1).permute(1, 2, 0)
+            return labels
+
+        seconds = {"whole grid": float("inf"), "crop box (the bundle's)": float("inf")}
+        for _ in range(repeats):
+            for name, step in (("whole grid", whole_grid),
+                               ("crop box (the bundle's)", lambda: inverted_argmax(probabilities, image)[0])):
+                start = time.perf_counter()
+                labels = step()
+                seconds[name] = min(seconds[name], time.perf_counter() - start)
+                if name == "whole grid":
+                    reference = labels
+    result = {**{name: round(value, 2) for name, value in seconds.items()},
+              "ratio": round(seconds["crop box (the bundle's)"] / seconds["whole grid"], 2),
+              "identical": bool(torch.equal(labels.as_tensor(), reference)),
+              "network_grid": list(image.shape[1:]), "original_grid": list(reference.shape)}
+    print(result)
+    return result
+
+
 NETWORK_VARIANTS = ("bf16 autocast (the bundle's)", "fp32", "bf16 autocast, channels_last_3d",
                     "bf16 weights, no autocast", "bf16 autocast, torch.compile")
 
@@ -384,5 +444,5 @@ def _time_passes(model, inputs, dtype, repeats: int):
 
 
 if __name__ == "__main__":
-    fire.Fire({"timing": timing, "stages": stages, "dice": dice, "network": network},
+    fire.Fire({"timing": timing, "stages": stages, "dice": dice, "network": network, "inversion": inversion},
               name="tools.measure.benchmark_inference")
