@@ -137,15 +137,24 @@ def synthetic_ct(out_dir: Path, shape=(512, 512, 115), spacing=(0.683, 0.683, 2.
     return next((out_dir / "imagesTs").glob("*.nii.gz"))
 
 
-def random_unetr(path: Path) -> Path:
-    """The paper's UNETR (as ``inference.json`` builds it), randomly initialised, saved as a model file."""
-    import torch
+def inference_parser(**overrides: Any):
+    """The bundle's ``inference.json`` (with its metadata) in a ``ConfigParser``, ``overrides`` applied."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def random_unetr(path: Path) -> Path:
+    """The paper's UNETR (as ``inference.json`` builds it), randomly initialised, saved as a model file."""
+    import torch
+
     torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
+    torch.save(inference_parser().get_parsed_content("network_def").state_dict(), path)
     return path
 
 
@@ -253,15 +262,9 @@ def _inference_objects(volume: Path, model: Path, out: Path, amp: bool | None) -
     """``inference.json`` for one volume, built: ``(preprocessing, network with the weights of model in evaluation
     mode, inferer, postprocessing)``."""
     import torch
-    from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
-    overrides = {"bundle_root": str(BUNDLE), "input_files": [str(volume)], "output_dir": str(out),
-                 "model_file": str(model), **({} if amp is None else {"amp": amp})}
-    for key, value in overrides.items():
-        parser[key] = value
+    parser = inference_parser(bundle_root=str(BUNDLE), input_files=[str(volume)], output_dir=str(out),
+                              model_file=str(model), **({} if amp is None else {"amp": amp}))
     network = parser.get_parsed_content("network")
     network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
     preprocessing, inferer, postprocessing = (parser.get_parsed_content(k)
@@ -303,7 +306,6 @@ def dice(study_dir: str = "runs/study_btcv",
     return results
 
 
-# the first is the reference for the time ratios; fp32 for the label agreement
 def inversion(ct: str | None = None, pixel_mm: float = 0.683, repeats: int = 2, workdir: str | None = None
               ) -> dict[str, float]:
     """Seconds of the bundle's label-map inversion (``inverted_argmax``: only inside the crop's box) and of the same
@@ -319,7 +321,6 @@ def inversion(ct: str | None = None, pixel_mm: float = 0.683, repeats: int = 2, 
         workdir: where the synthetic CT goes (default: a new temporary folder).
     """
     import torch
-    from monai.bundle import ConfigParser
     from monai.data import MetaTensor
 
     from tools.bundle_runner import bundle_importable
@@ -329,8 +330,7 @@ def inversion(ct: str | None = None, pixel_mm: float = 0.683, repeats: int = 2, 
     with bundle_importable(BUNDLE):
         from scripts.transforms.invert import inverted_argmax, inverted_probability_slabs
 
-        parser = ConfigParser()
-        parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+        parser = inference_parser()
         image = parser.get_parsed_content("preprocessing")({"image": str(volume)})["image"]
         torch.manual_seed(0)
         probabilities = MetaTensor(torch.softmax(torch.randn(parser.get_parsed_content("num_classes"),
@@ -343,23 +343,32 @@ def inversion(ct: str | None = None, pixel_mm: float = 0.683, repeats: int = 2, 
                 labels[..., planes] = values.argmax(-1).permute(1, 2, 0)
             return labels
 
-        seconds = {"whole grid": float("inf"), "crop box (the bundle's)": float("inf")}
-        for _ in range(repeats):
-            for name, step in (("whole grid", whole_grid),
-                               ("crop box (the bundle's)", lambda: inverted_argmax(probabilities, image)[0])):
-                start = time.perf_counter()
-                labels = step()
-                seconds[name] = min(seconds[name], time.perf_counter() - start)
-                if name == "whole grid":
-                    reference = labels
+        seconds, labels = _fastest({"whole grid": whole_grid,
+                                    "crop box (the bundle's)": lambda: inverted_argmax(probabilities, image)[0]},
+                                   repeats)
+    box, whole = labels["crop box (the bundle's)"].as_tensor(), labels["whole grid"]
     result = {**{name: round(value, 2) for name, value in seconds.items()},
               "ratio": round(seconds["crop box (the bundle's)"] / seconds["whole grid"], 2),
-              "identical": bool(torch.equal(labels.as_tensor(), reference)),
-              "network_grid": list(image.shape[1:]), "original_grid": list(reference.shape)}
+              "identical": bool(torch.equal(box, whole)),
+              "network_grid": list(image.shape[1:]), "original_grid": list(whole.shape)}
     print(result)
     return result
 
 
+def _fastest(steps: dict[str, Any], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each of ``steps`` (callables without arguments) run ``repeats`` times, taking turns so that a slow spell of
+    the machine hits them alike: the fastest seconds of each, and each one's last result."""
+    seconds = dict.fromkeys(steps, float("inf"))
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            results[name] = step()
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    return seconds, results
+
+
+# the first is the reference for the time ratios; fp32 for the label agreement
 NETWORK_VARIANTS = ("bf16 autocast (the bundle's)", "fp32", "bf16 autocast, channels_last_3d",
                     "bf16 weights, no autocast", "bf16 autocast, torch.compile")
 
@@ -378,16 +387,12 @@ def network(batch: int = 4, roi_size: int | None = None, repeats: int = 2,
         variants: names of ``NETWORK_VARIANTS`` to run (default: all).
     """
     import torch
-    from monai.bundle import ConfigParser
     from torch.utils.flop_counter import FlopCounterMode
 
     unknown = sorted(set(variants or ()) - set(NETWORK_VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(NETWORK_VARIANTS)}.")
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    if roi_size:
-        parser["roi_size"] = [roi_size] * 3
+    parser = inference_parser(**({"roi_size": [roi_size] * 3} if roi_size else {}))
     torch.manual_seed(0)
     reference = parser.get_parsed_content("network_def").eval()
     windows = torch.rand(batch, 1, *parser.get_parsed_content("roi_size"))
