@@ -111,6 +111,16 @@ def test_every_bundle_is_covered():
     assert all(Path(BUNDLES / b / "configs" / c).is_file() for b, entries in IMAGE_STEPS.items() for c, _, _ in entries)
 
 
+@pytest.mark.parametrize("config", sorted(BUNDLES.glob("*/configs/multi_gpu_*.json")), ids=lambda p: p.parents[1].name +
+                         "/" + p.name)
+def test_multi_gpu_runs_end_their_process_group_with_the_shared_helper(config):
+    """``finalize`` ends with ``scripts.utils.dist.end_process_group`` and has no barrier of its own: a gloo barrier
+    kept finished collectives alive until the interpreter's shutdown, and the process aborted at exit."""
+    finalize = json.loads(config.read_text())["finalize"]
+    assert finalize[-1] == {"_target_": "scripts.utils.dist.end_process_group"}
+    assert not any("barrier" in str(item) or "destroy_process_group" in str(item) for item in finalize)
+
+
 @pytest.mark.parametrize("config", sorted(BUNDLES.glob("*/configs/*train.json")), ids=lambda p: p.parents[1].name +
                          "/" + p.name)
 def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):

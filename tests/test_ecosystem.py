@@ -83,7 +83,7 @@ def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, bt
                     "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
         cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", configs,
                *cli_args({**overrides, "bundle_root": str(tmp_path / f"node{node}")}),
-               "--finalize", json.dumps([check, "$dist.barrier()", "$dist.destroy_process_group()"])]
+               "--finalize", json.dumps([check, {"_target_": "scripts.utils.dist.end_process_group"}])]
         processes.append(subprocess.Popen(cmd, cwd=tmp_path, env={**user_env(), "OMP_NUM_THREADS": "1"},
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in processes]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeVar
 
 import ignite.distributed as idist
 import torch.distributed as dist
 
-__all__ = ["is_main_process", "gather_objects"]
+__all__ = ["is_main_process", "gather_objects", "end_process_group"]
+
+# How long the main thread waits, without the GIL, after destroying a gloo process group (see end_process_group).
+GLOO_SETTLE_SECONDS = 0.2
 
 T = TypeVar("T")
 
@@ -24,3 +28,25 @@ def gather_objects(obj: T) -> list[T]:
     gathered: list[Any] = [None] * idist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def end_process_group() -> None:
+    """Destroy the default process group at the end of a run (the multi-GPU configs' ``finalize``); nothing when
+    there is none.
+
+    Under gloo (CPU runs), a collective's worker thread frees the collective a moment after ``wait()`` has returned
+    in Python, and freeing a tensor whose Python object is gone takes the GIL. If the interpreter has begun to shut
+    down by then, the thread is ended inside a destructor and the process aborts ("terminate called without an
+    active exception", SIGABRT) after the run has finished and written everything, so torchrun reports a failure.
+    ``destroy_process_group`` does not stop gloo's threads (the group lives on while anything holds it, DDP for
+    one), so the main thread then waits ``GLOO_SETTLE_SECONDS`` without the GIL for them to finish. No ``barrier``
+    first: a gloo barrier holds on to every collective still in flight when it was issued until the barrier itself
+    is freed (the core dump of an aborted process showed a barrier freeing an ``all_gather``'s tensors).
+    """
+    if not dist.is_initialized():
+        return
+    gloo = dist.get_backend() == "gloo"
+    dist.destroy_process_group()
+    idist.sync()  # is_main_process and gather_objects see a single process again
+    if gloo:
+        time.sleep(GLOO_SETTLE_SECONDS)
