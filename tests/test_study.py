@@ -19,9 +19,19 @@ from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, RESOLVED_KEYS, check_plan, load_plan, options_from_plan
 from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference
-from tools.study.study import StudyOptions, arm_overrides, labelled_subsets, run_study, save_runs
+from shared.utils.errors import InputError
+from tools.study.study import (
+    OUTPUT_MARKER,
+    Run,
+    StudyOptions,
+    arm_overrides,
+    labelled_subsets,
+    replace_output_folder,
+    run_study,
+    save_runs,
+)
 from tools.study.tasks import TASKS
-from tools.study.tune import grid_points, held_out_split
+from tools.study.tune import grid_points, held_out_split, load_tuning
 from tools.zoo.package_bundles import json_format_errors
 
 
@@ -83,6 +93,80 @@ def test_tuning_holds_out_training_cases_and_spans_the_grid():
     training, held = held_out_split(cases, 3, seed=0)
     assert len(held) == 3 and not {c["image"] for c in training} & {c["image"] for c in held}
     assert grid_points({"a": [1, 2], "b": [3]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+
+
+def test_tuning_scores_held_out_training_cases_only_pretrains_once_and_chooses_per_arm(tmp_path, monkeypatch):
+    """``tune`` (its studies stubbed): every grid point is a study of the training cases, scored on the held-out ones
+    (never on the task's evaluation cases), at the smallest labelled size the study itself would run (the paper
+    sizes with ``full_size``); the encoders of the first point are reused; each arm gets its best point."""
+    from tools.study import tune as tune_module
+
+    training = [{"image": f"train{i}"} for i in range(8)]
+    evaluation = [{"image": f"eval{i}"} for i in range(4)]
+    task = replace(TASKS["btcv"], full_labelled_sizes=(3, "all"))
+    monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: (training, evaluation))
+    monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out)
+    best = {"scratch": 1.0, "mae": 0.5}  # the learning rate at which each arm scores highest
+    studies = []
+
+    def fake_study(task, options):
+        studies.append(options)
+        lr = options.arm_overrides["mae"]["base_learning_rate"]
+        runs = [Run(options.labelled_sizes[0], seed, arm, options.output_dir,
+                    scores={task.metric: 1.0 - abs(lr - best[arm]) + 0.01 * seed})
+                for seed in options.seeds for arm in options.arms]
+        return type("Study", (), {"runs": runs, "encoders": {"mae": "mae.pt", "supervised": ""}})()
+
+    monkeypatch.setattr(tune_module, "run_study", fake_study)
+    options = StudyOptions(output_dir=tmp_path / "tuning", seeds=[0, 1], arms=["scratch", "mae"], full_size=True)
+    tuning = tune_module.tune(task, options, {"base_learning_rate": [0.5, 1.0, 2.0]}, held_out=3)
+
+    assert tuning["chosen"] == {"scratch": {"base_learning_rate": 1.0}, "mae": {"base_learning_rate": 0.5}}
+    assert len(studies) == 3 and {o.labelled_sizes[0] for o in studies} == {3}
+    for options in studies:
+        fitting, scored = options.cases
+        assert len(scored) == 3 and not {c["image"] for c in fitting} & {c["image"] for c in scored}
+        assert {c["image"] for c in fitting + scored} == {c["image"] for c in training}
+    assert studies[0].mae_file is None and {o.mae_file for o in studies[1:]} == {"mae.pt"}
+    assert load_tuning(tmp_path / "tuning" / "tuning.json", task) == tuning["chosen"]
+
+
+def test_a_tuning_file_is_checked_and_its_errors_name_it(tmp_path):
+    path = tmp_path / "tuning.json"
+    for content, problem in [("{", "not valid JSON"), ('{"task": "btcv"}', "no 'chosen' table"),
+                             ('{"task": "cxr14", "chosen": {"mae": {}}}', "tuned for task 'cxr14', not 'btcv'"),
+                             ('{"task": "btcv", "chosen": {"mea": {}}}', r"unknown arms \['mea'\]")]:
+        path.write_text(content)
+        with pytest.raises(InputError, match=problem) as error:
+            load_tuning(path, TASKS["btcv"])
+        assert str(error.value).startswith(str(path))
+
+
+def test_a_study_replaces_only_an_output_folder_a_study_wrote(tmp_path):
+    """A mistyped ``--output_dir`` (a data set, the repository) is refused, not deleted; an earlier study's output is
+    replaced; a data set inside the output folder is refused before anything is deleted."""
+    foreign = tmp_path / "BTCV"
+    (foreign / "imagesTr").mkdir(parents=True)
+    (foreign / "imagesTr" / "img0001.nii.gz").write_text("a real scan")
+    with pytest.raises(FileExistsError, match=f"{foreign} is not empty and no study wrote it"):
+        replace_output_folder(foreign)
+    assert (foreign / "imagesTr" / "img0001.nii.gz").read_text() == "a real scan"
+    with pytest.raises(ValueError, match="holds the data set"):
+        replace_output_folder(tmp_path, dataset_dir=foreign)
+    assert (foreign / "imagesTr" / "img0001.nii.gz").is_file()
+
+    out = replace_output_folder(tmp_path / "new" / "study")
+    assert [p.name for p in out.iterdir()] == [OUTPUT_MARKER]
+    (out / "report.md").write_text("an earlier report")
+    assert replace_output_folder(out) == out and [p.name for p in out.iterdir()] == [OUTPUT_MARKER]
+    assert replace_output_folder(foreign / "imagesTr" / "empty_after_all", foreign).is_dir() is True
+
+
+def test_a_study_refuses_a_seed_given_twice(tmp_path):
+    """Two runs of one seed would share a folder and be counted as two independent pairs."""
+    with pytest.raises(ValueError, match=r"seeds \[0\] are given more than once"):
+        run_study(TASKS["btcv"], StudyOptions(output_dir=tmp_path / "study", seeds=[0, 0, 1]))
+    assert not (tmp_path / "study").exists()
 
 
 _TINY_ROI = {"roi_size": [32, 32, 32], "num_workers": 0}
@@ -244,6 +328,29 @@ def test_a_study_without_seeds_gets_its_task_s_number_of_seeds(task_name, seeds,
     run_experiment.study(task_name, full_size=True)
     run_experiment.study(task_name, workers=3, threads_per_run=2)
     assert [(o.threads_per_run, o.workers) for o in seen[2:]] == [(None, None), (2, 3)]
+
+
+def test_the_command_line_reads_labelled_sizes_with_all_and_a_confirmatory_run_takes_no_study_options(monkeypatch):
+    """``--labelled_sizes "[2,all]"`` (documented for brats) reaches the study as ``[2, "all"]``; ``--confirm`` refuses
+    every option that its plan fixes instead of ignoring it, and passes on where it writes and how its jobs run."""
+    import fire
+
+    import tools.run_experiment as run_experiment
+
+    seen, plans = [], []
+    monkeypatch.setattr(run_experiment, "run_study", lambda task, options: seen.append(options))
+    monkeypatch.setattr(run_experiment, "_write_outputs", lambda task, result: None)
+    monkeypatch.setattr(run_experiment, "_run_plan", lambda task, path, out, parallel: plans.append((path, out,
+                                                                                                     parallel)))
+    fire.Fire(run_experiment.study, command=["brats", "--labelled_sizes", "[2,all]"])
+    assert seen[0].labelled_sizes == [2, "all"]
+    for refused in (["--dataset_dir", "/data/BTCV"], ["--full_size"], ["--seeds", "[0]"], ["--steps", "5"],
+                    ["--hyperparameters", "tuning.json"], ["--arms", "[scratch]"]):
+        with pytest.raises(ValueError, match=f"remove \\['{refused[0][2:]}'\\]"):
+            fire.Fire(run_experiment.study, command=["btcv", "--confirm", *refused])
+    assert plans == []
+    fire.Fire(run_experiment.study, command=["btcv", "--confirm", "--output_dir", "out", "--workers", "2"])
+    assert plans == [(PLANS / "btcv_confirm.json", Path("out"), {"workers": 2, "threads_per_run": 1})]
 
 
 @pytest.mark.parametrize("task_name", ["btcv", "brats"])

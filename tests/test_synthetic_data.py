@@ -331,6 +331,20 @@ def test_determinism(make, fixture, request, tmp_path):
     assert images.isdisjoint(content for name, content in other.items() if name.endswith((".nii.gz", ".png")))
 
 
+@pytest.mark.parametrize("make", [_make_btcv, lambda out, seed=0: _make_brats(out, "msd", seed), _make_cxr14])
+def test_a_generator_never_writes_into_a_folder_that_holds_files(make, tmp_path):
+    """The generators write the real data sets' file names: a real data set given as ``out_dir`` stays as it was."""
+    real = tmp_path / "real"
+    (real / "imagesTr").mkdir(parents=True)
+    (real / "imagesTr" / "img0001.nii.gz").write_text("a real scan")
+    with pytest.raises(FileExistsError, match=f"{real} is not an empty folder"):
+        make(real)
+    assert [p.name for p in real.rglob("*")] == ["imagesTr", "img0001.nii.gz"]
+    assert (real / "imagesTr" / "img0001.nii.gz").read_text() == "a real scan"
+    (tmp_path / "empty").mkdir()
+    assert Path(make(tmp_path / "empty")).is_dir()
+
+
 def test_btcv_case_independent_of_set_size(btcv_dir, tmp_path):
     single = sd.make_btcv(str(tmp_path), num_train=1, num_val=0, num_test=0, shape=BTCV_SHAPE, seed=0)
     for name in ("imagesTr/img0001.nii.gz", "labelsTr/label0001.nii.gz"):

@@ -2,9 +2,10 @@
 
 For a task (``btcv``, the default, ``brats`` or ``cxr14``) it pre-trains an MAE once on the training images (labels
 unused) through the task's bundle config, fine-tunes from the MAE encoder and from scratch at several labelled-set
-sizes with several seeds (both arms of a pair share recipe, budget, seed and data), evaluates every run through the
-bundle's evaluate config on cases that nothing was chosen on, and writes ``report.md``, ``summary.json``,
-``metric_vs_labelled.png``, ``loss_curves.png`` and ``reconstruction.png`` under ``--output_dir``::
+sizes with several seeds (the arms of a pair share budget, seed and data; each has its recipe, see
+``tools/study/tasks.py``), evaluates every run through the bundle's evaluate config on cases that nothing was chosen
+on, and writes ``report.md``, ``summary.json``, ``metric_vs_labelled.png``, ``loss_curves.png`` and
+``reconstruction.png`` under ``--output_dir``::
 
     python -m tools.run_experiment                         # btcv on built-in synthetic data, about 11 min on 2 cores
     python -m tools.run_experiment brats                   # brain tumours (MSD Task01 layout), 8 seeds, 2 labelled
@@ -12,38 +13,56 @@ bundle's evaluate config on cases that nothing was chosen on, and writes ``repor
     python -m tools.run_experiment btcv --dataset_dir /data/BTCV --full_size --output_dir runs/btcv_full
     python -m tools.run_experiment btcv --seed 10          # seeds 10, 11, 12 and synthetic data of seed 10
 
-Options: ``--output_dir`` (default ``runs/study_<task>``), ``--dataset_dir`` (a data set in the task's public
-layout; synthetic data is generated when absent), ``--full_size`` (the bundles' paper configuration),
-``--num_seeds`` (the task's: 3, 8 for brats) or ``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the
-synthetic data), ``--labelled_sizes "[2,8]"``, ``--steps`` (fine-tuning iterations per run), ``--pretrain_epochs``,
-``--hyperparameters tuning.json`` (per-arm overrides chosen by ``--tune``), ``--workers`` and ``--threads_per_run``
-(how many jobs run at once, and their threads; see ``tools/study/workers.py``). With ``--tune --grid
-'{"layer_decay": [0.5, 0.75]}'`` it chooses hyper-parameters on held-out training cases instead (see
-``tools/study/tune.py``).
+Options: ``--output_dir`` (default ``runs/study_<task>``; a folder an earlier study wrote is replaced, any other
+non-empty folder refused), ``--dataset_dir`` (a data set in the task's public layout; synthetic data is generated when
+absent), ``--full_size`` (the bundles' paper configuration), ``--num_seeds`` (the task's: 3, 8 for brats) or
+``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the synthetic data), ``--labelled_sizes "[2,8]"`` (``all``:
+every training case), ``--steps`` (fine-tuning iterations per run), ``--pretrain_epochs``, ``--hyperparameters
+tuning.json`` (per-arm overrides chosen by ``--tune``), ``--workers`` and ``--threads_per_run`` (how many jobs run at
+once, and their threads; see ``tools/study/workers.py``). With ``--tune --grid '{"layer_decay": [0.5, 0.75]}'`` it
+chooses hyper-parameters on held-out training cases instead (see ``tools/study/tune.py``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import fire
 
+from shared.utils.atomic import write_text_atomically
 from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan
 from tools.study.study import StudyOptions, StudyResult, run_study, save_runs
 from tools.study.tasks import TASKS
+from tools.study.tune import load_tuning
 from tools.study.tune import tune as run_tuning
 
+CONFIRM_OPTIONS = ("task", "output_dir", "confirm", "plan_file", "workers", "threads_per_run")
+"""The options a confirmatory run takes besides its plan: where it writes and how its jobs run."""
 
-def _ints(value) -> list[int] | None:
+
+def _items(value) -> list | None:
+    """A list given on the command line: fire's list, or a string such as ``"[2,all]"``."""
     if value is None:
         return None
     if isinstance(value, (int, str)):
-        value = [int(v) for v in str(value).strip("[]() ").split(",") if v.strip()]
-    return [int(v) for v in value]
+        value = [v.strip(" '\"") for v in str(value).strip("[]() ").split(",") if v.strip()]
+    return list(value)
+
+
+def _ints(value) -> list[int] | None:
+    items = _items(value)
+    return None if items is None else [int(v) for v in items]
+
+
+def _sizes(value) -> list[int | str] | None:
+    """Labelled-set sizes: numbers, or ``all`` (every training case)."""
+    items = _items(value)
+    return None if items is None else [v if v == "all" else int(v) for v in items]
 
 
 def study(
@@ -87,7 +106,7 @@ def study(
         held_out: with ``tune``, training cases held out for validation.
         arms: the arms to run, e.g. ``"[scratch,supervised]"`` (default: all four, see ``tools/study/arms.py``).
         confirm: run the task's committed confirmatory plan (``tools/study/plans/<task>_confirm.json``) instead;
-            every other study option is refused.
+            every other study option but ``CONFIRM_OPTIONS`` is refused.
         plan_file: with ``confirm``, another plan file.
         workers: jobs (MAE pre-training, the positive control, fine-tuning runs) run at once, each in a process of its
             own; default: as many as fill the CPU cores, at most 8. The figures do not depend on it.
@@ -95,6 +114,7 @@ def study(
             The figures depend on it (the order of a product's sums): earlier reports were made with 0 (two threads
             on a 2-core CPU, one job at a time).
     """
+    given = {name: value for name, value in locals().items() if value != _DEFAULTS[name]}  # options not at default
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}.")
     chosen = TASKS[task]
@@ -102,16 +122,20 @@ def study(
         threads_per_run = 0 if full_size else 1
     parallel = {"workers": workers, "threads_per_run": threads_per_run or None}
     if confirm:
+        refused = sorted(set(given) - set(CONFIRM_OPTIONS))
+        if refused:
+            raise ValueError(f"--confirm runs the committed plan's settings only; remove {refused} (it takes only "
+                             f"{list(CONFIRM_OPTIONS)}).")
         _run_plan(chosen, Path(plan_file) if plan_file else PLANS / f"{task}_confirm.json",
                   Path(output_dir or f"runs/confirm_{task}"), parallel)
         return
-    arm_overrides = json.loads(Path(hyperparameters).read_text())["chosen"] if hyperparameters else {}
+    arm_overrides = load_tuning(hyperparameters, chosen) if hyperparameters else {}
     options = StudyOptions(
         output_dir=Path(output_dir or f"runs/{'tuning' if tune else 'study'}_{task}"),
         dataset_dir=Path(dataset_dir) if dataset_dir else None,
         full_size=full_size,
         seeds=_ints(seeds) or [seed + i for i in range(num_seeds or chosen.num_seeds)],
-        labelled_sizes=_ints(labelled_sizes),
+        labelled_sizes=_sizes(labelled_sizes),
         data_seed=seed,
         steps=steps,
         pretrain_epochs=pretrain_epochs,
@@ -127,11 +151,13 @@ def study(
     _write_outputs(chosen, run_study(chosen, options))
 
 
+_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(study).parameters.items()}
+
+
 def _names(value) -> list[str] | None:
+    value = _items(value)
     if value is None:
         return None
-    if isinstance(value, str):
-        value = [v.strip(" '\"") for v in value.strip("[]() ").split(",") if v.strip()]
     unknown = sorted(set(value) - set(ARM_NAMES))
     if unknown:
         raise ValueError(f"unknown arms {unknown}; choose from {list(ARM_NAMES)}.")
@@ -149,7 +175,7 @@ def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
     print(f"confirmatory run of {plan_path} (sha256 {digest})", flush=True)
     result = run_study(task, options)
     (result.output_dir / "plan.json").write_bytes(plan_path.read_bytes())
-    (result.output_dir / "resolved_plan.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    write_text_atomically(json.dumps(resolved, indent=2) + "\n", result.output_dir / "resolved_plan.json")
     _write_outputs(task, result, digest)
 
 

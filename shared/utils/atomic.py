@@ -28,6 +28,7 @@ __all__ = [
     "naming_failures",
     "save_atomically",
     "write_json_atomically",
+    "write_text_atomically",
     "remove_temporaries",
 ]
 
@@ -118,6 +119,12 @@ def write_json_atomically(obj: object, path: str | os.PathLike) -> None:
     with naming_failures(path), atomic_open(path, "w") as f:
         json.dump(obj, f, indent=4)
         f.write("\n")
+
+
+def write_text_atomically(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to ``path``, atomically; a failed write raises an ``OSError`` naming ``path``."""
+    with naming_failures(path), atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def remove_temporaries(folder: str | os.PathLike) -> list[str]:

@@ -34,6 +34,7 @@ from monai.networks.nets import UNETR, MaskedAutoEncoderViT
 
 from shared.inferers.autocast import AutocastInferer
 from shared.networks.mae import MaskedAutoencoderViT
+from shared.utils.atomic import write_text_atomically
 from tools import synthetic
 from tools.bundle_runner import run_bundle
 from tools.measure.benchmark_mae import monai_step, ours_step, time_steps
@@ -213,8 +214,7 @@ def main(output: str = "gpu_check.json", tiny: bool = False, device: str | None 
             figures["training_epoch"] = training_epochs(target, tiny, Path(workdir))
         print(json.dumps({"training_epoch": figures["training_epoch"]}), flush=True)
     figures["wall_seconds"] = round(time.perf_counter() - start, 1)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(json.dumps(figures, indent=1))
+    write_text_atomically(json.dumps(figures, indent=1), output)
     print(f"written {output} ({figures['wall_seconds']} s)")
 
 

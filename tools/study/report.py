@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from shared.utils.atomic import write_json_atomically, write_text_atomically  # noqa: E402
 from tools.study.arms import ARMS, CONTRASTS  # noqa: E402
 from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference  # noqa: E402
 from tools.study.study import StudyResult  # noqa: E402
@@ -103,7 +104,7 @@ def summarize(result: StudyResult) -> dict[str, Any]:
 def write_summary(summary: dict[str, Any], path: Path) -> None:
     """Write ``summary`` as the model zoo's JSON hook formats it (4-space indent), so that a report can live in a
     bundle's ``docs/`` and still pass the packaging checks."""
-    path.write_text(json.dumps(summary, indent=4, ensure_ascii=True) + "\n")
+    write_json_atomically(summary, path)
 
 
 def plot_metric(summary: dict[str, Any], metric_label: str, path: Path) -> None:
@@ -273,7 +274,7 @@ def write_report(result: StudyResult, summary: dict[str, Any], path: Path, plan_
     lines += [f"Wall time: {summary['wall_seconds']:.0f} s (MAE pre-training "
               f"{result.pretraining.seconds:.0f} s). Every run's scores: `runs.json`; logs: `logs/`.", ""]
     text = "\n".join(lines)
-    path.write_text(text)
+    write_text_atomically(text, path)
     return text
 
 

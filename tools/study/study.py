@@ -26,6 +26,7 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from shared.data.splits import seeded_order
+from shared.utils.atomic import write_text_atomically
 from tools.bundle_runner import bundle_importable, run_bundle
 from tools.measure.mae_health import check_checkpoint
 from tools.study.arms import ARM_NAMES
@@ -35,7 +36,10 @@ from tools.study.workers import default_workers, study_executor
 
 __all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets", "plan",
            "run_study", "score_network", "stage_overrides", "finetune_and_score", "positive_control", "pretrain",
-           "SUPERVISED_DATA_SEED_OFFSET"]
+           "SUPERVISED_DATA_SEED_OFFSET", "OUTPUT_MARKER", "replace_output_folder"]
+
+OUTPUT_MARKER = ".study_output"
+"""The file that marks a folder as a study's (or a tuning's) output, which the next run into it may replace."""
 
 SUPERVISED_DATA_SEED_OFFSET = 1_000_000
 """The positive control's labelled cases are synthetic cases of data seed ``data_seed + SUPERVISED_DATA_SEED_OFFSET``:
@@ -47,7 +51,8 @@ class StudyOptions:
     """How to run a study (see ``tools/run_experiment.py`` for the command line).
 
     Attributes:
-        output_dir: where everything goes (replaced if it exists).
+        output_dir: where everything goes; an earlier study's output there is replaced, any other content refused
+            (see :func:`replace_output_folder`).
         dataset_dir: the data set; None generates the task's synthetic one.
         full_size: the bundles' paper configuration instead of the small one.
         seeds: fine-tuning seeds; each gives a pair of runs per labelled size.
@@ -362,6 +367,40 @@ def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir:
     return run
 
 
+def replace_output_folder(out: Path, dataset_dir: Path | None = None) -> Path:
+    """Make ``out`` an empty output folder holding only :data:`OUTPUT_MARKER`; returns it resolved.
+
+    A folder that already exists is replaced only when an earlier study or tuning marked it as its output, so that a
+    mistyped ``--output_dir`` (a data set, the repository, a home folder) is never deleted.
+
+    Raises:
+        FileExistsError: ``out`` holds files and no marker, naming the folder.
+        ValueError: ``dataset_dir`` lies inside ``out``, which replacing it would delete.
+    """
+    out = out.resolve()
+    if dataset_dir is not None and dataset_dir.resolve().is_relative_to(out):
+        raise ValueError(f"the output folder {out} holds the data set {dataset_dir.resolve()}, which the study would "
+                         "delete when it replaces its output folder: choose another --output_dir.")
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"the output folder {out} is a file.")
+        if any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file():
+            raise FileExistsError(f"the output folder {out} is not empty and no study wrote it (it has no "
+                                  f"{OUTPUT_MARKER}): a study replaces its output folder, so it writes only into a new "
+                                  "or empty folder or an earlier study's; choose another --output_dir or empty it.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / OUTPUT_MARKER).write_text("written by python -m tools.run_experiment; the next study or tuning run into "
+                                     "this folder replaces it.\n")
+    return out
+
+
+def _check_seeds(seeds: Sequence[int]) -> None:
+    repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+    if repeated:
+        raise ValueError(f"the seeds {repeated} are given more than once: each seed is one independent pair of runs.")
+
+
 def _workers(options: StudyOptions, jobs: int) -> int:
     return max(1, min(options.workers or default_workers(options.threads_per_run), jobs))
 
@@ -375,10 +414,8 @@ def run_study(task: Task, options: StudyOptions) -> StudyResult:
     ``if __name__ == "__main__":`` guard.
     """
     start = time.perf_counter()
-    out = options.output_dir.resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _check_seeds(options.seeds)
+    out = replace_output_folder(options.output_dir, options.dataset_dir)
     if options.dataset_dir is None:
         print(f"generating the synthetic {task.name} data set (seed {options.data_seed})", flush=True)
         dataset_dir = task.make_synthetic(out / "data", options.data_seed, **options.synthetic)
@@ -460,4 +497,4 @@ def save_runs(result: StudyResult, path: Path) -> None:
     """Every run's scores and losses as JSON (the raw material of the report)."""
     rows = [{"labelled": r.labelled, "seed": r.seed, "arm": r.arm, "scores": r.scores, "losses": r.losses,
              "seconds": r.seconds} for r in result.runs]
-    path.write_text(json.dumps(rows, indent=1))
+    write_text_atomically(json.dumps(rows, indent=1), path)

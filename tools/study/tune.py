@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from shared.data.splits import split_by_seed
+from shared.utils.atomic import write_json_atomically, write_text_atomically
+from shared.utils.errors import InputError
+from shared.utils.files import read_json
+from tools.study.arms import ARM_NAMES
 from tools.study.stats import mean_sd
-from tools.study.study import StudyOptions, run_study
+from tools.study.study import StudyOptions, plan, replace_output_folder, run_study
 from tools.study.tasks import Task
 
-__all__ = ["held_out_split", "grid_points", "tune"]
+__all__ = ["held_out_split", "grid_points", "tune", "load_tuning"]
 
 
 def held_out_split(cases: list[dict], held_out: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -47,12 +51,11 @@ def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out
     Returns:
         ``{"task", "grid", "held_out", "results": [{"point", "mae": [...], "scratch": [...]}], "chosen": {arm: point}}``
     """
-    out = options.output_dir.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = replace_output_folder(options.output_dir, options.dataset_dir)
     dataset_dir = options.dataset_dir or task.make_synthetic(out / "data", options.data_seed, **options.synthetic)
     training, _ = task.cases(Path(dataset_dir), out / "datalists")
     tune_training, tune_evaluation = held_out_split(training, held_out, options.data_seed)
-    sizes = [min(int(n) for n in (options.labelled_sizes or task.labelled_sizes) if n != "all")]
+    sizes = [min(plan(task, options, len(tune_training))[0])]  # the study's smallest labelled size
     base = replace(options, dataset_dir=Path(dataset_dir), labelled_sizes=sizes, cases=(tune_training, tune_evaluation))
     arms = list(options.arms)
     results, encoders = [], {}
@@ -68,7 +71,7 @@ def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out
     tuning = {"task": task.name, "metric": task.metric, "grid": grid, "held_out": len(tune_evaluation),
               "training": len(tune_training), "labelled": sizes[0], "seeds": list(options.seeds), "results": results,
               "chosen": chosen}
-    (out / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
+    write_json_atomically(tuning, out / "tuning.json")
     lines = [f"# Hyper-parameters of the {task.name} study, chosen on held-out cases of data draw {options.data_seed}",
              "",
              f"{len(tune_training)} training cases ({sizes[0]} labelled), {len(tune_evaluation)} held-out training "
@@ -78,6 +81,25 @@ def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out
         cells = [f"{mean_sd(r[arm])[0]:.3f} ± {mean_sd(r[arm])[1]:.3f}" for arm in arms]
         lines.append(f"| `{json.dumps(r['point'])}` | " + " | ".join(cells) + " |")
     lines += ["", "Chosen: " + ", ".join(f"{arm} `{json.dumps(chosen[arm])}`" for arm in arms) + ".", ""]
-    (out / "tuning.md").write_text("\n".join(lines))
+    write_text_atomically("\n".join(lines), out / "tuning.md")
     print("\n".join(lines))
     return tuning
+
+
+def load_tuning(path: str | Path, task: Task) -> dict[str, dict[str, Any]]:
+    """The per-arm hyper-parameters (``{arm: {config id: value}}``) that :func:`tune` chose, from its ``tuning.json``.
+
+    Raises:
+        InputError: naming ``path``: not valid JSON, no ``chosen`` table, another task's tuning, or unknown arms.
+    """
+    path = str(path)
+    content = read_json(path)
+    chosen = content.get("chosen") if isinstance(content, dict) else None
+    if not isinstance(chosen, dict) or not all(isinstance(point, dict) for point in chosen.values()):
+        raise InputError(path, "not a tuning.json written by --tune: it has no 'chosen' table of per-arm values.")
+    if content.get("task") != task.name:
+        raise InputError(path, f"the hyper-parameters were tuned for task {content.get('task')!r}, not {task.name!r}.")
+    unknown = sorted(set(chosen) - set(ARM_NAMES))
+    if unknown:
+        raise InputError(path, f"unknown arms {unknown} in 'chosen'; the arms are {list(ARM_NAMES)}.")
+    return chosen

@@ -14,6 +14,7 @@ from .common import (
     as_shape,
     case_rng,
     ellipsoid,
+    empty_output_folder,
     paint,
     save_nifti,
     smooth_noise,
@@ -228,7 +229,7 @@ def make_brats(
     Returns:
         ``out_dir`` as a string.
     """
-    out = Path(out_dir)
+    out = empty_output_folder(out_dir)
     shape = as_shape(shape, 3)
     if layout == "brats2021":
         if num_test:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
@@ -16,6 +15,7 @@ from .common import (
     bezier,
     case_rng,
     ellipsoid,
+    empty_output_folder,
     paint,
     save_nifti,
     smooth_noise,
@@ -364,7 +364,7 @@ def make_btcv(
     Returns:
         ``out_dir`` as a string.
     """
-    out = Path(out_dir)
+    out = empty_output_folder(out_dir)
     labelled, test = _btcv_ids(num_train + num_val, num_test)
     entries = []
     for case_id in labelled:

@@ -56,6 +56,20 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], cells: Sequence
     return (field / (field.std() + 1e-8)).astype(np.float32)
 
 
+def empty_output_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a path, after checking that it is new or empty: the generators write the real data sets' file
+    names (``imagesTr/img0001.nii.gz``, ``dataset.json``, ...), so they never write into a folder that holds files.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a file, or a folder that is not empty.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} is not an empty folder: the synthetic data set is written only into a new or "
+                              "empty folder, so that it never replaces files of a real one; choose another out_dir.")
+    return out
+
+
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     """Write ``array`` (dtype kept) as a gzipped NIfTI-1 with the same qform and sform (scanner space, mm)."""
     image = nib.Nifti1Image(array, affine)
