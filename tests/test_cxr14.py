@@ -198,6 +198,18 @@ def test_split_is_patient_wise_deterministic_and_follows_seed_and_fraction(tmp_p
         assert item["label"] == list(entries[Path(item["image"]).name].labels)
 
 
+def test_an_empty_split_is_counted_as_zero_positives(tmp_path):
+    """Pre-training on every image (``val_fraction`` 0) and a download without the test list's images."""
+    patients = make_layout(tmp_path, num_patients=10, archives=False)
+    for name in patients:
+        if int(patients[name]) % 5 == 0:
+            os.remove(tmp_path / "images" / name)
+    data = build_datalist(str(tmp_path), val_fraction=0.0)
+    assert data["validation"] == data["test"] == [] and len(data["training"]) > 0
+    assert data["stats"]["validation_positives"] == data["stats"]["test_positives"] == dict.fromkeys(FINDINGS, 0)
+    assert sum(data["stats"]["training_positives"].values()) > 0
+
+
 def test_missing_images_and_patients_in_both_lists_are_left_out(tmp_path):
     patients = make_layout(tmp_path, archives=False)
     first_train = next(n for n in patients if int(patients[n]) % 5)

@@ -321,3 +321,23 @@ def test_writer_takes_an_anonymised_series_and_refuses_two_series_on_one_grid(tm
         path.rename(folder / f"other_{path.name}")
     with pytest.raises(InputError, match="holds several DICOM series on the label map's grid"):
         saver({"pred": _label(label, affine, folder)})
+
+
+def test_series_folders_named_by_their_uid_keep_their_whole_name(tmp_path):
+    """Exports often name a series' folder by its SeriesInstanceUID: its dots are not an extension, so two series
+    whose UIDs differ in the last part get two outputs, named by the whole UID."""
+    from shared.data.inputs import image_datalist, output_stem
+
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    folders = [tmp_path / "1.2.840.113619.2.55.3.5", tmp_path / "1.2.840.113619.2.55.3.6"]
+    for folder in folders:
+        write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
+    assert [output_stem(str(f)) for f in folders] == [f.name for f in folders]
+    assert output_stem(str(folders[0]) + "/") == folders[0].name
+    assert output_stem(str(tmp_path / "ct.v2.nii.gz")) == "ct.v2"  # a file keeps the rule of before
+    assert image_datalist([str(f) for f in folders]) == [{"image": str(f)} for f in folders]
+    saver = SaveDicomSegd("pred", tmp_path / "out", ["spleen"], "x")
+    label = _every_class((8, 6, 4), [1])
+    for folder in folders:
+        saver({"pred": _label(label, affine, folder)})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{f.name}_seg.dcm" for f in folders]

@@ -130,6 +130,9 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt"):
         load_mae_encoder(_unetr(), tmp_path / "bad.pt")
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 64)  # a header length far beyond the file
+    with pytest.raises(ValueError, match="Cannot read MAE checkpoint .*bad.safetensors"):
+        load_mae_encoder(_unetr(), tmp_path / "bad.safetensors")
     with pytest.raises(TypeError, match="ViT"):
         load_mae_encoder(torch.nn.Linear(2, 2), {})
 

@@ -105,3 +105,24 @@ def test_a_one_slice_volume_is_segmented_as_a_volume(btcv, seg_bundle, tmp_path)
     written = nib.load(tmp_path / "out" / "slice_seg.nii.gz")
     assert written.shape == (*image.shape[:2], 1) and np.allclose(written.affine, image.affine)
     assert not list((tmp_path / "out").glob(TEMPORARY_PREFIX + "*"))
+
+
+def test_the_image_writer_copies_and_refuses_arguments_that_would_name_its_outputs_otherwise(tmp_path):
+    """A post-processing chain is deep-copied and pickled (e.g. by MONAI Label, or worker processes): the writer
+    survives both; MONAI's other ways to choose the output path would be ignored, so they are refused."""
+    import copy
+    import pickle
+
+    import torch
+    from monai.data import MetaTensor
+
+    from shared.transforms.io import SaveImaged
+
+    saver = SaveImaged("pred", output_dir=str(tmp_path), output_postfix="seg", separate_folder=False, resample=False)
+    for twin in (copy.deepcopy(saver), pickle.loads(pickle.dumps(saver))):
+        twin({"pred": MetaTensor(torch.zeros(1, 4, 4, 4), meta={"filename_or_obj": "/in/ct.nii.gz"})})
+    assert [p.name for p in tmp_path.iterdir()] == ["ct_seg.nii.gz"]
+    for refused in ({"separate_folder": True}, {"output_name_formatter": lambda meta, saver: {}},
+                    {"data_root_dir": "/in"}):
+        with pytest.raises(ValueError, match=f"does not take \\['{next(iter(refused))}'\\]"):
+            SaveImaged("pred", output_dir=str(tmp_path), **refused)

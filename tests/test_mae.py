@@ -70,6 +70,19 @@ def test_given_mask_is_used():
     assert torch.equal(net(torch.rand(2, 1, 64, 32, 32), mask)["mask"], mask)
 
 
+def test_a_mask_of_another_ratio_or_shape_is_refused():
+    """With more hidden patches than the network's count the encoder would see hidden ones; with fewer, visible ones
+    would be replaced by mask tokens: neither is silent."""
+    net = tiny_mae(img_size=(64, 32, 32), mask_ratio=0.75)  # 16 patches, 12 hidden
+    x = torch.rand(2, 1, 64, 32, 32)
+    mask = net.random_masking(2, "cpu")
+    for wrong in (mask.clone().fill_(True), mask & (torch.arange(16) < 8)):
+        with pytest.raises(ValueError, match=r"hides \[.*\] of 16 patches per image; this network hides 12"):
+            net(x, wrong)
+    with pytest.raises(ValueError, match=r"the mask is \(1, 16\); expected \(2, 16\)"):
+        net(x, mask[:1])
+
+
 def test_norm_pix_loss_normalises_each_channel_of_each_patch():
     net = tiny_mae(in_channels=2, img_size=32, norm_pix_loss=True)
     x = torch.rand(2, 2, 32, 32, 32)

@@ -28,6 +28,7 @@ from shared.metrics.mae_health import (
 )
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.networks.patches import patchify
+from shared.utils.errors import InputError
 from tests.helpers import MAE, TINY_DECODER, TINY_ENCODER, TINY_MAE, bundle_run
 from tools.measure.mae_health import check_checkpoint
 
@@ -174,6 +175,11 @@ def test_datalist_split_reads_a_split_or_nothing(tmp_path: Path):
     assert datalist_split(datalist, "training", ["image"]) == [{"image": str(tmp_path / "a.nii.gz")}]
     assert datalist_split({"validation": [{"image": "/x", "label": "/y"}]}, "validation", ["image"]) == [
         {"image": "/x"}]
+    with pytest.raises(InputError, match=f"{datalist}: entry 0 of 'training'.* has no 'mask'"):
+        datalist_split(datalist, "training", ["image", "mask"])
+    datalist.write_text('{"training": [')
+    with pytest.raises(InputError, match=f"{datalist}: not valid JSON"):
+        datalist_split(datalist, "training", ["image"])
 
 
 RUN = {**TINY_MAE, "network_def#num_layers": 2, "roi_size": [32, 32, 32], "batch_size": 2, "num_samples": 2,

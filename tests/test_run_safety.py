@@ -329,3 +329,45 @@ def test_a_second_job_on_the_same_bundle_root_refuses_to_start(tmp_path):
     assert json.loads(lock_file.read_text())["pid"] == os.getpid()
     engine.fire_event(Events.COMPLETED)
     assert not lock_file.exists()
+
+
+_ACQUIRE = """
+import sys, time
+from shared.handlers.lock import BundleLock, BundleLockedError
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process tries at the same moment
+try:
+    BundleLock(sys.argv[1]).acquire()
+except BundleLockedError:
+    print("refused", flush=True)
+else:
+    print("held", flush=True)
+    time.sleep(3)  # alive while the others look at the lock
+"""
+
+
+def test_of_jobs_started_at_the_same_moment_one_takes_the_lock(tmp_path):
+    """The lock file is created whole and only if absent: never two holders, whatever the interleaving."""
+    import time
+
+    lock_file = tmp_path / "models" / ".lock"
+    start = time.time() + 4.0
+    jobs = [subprocess.Popen([sys.executable, "-c", _ACQUIRE, str(lock_file), str(start)], stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(3)]
+    outcomes = sorted(job.communicate(timeout=60)[0].strip() for job in jobs)
+    assert outcomes == ["held", "refused", "refused"]
+    assert not lock_file.exists() and [p.name for p in lock_file.parent.iterdir()] == []
+
+
+def test_a_lock_from_another_host_or_unreadable_is_taken_over_with_a_warning(tmp_path, caplog):
+    lock_file = tmp_path / ".lock"
+    lock_file.write_text(json.dumps({"pid": 1, "host": "another-node", "started": "earlier"}))
+    lock = BundleLock(str(lock_file))
+    lock.acquire()
+    assert "written by process 1 on host 'another-node'" in caplog.text
+    assert "make sure that job has ended" in caplog.text
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    lock.release()
+    lock_file.write_text("{")
+    lock.acquire()
+    assert "it cannot be read" in caplog.text and json.loads(lock_file.read_text())["pid"] == os.getpid()
+    lock.release()

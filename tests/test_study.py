@@ -13,13 +13,13 @@ import pytest
 from monai.bundle import ConfigParser
 from scipy import stats
 
+from shared.utils.errors import InputError
 from tests.helpers import TINY_ENCODER, TINY_MAE, TINY_UNETR, TINY_VIT
 from tools.bundle_runner import bundle_importable
 from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, RESOLVED_KEYS, check_plan, load_plan, options_from_plan
 from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference
-from shared.utils.errors import InputError
 from tools.study.study import (
     OUTPUT_MARKER,
     Run,

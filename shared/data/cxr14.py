@@ -335,7 +335,8 @@ def build_datalist(
     }
     for split, items in data.items():
         stats[f"{split}_images"] = len(items)
-        stats[f"{split}_positives"] = dict(zip(FINDINGS, map(int, np.sum([i["label"] for i in items], 0))))
+        positives = np.sum([i["label"] for i in items], 0) if items else np.zeros(len(FINDINGS))
+        stats[f"{split}_positives"] = dict(zip(FINDINGS, map(int, positives)))
     stats["training_patients"] = len({e.patient for e in train_val}) - len(val_patients)
     stats["validation_patients"] = len(val_patients)
     stats["test_patients"] = len(test_patients)

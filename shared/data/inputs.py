@@ -55,8 +55,6 @@ def decathlon_datalist(
         InputError: the file is not valid JSON (naming the line and column), has no list ``key``, or an entry lacks
             one of ``required`` (naming the entry).
     """
-    from monai.data import load_decathlon_datalist
-
     content = read_json(datalist_file)
     items = content.get(key) if isinstance(content, dict) else None
     if not isinstance(items, list):
@@ -115,10 +113,10 @@ def datalist_split(
     """
     if isinstance(datalist, Mapping):
         return select_keys(datalist.get(split, []), keys)
-    with open(datalist) as f:
-        if split not in json.load(f):
-            return []
-    return select_keys(load_decathlon_datalist(datalist, True, split, base_dir=base_dir), keys)
+    content = read_json(os.fspath(datalist))
+    if not isinstance(content, dict) or split not in content:
+        return []
+    return select_keys(decathlon_datalist(os.fspath(datalist), split, base_dir, required=keys), keys)
 
 
 def pretraining_keys(label_guided_crops: bool | str) -> list[str]:
@@ -128,8 +126,12 @@ def pretraining_keys(label_guided_crops: bool | str) -> list[str]:
 
 
 def output_stem(path: str) -> str:
-    """The name an output is saved under: the file name without its extension (``.nii.gz`` counts as one)."""
-    name = os.path.basename(os.fspath(path))
+    """The name an output is saved under: the file name without its extension (``.nii.gz`` counts as one); a folder
+    (a DICOM series) keeps its whole name, dots included (e.g. a folder named by its SeriesInstanceUID)."""
+    path = os.path.normpath(os.fspath(path))
+    name = os.path.basename(path)
+    if os.path.isdir(path):
+        return name
     for ext in (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".jpg", ".jpeg", ".dcm"):
         if name.lower().endswith(ext):
             return name[: -len(ext)]

@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..metrics.auc import per_class_auc
+from ..utils.atomic import atomic_open, naming_failures, write_json_atomically, write_text_atomically
 from ..utils.dist import gather_objects, is_main_process
 from ..utils.stats import nan_to_none, nanmean
 
@@ -77,8 +78,8 @@ class MultiLabelResultsSaver:
         records = [r for part in gather_objects(self.records) for r in part]
         if not is_main_process() or not records:
             return
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "predictions.csv"), "w", newline="") as f:
+        predictions_file = os.path.join(self.output_dir, "predictions.csv")
+        with naming_failures(predictions_file), atomic_open(predictions_file, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", "path", *self.class_names])
             for path, pred, _ in records:
@@ -89,8 +90,7 @@ class MultiLabelResultsSaver:
             if label is not None:
                 row["labels"] = dict(zip(self.class_names, label))
             rows.append(row)
-        with open(os.path.join(self.output_dir, "predictions.json"), "w") as f:
-            json.dump(rows, f, indent=2)
+        write_text_atomically(json.dumps(rows, indent=2), os.path.join(self.output_dir, "predictions.json"))
         labelled = [r for r in records if r[2] is not None]
         if not labelled:
             engine.logger.info(f"probabilities of {len(records)} images written to {self.output_dir}")
@@ -101,7 +101,8 @@ class MultiLabelResultsSaver:
         mean = nanmean(list(self.auc.values()))
         positives = dict(zip(self.class_names, y.sum(0).int().tolist()))
         negatives = {k: len(labelled) - v for k, v in positives.items()}
-        with open(os.path.join(self.output_dir, "auc.csv"), "w", newline="") as f:
+        auc_file = os.path.join(self.output_dir, "auc.csv")
+        with naming_failures(auc_file), atomic_open(auc_file, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["finding", "auc", "positives", "negatives"])
             for name in self.class_names:
@@ -114,8 +115,7 @@ class MultiLabelResultsSaver:
             "positives": positives,
             "negatives": negatives,
         }
-        with open(os.path.join(self.output_dir, "auc.json"), "w") as f:
-            json.dump(summary, f, indent=4)
+        write_json_atomically(summary, os.path.join(self.output_dir, "auc.json"))
         table = ", ".join(f"{k} {v:.3f}" for k, v in self.auc.items())
         engine.logger.info(
             f"mean AUC {mean:.4f} over {len(labelled)} images ({table}); written to {self.output_dir}"

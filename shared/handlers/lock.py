@@ -71,27 +71,71 @@ class BundleLock:
         """Create the lock file; refuse when a live process on this host holds it. Taking a held lock again does
         nothing.
 
+        The file is created whole and only if it does not exist (a hard link of a written temporary), so that of two
+        jobs started at the same moment one gets the lock and the other sees it held. A lock whose process is gone,
+        or that was written on another host (whose processes cannot be checked from here, e.g. a restarted container
+        or another node), is taken over with a warning.
+
         Raises:
             BundleLockedError: naming the holder and how to stop it.
         """
         if self.held or not is_main_process():
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        holder = self.holder()
-        if holder is not None and holder.get("host") == socket.gethostname() and holder.get("pid") != os.getpid():
-            if _alive(int(holder["pid"])):
-                raise BundleLockedError(
-                    f"{self.name} is being trained by process {holder['pid']} (since {holder.get('started', '?')}; "
-                    f"lock {self.path}). Stop it first (e.g. kill {holder['pid']}; killing only a torchrun launcher "
-                    "leaves its workers running) or use another --bundle_root."
-                )
-            logger.warning(f"taking over {self.path}: its process {holder['pid']} is gone")
-        with open(self.path, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        while not self._create(mine):
+            holder = self.holder()
+            self._refuse_a_live_holder(holder)
+            self._take_over(holder)
         self.held = True
         atexit.register(self.release)
         at_failed_exit(self.release)
+
+    def _create(self, content: dict) -> bool:
+        """Write ``content`` to the lock file if it does not exist; False when it exists."""
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(content, f)
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create it exclusively, then write it
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                json.dump(content, f)
+        finally:
+            os.remove(tmp)
+        return True
+
+    def _refuse_a_live_holder(self, holder: dict | None) -> None:
+        if holder is None or holder.get("host") != socket.gethostname() or holder.get("pid") == os.getpid():
+            return
+        if _alive(int(holder["pid"])):
+            raise BundleLockedError(
+                f"{self.name} is being trained by process {holder['pid']} (since {holder.get('started', '?')}; "
+                f"lock {self.path}). Stop it first (e.g. kill {holder['pid']}; killing only a torchrun launcher "
+                "leaves its workers running) or use another --bundle_root."
+            )
+
+    def _take_over(self, holder: dict | None) -> None:
+        """Remove a stale lock, unless another job replaced it meanwhile (then the next attempt looks at that one)."""
+        if holder is None:
+            logger.warning(f"taking over {self.path}: it cannot be read")
+        elif holder.get("host") != socket.gethostname():
+            logger.warning(f"taking over {self.path}, written by process {holder.get('pid')} on host "
+                           f"{holder.get('host')!r} (since {holder.get('started', '?')}), which cannot be checked from "
+                           f"here: make sure that job has ended")
+        else:
+            logger.warning(f"taking over {self.path}: its process {holder['pid']} is gone")
+        if self.holder() == holder:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
 
     def release(self, engine: Engine | None = None) -> None:
         if self.held:

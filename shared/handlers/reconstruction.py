@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from ignite.engine import Engine, Events
 from PIL import Image
 
+from ..utils.atomic import atomic_path, naming_failures
 from ..utils.dist import is_main_process
 from ..visualize.reconstruction import reconstruction_panel
 
@@ -68,11 +69,12 @@ class ReconstructionSnapshotHandler:
             return
         image, reconstruction, mask = self._first_sample(engine.state.output)
         panel = reconstruction_panel(image, reconstruction, mask, self.patch_size, self.num_slices)
-        os.makedirs(self.output_dir, exist_ok=True)
         picture = Image.fromarray(panel)
         zoom = max(1, -(-self.min_tile_size // image.shape[1]))  # small crops are shown enlarged
         picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
-        picture.save(os.path.join(self.output_dir, f"reconstruction_epoch{engine.state.epoch:04d}.png"))
+        path = os.path.join(self.output_dir, f"reconstruction_epoch{engine.state.epoch:04d}.png")
+        with naming_failures(path), atomic_path(path, suffix=".png") as tmp:
+            picture.save(tmp)
         if self.summary_writer is not None:
             self.summary_writer.add_image(self.tag, panel[None], global_step=engine.state.epoch, dataformats="CHW")
             self.summary_writer.flush()

@@ -8,7 +8,6 @@ with HD95 in millimetres from the label's voxel spacing, and writes them under t
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -17,6 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..metrics.segmentation import MISSED_HD95_RULE, case_metrics, summarize
+from ..utils.atomic import atomic_open, naming_failures, write_json_atomically
 from ..utils.dist import gather_objects, is_main_process
 from ..utils.stats import nan_to_none
 
@@ -80,8 +80,8 @@ class SegmentationMetricsSaver:
         if not is_main_process() or not per_case:
             return
         self.summary = summarize(per_case, self.class_names, self.class_groups)
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "metrics_per_case.csv"), "w", newline="") as f:
+        per_case_file = os.path.join(self.output_dir, "metrics_per_case.csv")
+        with naming_failures(per_case_file), atomic_open(per_case_file, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["case", "metric", *self.class_names])
             for name, scores in zip(cases, per_case):
@@ -89,8 +89,7 @@ class SegmentationMetricsSaver:
                     writer.writerow([name, metric, *(f"{v:.4f}" for v in scores[metric])])
                 writer.writerow([name, "missed", *(int(v) for v in scores["missed"])])
         summary = {"num_cases": len(per_case), **nan_to_none(self.summary), "hd95_rule": MISSED_HD95_RULE}
-        with open(os.path.join(self.output_dir, "metrics_summary.json"), "w") as f:
-            json.dump(summary, f, indent=4)
+        write_json_atomically(summary, os.path.join(self.output_dir, "metrics_summary.json"))
         engine.logger.info(
             f"mean Dice {self.summary['dice']['mean']:.4f}, mean HD95 {self.summary['hd95']['mean']:.2f} "
             f"({self.summary['misses']['total']} missed) over {len(per_case)} cases, written to {self.output_dir}"

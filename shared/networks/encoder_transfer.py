@@ -73,15 +73,15 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
             raise FileNotFoundError(f"MAE checkpoint {source!r} does not exist.")
         if os.path.getsize(source) == 0:
             raise ValueError(f"MAE checkpoint {source!r} is empty (0 bytes): an interrupted copy or download?")
-        if source.endswith(".safetensors"):
-            from safetensors.torch import load_file
+        try:
+            if source.endswith(".safetensors"):
+                from safetensors.torch import load_file
 
-            state = load_file(source)
-        else:
-            try:
+                state = load_file(source)
+            else:
                 state = torch.load(source, map_location="cpu", weights_only=True)
-            except Exception as e:  # torch raises several types for corrupt or unsafe files
-                raise ValueError(f"Cannot read MAE checkpoint {source!r} ({type(e).__name__}: {e})") from e
+        except Exception as e:  # torch and safetensors raise several types for corrupt or unsafe files
+            raise ValueError(f"Cannot read MAE checkpoint {source!r} ({type(e).__name__}: {e})") from e
         if not isinstance(state, Mapping):
             raise ValueError(f"MAE checkpoint {source!r} holds a {type(state).__name__}, not a state dict: save the "
                              "network's state_dict() (torch.save(model.state_dict(), path)).")

@@ -92,7 +92,8 @@ class MaskedAutoencoderViT(nn.Module):
     """Masked autoencoder with a ViT encoder, for ``spatial_dims`` 2 or 3 and any number of input channels.
 
     Defaults are the paper's 3D configuration: ViT-B encoder (768 wide, 12 layers, 12 heads), decoder 384 wide,
-    8 layers, 12 heads, patch 16, 75% of the patches hidden. The paper's 2D decoder is 512 wide, 8 layers, 16 heads.
+    8 layers, 12 heads, patch 16, 75% of the patches hidden. For 2D the ChestX-ray14 bundle uses He et al.'s MAE decoder
+    (512 wide, 8 layers, 16 heads); the paper's released CXR config has 256 wide, 8 layers, 8 heads.
 
     Args:
         in_channels: number of input channels; every channel is reconstructed.
@@ -297,15 +298,34 @@ class MaskedAutoencoderViT(nn.Module):
         """
         if mask is None:
             mask = self.random_masking(images.shape[0], images.device)
+        else:  # drawn elsewhere: its count is checked (one small host sync; a mask drawn here is right by construction)
+            self.check_mask(mask, images.shape[0])
         mask = mask.to(device=images.device, dtype=torch.bool)
         latent = self.forward_encoder(images, mask)
         pred = self.forward_decoder(latent, mask)
         loss = self.forward_loss(images, pred, mask)
         return {"loss": loss, "pred": pred, "mask": mask, "reconstruction": self.reconstruct(images, pred)}
 
+    def check_mask(self, mask: torch.Tensor, batch_size: int) -> None:
+        """Raise a ``ValueError`` unless ``mask`` is ``(batch_size, N)`` with ``num_masked`` hidden patches per row:
+        with any other count the encoder would see hidden patches, or visible ones would be replaced by mask tokens,
+        without an error (e.g. a mask drawn with another ``mask_ratio`` than the network's)."""
+        if tuple(mask.shape) != (batch_size, self.num_patches):
+            raise ValueError(f"the mask is {tuple(mask.shape)}; expected {(batch_size, self.num_patches)} (one row of "
+                             "patches per image).")
+        counts = mask.to(torch.bool).sum(dim=1)
+        if not bool((counts == self.num_masked).all()):
+            raise ValueError(f"the mask hides {sorted(set(counts.tolist()))} of {self.num_patches} patches per image; "
+                             f"this network hides {self.num_masked} (mask_ratio {self.mask_ratio}): give the masking "
+                             "transform and the network the same mask_ratio.")
+
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Turn predicted patches back into an image, undoing the per-patch normalisation of ``norm_pix_loss``.
+
+        With ``norm_pix_loss`` the network predicts each patch's normalised pattern only, so every patch, hidden ones
+        included, is shown at the mean and standard deviation of the true patch in ``images`` (as in the MAE
+        reference's pictures): a hidden patch's brightness and contrast come from the input, not from the network.
 
         Returns:
             ``(B, C, *img_size)`` float32.
@@ -358,7 +378,8 @@ class MAEReconstructionNet(MaskedAutoencoderViT):
 
         Returns:
             ``(B, 2 * C, *img_size)``: channels ``[:C]`` the input with its hidden patches set to zero, channels
-            ``[C:]`` the reconstruction (predicted hidden patches, visible patches as given).
+            ``[C:]`` the reconstruction (predicted hidden patches, visible patches as given; with ``norm_pix_loss``
+            each hidden patch at its true mean and standard deviation, see :meth:`reconstruct`).
         """
         out = super().forward(images, mask)
         hidden = expand_patch_mask(out["mask"], self.patch_size, self.img_size)

@@ -12,10 +12,10 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import FolderLayout
 from monai.transforms import MapTransform
 
 from ..data.dicom_seg import build_segmentation, is_dicom_series, segment_table, series_images, write_segmentation
+from ..data.inputs import output_path
 from ..utils.errors import InputError
 from .checks import source_of
 
@@ -66,12 +66,12 @@ class SaveDicomSegd(MapTransform):
         self.algorithm_name = algorithm_name
         self.algorithm_version = str(algorithm_version)
         self.series_number = series_number
-        self.folder_layout = FolderLayout(os.fspath(output_dir), postfix=output_postfix, extension=".dcm",
-                                          parent=False, makedirs=True)
+        self.output_dir = os.fspath(output_dir)
+        self.output_postfix = output_postfix
 
     def output_path(self, series: str) -> str:
-        """The SEG file of the series folder ``series``."""
-        return self.folder_layout.filename(subject=os.path.normpath(series))
+        """The SEG file of the series folder ``series``: ``<output_dir>/<folder name>_<postfix>.dcm``."""
+        return output_path(series, self.output_dir, self.output_postfix, ext=".dcm")
 
     def save(self, label: torch.Tensor) -> str:
         """Write the SEG of one ``(1, X, Y, Z)`` label map; returns its path."""

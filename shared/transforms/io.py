@@ -157,6 +157,8 @@ class _AtomicSaver:
         self.name_of = name_of
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_saver":  # not set yet: a copy or an unpickled object being built
+            raise AttributeError(name)
         return getattr(self._saver, name)
 
     def __call__(self, img: Any, meta_data: dict | None = None, filename: Any = None) -> Any:
@@ -184,6 +186,11 @@ class _AtomicSaver:
         writer.write(path, **saver.write_kwargs)
 
 
+_OTHER_PATH_ARGUMENTS = {"output_name_formatter": None, "folder_layout": None, "data_root_dir": "",
+                         "separate_folder": False, "savepath_in_metadict": False}
+"""Arguments of MONAI's ``SaveImaged`` that choose the output's path otherwise, at the values that do not."""
+
+
 class SaveImaged(MonaiSaveImaged):
     """``monai.transforms.SaveImaged`` (``separate_folder=False``) whose writes are atomic and never fail silently;
     see the module docstring.
@@ -194,9 +201,12 @@ class SaveImaged(MonaiSaveImaged):
         output_postfix: appended to the input's name, e.g. ``"seg"``.
         output_ext: the output format's extension.
         name_of: the output name of an input file (:func:`output_stem`; a BraTS 2021 case is named after the case).
-        kwargs: the other keyword arguments of ``monai.transforms.SaveImaged``.
+        kwargs: the other keyword arguments of ``monai.transforms.SaveImaged``, except those that choose the output's
+            path another way (``output_name_formatter``, ``folder_layout``, ``data_root_dir``,
+            ``separate_folder=True``, ``savepath_in_metadict=True``): the path is ``output_path``'s.
 
     Raises:
+        ValueError: one of the refused keyword arguments.
         InputError: when writing, naming the input and the output that could not be written.
     """
 
@@ -209,5 +219,9 @@ class SaveImaged(MonaiSaveImaged):
         name_of: Callable[[str], str] = output_stem,
         **kwargs: Any,
     ) -> None:
+        refused = [name for name, default in _OTHER_PATH_ARGUMENTS.items() if kwargs.get(name, default) != default]
+        if refused:
+            raise ValueError(f"SaveImaged names its outputs <output_dir>/<name>_<output_postfix><output_ext> (name_of "
+                             f"gives the name) and does not take {refused}.")
         super().__init__(keys, output_dir=output_dir, output_postfix=output_postfix, output_ext=output_ext, **kwargs)
         self.saver = _AtomicSaver(self.saver, output_dir, output_postfix, name_of)

@@ -63,11 +63,12 @@ def _replacing(path: str, suffix: str) -> Iterator[str]:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; when the block ends without an error it replaces ``path``,
-    otherwise it is removed and ``path`` is left as it was. Creates the folder."""
+def atomic_open(path: str | os.PathLike, mode: str = "wb", newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing (``newline`` as ``open``'s, e.g. ``""`` for ``csv``); when
+    the block ends without an error it replaces ``path``, otherwise it is removed and ``path`` is left as it was.
+    Creates the folder."""
     path = os.fspath(path)
-    with _replacing(path, os.path.splitext(path)[1]) as tmp, open(tmp, mode) as f:
+    with _replacing(path, os.path.splitext(path)[1]) as tmp, open(tmp, mode, newline=newline) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
