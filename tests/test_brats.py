@@ -21,7 +21,7 @@ from monai.transforms import LoadImage, ResampleToMatch
 from shared.data.brats import (
     brats_datalist,
     brats_inference_datalist,
-    case_name_formatter,
+    case_name,
 )
 from shared.data.splits import split_validation
 from shared.transforms.brats import (
@@ -180,10 +180,14 @@ def test_inference_datalist_and_output_names(data):
     cases = brats_inference_datalist(str(root), layout)
     if layout == "brats2021":
         assert len(cases) == 2 and all(len(c["image"]) == 4 and "label" not in c for c in cases)
-        assert case_name_formatter({"filename_or_obj": cases[0]["image"][0]}, None)["subject"] == "BraTS2021_00000"
+        assert case_name(cases[0]["image"][0]) == "BraTS2021_00000"
+        label = root / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz"  # the default output's name, in its folder
+        with pytest.raises(ValueError, match=f"would overwrite {label}, a file the run must not replace"):
+            brats_inference_datalist(str(root), layout, output_dir=str(label.parent))
+        assert brats_inference_datalist(str(root), layout, output_dir=str(label.parent), output_postfix="pred")
     else:
         assert [Path(c["image"]).name for c in cases] == ["BRATS_003.nii.gz"]
-        assert case_name_formatter({"filename_or_obj": cases[0]["image"]}, None)["subject"] == "BRATS_003"
+        assert case_name(cases[0]["image"]) == "BRATS_003"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -320,7 +324,7 @@ def test_inference_writes_label_maps_in_the_input_geometry(trained, tmp_path):
     assert len(cases) == 1 and len(list(out.glob("*_seg.nii.gz"))) == 1
     for case in cases:
         first = case["image"][0] if layout == "brats2021" else case["image"]  # four 3-D files, or one 4-D file
-        name = case_name_formatter({"filename_or_obj": first}, None)["subject"]
+        name = case_name(first)
         source, written = nib.load(first), nib.load(out / f"{name}_seg.nii.gz")
         assert written.shape == source.shape[:3]
         assert np.allclose(written.affine, source.affine)
@@ -342,8 +346,8 @@ def test_inference_postprocessing_turns_true_regions_into_the_dataset_label(data
     label = ResampleToMatch(mode="nearest")(label, d["image"])  # the reference label in the network's space
     d["pred"] = (labels_to_regions(label, layout).float() * 2 - 1) * 10
     postprocessing(d)
-    name = case_name_formatter({"filename_or_obj": case["image"][0] if layout == "brats2021" else case["image"]}, None)
-    written, reference = nib.load(tmp_path / f"{name['subject']}_seg.nii.gz"), nib.load(case["label"])
+    name = case_name(case["image"][0] if layout == "brats2021" else case["image"])
+    written, reference = nib.load(tmp_path / f"{name}_seg.nii.gz"), nib.load(case["label"])
     assert np.allclose(written.affine, reference.affine)
     assert np.array_equal(np.asanyarray(written.dataobj), np.asanyarray(reference.dataobj))
     assert set(np.unique(np.asanyarray(written.dataobj)).tolist()) == LABEL_VALUES[layout]

@@ -4,6 +4,7 @@ ChestX-ray14 data with tiny networks."""
 
 from __future__ import annotations
 
+import builtins
 import csv
 import json
 import os
@@ -305,6 +306,27 @@ def test_dicom_voi_lut_table_first_frame_and_window_functions(tmp_path):
         read_xray(str(tmp_path / "bogus.dcm"))
 
 
+def test_dicom_is_read_the_same_without_pydicom_3_s_pixels_module(tmp_path, monkeypatch):
+    """MONAI Label's environment needs ``pydicom<3``, which has the LUT functions in ``pixel_data_handlers.util``
+    only (checked by hand with pydicom 2.4.4: the same values as below)."""
+    stored = np.arange(0, 4000, 20, dtype=np.uint16).reshape(10, 20)
+    write_dicom(tmp_path / "m1.dcm", stored, "MONOCHROME1", 2.0, -100.0, 3000.0, 4000.0)
+    write_dicom(tmp_path / "lut.dcm", stored, center=3000.0, width=4000.0, voi_lut=(1000, [4 * i for i in range(256)]))
+    expected = [read_xray(str(tmp_path / name)) for name in ("m1.dcm", "lut.dcm")]
+    real_import = builtins.__import__
+
+    def pydicom_2_import(name, globals=None, *args, **kwargs):  # what the reader's import meets under pydicom 2
+        if name == "pydicom.pixels" and (globals or {}).get("__name__") == xray.__name__:
+            raise ImportError("No module named 'pydicom.pixels'")
+        return real_import(name, globals, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", pydicom_2_import)
+    with pytest.warns(DeprecationWarning, match="pixel_data_handlers"):
+        got = [read_xray(str(tmp_path / name)) for name in ("m1.dcm", "lut.dcm")]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Classification pieces
 # ----------------------------------------------------------------------------------------------------------------
@@ -520,6 +542,15 @@ def test_multi_gpu_training_runs_on_cpu_with_gloo(pretrained, data, tmp_path):
                       "val_fraction": 0.3, "bundle_root": str(tmp_path)}, cwd=tmp_path, torchrun=True)
     assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "checkpoint.pt").is_file()
     assert "MAE encoder from" in log and "val_mean_auc" in log
+    # the evaluation overlay: two processes score the test images as one does (every image once)
+    evaluate = {**TINY, "dataset_dir": str(data), "val_batch_size": 8, "val_fraction": 0.3,
+                "bundle_root": str(tmp_path)}
+    bundle_run(configs("train.json", "evaluate.json"), {**evaluate, "eval_dir": str(tmp_path / "one")}, cwd=tmp_path)
+    bundle_run(configs("train.json", "evaluate.json", "multi_gpu_evaluate.json"),
+               {**evaluate, "eval_dir": str(tmp_path / "two")}, cwd=tmp_path, torchrun=True)
+    one, two = (json.loads((tmp_path / folder / "auc.json").read_text()) for folder in ("one", "two"))
+    assert one["num_images"] == two["num_images"] > 0
+    assert one["mean_auc"] == pytest.approx(two["mean_auc"], abs=1e-6)
 
 
 def test_csv_errors_are_reported_on_the_right_line(tmp_path):

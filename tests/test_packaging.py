@@ -163,6 +163,9 @@ LITTER = (
     "runs/reconstruction_epoch0001.png",
     "eval/case_seg.nii.gz",
     "models/checkpoint.pt",
+    "models/mae_checkpoint.pt",
+    "models/model.previous-20261207-101500.pt",
+    "models/mae.previous-20261207-101500.pt",
     "models/verify_model.ts",
     "models/.tmp_abc.pt",
     "scripts/__pycache__/mae.cpython-311.pyc",
@@ -243,6 +246,9 @@ def test_package_large_weights_go_to_large_files_yml(staged_bundle: tuple[str, P
     assert f'url: "https://host/w/{name}_v{result.version}.pt"' in text
     assert f'hash_val: "{hashlib.sha256(weights.read_bytes()).hexdigest()}"' in text
     assert 'hash_type: "sha256"' in text
+    (bundles_dir / name / "models" / "mae.pt").write_bytes(os.urandom(3 * 2**20))  # pre-training's weights, 3 MB
+    result = package_bundles.package_bundle(name, tmp_path, bundles_dir, "https://host/w/{name}_v{version}.pt", 1.0)
+    assert [note.split(" (")[0] for note in result.notes] == ["models/mae.pt included in the zip"]
 
 
 def test_package_rejects_unlisted_version_and_bad_json(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:

@@ -30,8 +30,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from monai.utils import ImageMetaKey
-
 from ..utils.errors import InputError
 from ..utils.files import read_json
 from .datalist_cache import cached_datalist, file_stamp
@@ -49,7 +47,6 @@ __all__ = [
     "brats_datalist",
     "brats_inference_datalist",
     "case_name",
-    "case_name_formatter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -331,7 +328,8 @@ def brats_inference_datalist(
     Args:
         dataset_dir: the data set folder.
         layout: ``"brats2021"`` or ``"msd"``.
-        output_dir: where the segmentations are written; outputs that would overwrite an input are refused
+        output_dir: where the segmentations are written; outputs that would overwrite an input, or a BraTS 2021
+            case's reference label (``<case>_seg.nii.gz``, the name of the default output), are refused
             (:func:`check_outputs`).
         output_postfix: the segmentations' postfix.
 
@@ -351,7 +349,9 @@ def brats_inference_datalist(
     if clashes:
         raise ValueError(f"cases with the same name would overwrite each other's output: {clashes}")
     if output_dir is not None:
-        check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name)
+        labels = [_nifti(os.path.dirname(files[0]), f"{name}_seg") for name, files in names.items()]
+        check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name,
+                      protected=[label for label in labels if label is not None])
     return cases
 
 
@@ -367,10 +367,3 @@ def case_name(path: str) -> str:
         if name.endswith("_" + suffix):
             return name[: -len(suffix) - 1]
     return name
-
-
-def case_name_formatter(metadict: dict, saver: object) -> dict:
-    """``output_name_formatter`` for ``SaveImaged``: names the output after the case (:func:`case_name`), not after
-    its first file, so a BraTS 2021 case is written as ``BraTS2021_00000_<postfix>``."""
-    path = str(metadict.get(ImageMetaKey.FILENAME_OR_OBJ, getattr(saver, "_data_index", 0)))
-    return {"subject": case_name(path), "idx": metadict.get(ImageMetaKey.PATCH_INDEX)}

@@ -163,6 +163,7 @@ def check_outputs(
     postfixes: Sequence[str],
     ext: str = ".nii.gz",
     name_of: Callable[[str], str] = output_stem,
+    protected: Sequence[str] = (),
 ) -> None:
     """Refuse, before any work, a run whose outputs would overwrite one of its inputs or each other.
 
@@ -175,11 +176,13 @@ def check_outputs(
         postfixes: the postfixes of the files written for each input.
         ext: the outputs' extension.
         name_of: the output name of an input (see :func:`output_path`).
+        protected: other files that no output may overwrite, e.g. the reference labels beside the inputs.
 
     Raises:
         ValueError: naming the output and the input it would overwrite.
     """
     inputs = {os.path.realpath(f): f for source in sources for f in _files_of(source)}
+    guarded = {os.path.realpath(f): f for f in protected}
     written: dict[str, str] = {}
     for source in sources:
         files = _files_of(source)
@@ -192,6 +195,10 @@ def check_outputs(
                     "the outputs to another --output_dir (if it is the output of an earlier run, move it out of the "
                     "input folder). Nothing was written."
                 )
+            if key in guarded:
+                raise ValueError(f"the output {out} of {describe_source(source)} would overwrite {guarded[key]}, a "
+                                 "file the run must not replace (e.g. the case's reference label); write the outputs "
+                                 "to another --output_dir. Nothing was written.")
             if key in written:
                 raise ValueError(f"{describe_source(source)} and {written[key]} would both be written to {out}; "
                                  "rename one of them. Nothing was written.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,16 @@ def _has_voi(ds) -> bool:
     return center is not None and width is not None and _first(width) > 0
 
 
+def _pydicom_luts() -> tuple[Any, Any]:
+    """pydicom's ``apply_modality_lut`` and ``apply_voi_lut``: from ``pydicom.pixels`` (pydicom 3), or from
+    ``pydicom.pixel_data_handlers.util`` in pydicom 2, which MONAI Label's environment needs (``pydicom<3``)."""
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+    return apply_modality_lut, apply_voi_lut
+
+
 def _apply_voi(values: np.ndarray, ds) -> np.ndarray:
     """The first VOI transform of ``ds`` (its VOI LUT table, else its first window) applied to modality ``values``,
     scaled from the transform's output range to ``[0, 1]``.
@@ -53,8 +64,7 @@ def _apply_voi(values: np.ndarray, ds) -> np.ndarray:
     ``[0, 1]``), the reading this module has always given; the standard's ``LINEAR`` would shift it by at most half
     a stored value over the window's width.
     """
-    from pydicom.pixels import apply_voi_lut
-
+    _, apply_voi_lut = _pydicom_luts()
     if "VOILUTFunction" not in ds:
         ds.VOILUTFunction = "LINEAR_EXACT"
     if ds.get("VOILUTSequence"):  # the output range of a table: its own smallest and largest entries
@@ -72,8 +82,8 @@ def _apply_voi(values: np.ndarray, ds) -> np.ndarray:
 
 def _read_dicom(path: str, use_window: bool) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut
 
+    apply_modality_lut, _ = _pydicom_luts()
     ds = pydicom.dcmread(path)
     try:
         pixels = ds.pixel_array

@@ -88,8 +88,9 @@ EXCLUDED_FILE_PATTERNS = (
     "*_test.py",
     "conftest.py",
 )
-# bundle-relative path patterns of training checkpoints and check outputs
-EXCLUDED_PATH_PATTERNS = ("models/checkpoint*.pt", "models/*.ckpt", "models/verify_model.ts")
+# bundle-relative path patterns of training checkpoints (``checkpoint.pt``, pre-training's ``mae_checkpoint.pt``), the
+# earlier weights a fresh run keeps (``model.previous-<date>.pt``) and check outputs
+EXCLUDED_PATH_PATTERNS = ("models/*checkpoint*.pt", "models/*.previous-*", "models/*.ckpt", "models/verify_model.ts")
 WEIGHTS_PATH = "models/model.pt"
 SCRIPTS_DIR = "scripts"
 # a dotted name in a config that starts with the bundle's scripts package
@@ -437,6 +438,19 @@ def _plan_weights(
     return {}, sentence, notes
 
 
+def _other_large_files(files: Mapping[str, Path], threshold_mb: float) -> list[str]:
+    """Notes on the files going into the zip, other than ``models/model.pt``, that the model zoo would refuse for their
+    size (e.g. the MAE weights ``models/mae.pt`` that pre-training writes)."""
+    notes = []
+    for arc, path in sorted(files.items()):
+        size_mb = path.stat().st_size / 2**20
+        if arc != WEIGHTS_PATH and size_mb > threshold_mb:
+            notes.append(f"{arc} included in the zip ({size_mb:.2f} MB): the model zoo wants files over "
+                         f"{threshold_mb:g} MB in large_files.yml; remove it from the bundle before packaging, or "
+                         "upload it and list it there")
+    return notes
+
+
 def package_bundle(
     name: str,
     dist_dir: str | os.PathLike,
@@ -464,6 +478,7 @@ def package_bundle(
     if any(arc.startswith("scripts/") for arc in files) and "scripts/__init__.py" not in files:
         raise ValueError(f"{name}: scripts/ has no __init__.py; configs cannot import it as a package.")
     extra, weights, notes = _plan_weights(name, version, files, weights_url, large_file_threshold_mb)
+    notes += _other_large_files(files, large_file_threshold_mb)
     entries: dict[str, bytes | os.PathLike] = {f"{name}/{arc}": src for arc, src in files.items()}
     entries.update({f"{name}/{arc}": data for arc, data in extra.items()})
     zip_path = Path(dist_dir) / f"{name}_v{version}.zip"
