@@ -138,9 +138,9 @@ def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):
 
 def test_btcv_augmentation_never_reverses_or_moves_the_left_right_axis():
     """Left and right organs (kidneys, adrenal glands) keep their labels, so no augmentation of the BTCV fine-tuning
-    may mirror left and right: no left-right flip, and no axial rotation (by 180 degrees it is a left-right flip after
-    an anterior-posterior one). Every flip and 90-degree rotation of the recipe, at each of its outcomes, keeps the
-    voxels' left-right order (the volume is RAS: axis 0 runs left to right)."""
+    may mirror left and right: no left-right flip, and no axial rotation (by 180 degrees it reverses the left-right
+    axis). Every flip and 90-degree rotation of the recipe, at each of its outcomes, keeps the voxels' left-right order
+    (the volume is RAS: axis 0 runs left to right)."""
     import torch
     from monai.transforms import Flip, RandFlipd, RandRotate90d, Rotate90
 
@@ -150,7 +150,7 @@ def test_btcv_augmentation_never_reverses_or_moves_the_left_right_axis():
     outcomes = [Flip(step.flipper.spatial_axis) for step in steps if isinstance(step, RandFlipd)]
     outcomes += [Rotate90(k, step.spatial_axes) for step in steps if isinstance(step, RandRotate90d)
                  for k in range(1, step.max_k + 1)]
-    assert len(outcomes) >= 3, "the recipe has fewer flips and rotations than this test expects: update it"
+    assert len(outcomes) >= 2, "the recipe has fewer flips than this test expects: update it"
     left_to_right = torch.arange(4.0).reshape(1, 4, 1, 1).expand(1, 4, 4, 4)  # a voxel's value: its x position
     for outcome in outcomes:
         out = outcome(left_to_right.clone())

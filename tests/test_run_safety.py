@@ -333,29 +333,44 @@ def test_a_second_job_on_the_same_bundle_root_refuses_to_start(tmp_path):
 
 _ACQUIRE = """
 import sys, time
+from pathlib import Path
 from shared.handlers.lock import BundleLock, BundleLockedError
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process tries at the same moment
+print("ready", flush=True)
+go, done = Path(sys.argv[2]), Path(sys.argv[3])
+while not go.exists() or not go.read_text():  # once all have imported: the moment at which all try
+    time.sleep(0.001)
+start = float(go.read_text())
+while time.time() < start:
+    pass
 try:
     BundleLock(sys.argv[1]).acquire()
 except BundleLockedError:
     print("refused", flush=True)
 else:
     print("held", flush=True)
-    time.sleep(3)  # alive while the others look at the lock
+    while not done.exists():  # alive until the others have looked at the lock
+        time.sleep(0.01)
 """
 
 
 def test_of_jobs_started_at_the_same_moment_one_takes_the_lock(tmp_path):
-    """The lock file is created whole and only if absent: never two holders, whatever the interleaving."""
+    """Jobs look at and write the lock one at a time: never two holders, whatever the interleaving."""
     import time
 
-    lock_file = tmp_path / "models" / ".lock"
-    start = time.time() + 4.0
-    jobs = [subprocess.Popen([sys.executable, "-c", _ACQUIRE, str(lock_file), str(start)], stdout=subprocess.PIPE,
-                             text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(3)]
-    outcomes = sorted(job.communicate(timeout=60)[0].strip() for job in jobs)
+    lock_file, go, done = tmp_path / "models" / ".lock", tmp_path / "go", tmp_path / "done"
+    jobs = [subprocess.Popen([sys.executable, "-c", _ACQUIRE, str(lock_file), str(go), str(done)],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+            for _ in range(3)]
+    try:
+        assert [job.stdout.readline().strip() for job in jobs] == ["ready"] * 3
+        go.write_text(str(time.time() + 0.5))
+        outcomes = sorted(job.stdout.readline().strip() for job in jobs)
+    finally:
+        done.touch()
+        for job in jobs:
+            job.wait(timeout=60)
     assert outcomes == ["held", "refused", "refused"]
-    assert not lock_file.exists() and [p.name for p in lock_file.parent.iterdir()] == []
+    assert not lock_file.exists()  # released by its holder at exit
 
 
 def test_a_lock_from_another_host_or_unreadable_is_taken_over_with_a_warning(tmp_path, caplog):

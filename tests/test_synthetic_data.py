@@ -60,8 +60,9 @@ CXR_HEADER = (
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    """Relative path -> content of every file under ``root``."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Relative path -> content of every file of the data set under ``root`` (not the generator's marker)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != sd.SYNTHETIC_MARKER}
 
 
 def _make_btcv(out: Path, seed: int = 0) -> str:
@@ -278,7 +279,7 @@ def test_brats_rejects_bad_arguments(tmp_path):
 
 
 def test_cxr14_layout_csv_and_split(cxr_dir):
-    assert sorted(p.name for p in cxr_dir.iterdir()) == [
+    assert sorted(p.name for p in cxr_dir.iterdir() if p.name != sd.SYNTHETIC_MARKER) == [
         "Data_Entry_2017.csv",
         "images",
         "test_list.txt",
@@ -332,17 +333,21 @@ def test_determinism(make, fixture, request, tmp_path):
 
 
 @pytest.mark.parametrize("make", [_make_btcv, lambda out, seed=0: _make_brats(out, "msd", seed), _make_cxr14])
-def test_a_generator_never_writes_into_a_folder_that_holds_files(make, tmp_path):
-    """The generators write the real data sets' file names: a real data set given as ``out_dir`` stays as it was."""
+def test_a_generator_writes_only_into_an_empty_folder_or_one_it_wrote(make, tmp_path):
+    """The generators write the real data sets' file names: a real data set given as ``out_dir`` stays as it was; a
+    folder an earlier generation wrote is replaced whole (no stale case of a larger set is left behind)."""
     real = tmp_path / "real"
     (real / "imagesTr").mkdir(parents=True)
     (real / "imagesTr" / "img0001.nii.gz").write_text("a real scan")
-    with pytest.raises(FileExistsError, match=f"{real} is not an empty folder"):
+    with pytest.raises(FileExistsError, match=f"{real} is not an empty folder and holds no synthetic data set"):
         make(real)
     assert [p.name for p in real.rglob("*")] == ["imagesTr", "img0001.nii.gz"]
     assert (real / "imagesTr" / "img0001.nii.gz").read_text() == "a real scan"
     (tmp_path / "empty").mkdir()
-    assert Path(make(tmp_path / "empty")).is_dir()
+    first = _files(Path(make(tmp_path / "empty")))
+    assert (tmp_path / "empty" / sd.SYNTHETIC_MARKER).is_file()
+    (tmp_path / "empty" / "stale_case.nii.gz").write_text("from an earlier, larger set")
+    assert _files(Path(make(tmp_path / "empty"))) == first
 
 
 def test_btcv_case_independent_of_set_size(btcv_dir, tmp_path):

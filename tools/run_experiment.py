@@ -114,7 +114,8 @@ def study(
             The figures depend on it (the order of a product's sums): earlier reports were made with 0 (two threads
             on a 2-core CPU, one job at a time).
     """
-    given = {name: value for name, value in locals().items() if value != _DEFAULTS[name]}  # options not at default
+    # the options given away from their defaults (the first statement: locals() holds the arguments only)
+    given = {name: value for name, value in locals().items() if value != _DEFAULTS[name]}
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}.")
     chosen = TASKS[task]

@@ -8,6 +8,7 @@ refuse to start while the first holds the lock (its process is alive), and takes
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import time
 
 from ignite.engine import Engine, Events
 
+from ..utils.atomic import write_text_atomically
 from ..utils.dist import is_main_process
 from ..utils.errors import at_failed_exit
 
@@ -36,6 +38,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _lock_exclusively(fd: int) -> None:
+    """``flock(fd, LOCK_EX)``, waiting for another process's; nothing where the file system has no ``flock``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        logger.debug(f"no flock on this file system ({e}); the lock is taken unguarded")
 
 
 class BundleLock:
@@ -68,48 +78,36 @@ class BundleLock:
             return None
 
     def acquire(self) -> None:
-        """Create the lock file; refuse when a live process on this host holds it. Taking a held lock again does
+        """Write the lock file; refuse when a live process on this host holds it. Taking a held lock again does
         nothing.
 
-        The file is created whole and only if it does not exist (a hard link of a written temporary), so that of two
-        jobs started at the same moment one gets the lock and the other sees it held. A lock whose process is gone,
-        or that was written on another host (whose processes cannot be checked from here, e.g. a restarted container
-        or another node), is taken over with a warning.
+        Jobs look at and write the lock one at a time (an exclusive ``flock`` on the lock's folder, which creates no
+        file), so that of two jobs started at the same moment one takes the lock and the other sees it held (on a file
+        system without ``flock`` they do it as before, unguarded). A lock whose process is
+        gone, that cannot be read, or that was written on another host (whose processes cannot be checked from here,
+        e.g. a restarted container or another node) is taken over with a warning.
 
         Raises:
             BundleLockedError: naming the holder and how to stop it.
         """
         if self.held or not is_main_process():
             return
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        while not self._create(mine):
-            holder = self.holder()
-            self._refuse_a_live_holder(holder)
-            self._take_over(holder)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        guard = os.open(folder, os.O_RDONLY)
+        try:
+            _lock_exclusively(guard)
+            if os.path.exists(self.path):
+                holder = self.holder()
+                self._refuse_a_live_holder(holder)
+                self._warn_taking_over(holder)
+            mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            write_text_atomically(json.dumps(mine), self.path)
+        finally:
+            os.close(guard)  # releases the flock
         self.held = True
         atexit.register(self.release)
         at_failed_exit(self.release)
-
-    def _create(self, content: dict) -> bool:
-        """Write ``content`` to the lock file if it does not exist; False when it exists."""
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(content, f)
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: create it exclusively, then write it
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as f:
-                json.dump(content, f)
-        finally:
-            os.remove(tmp)
-        return True
 
     def _refuse_a_live_holder(self, holder: dict | None) -> None:
         if holder is None or holder.get("host") != socket.gethostname() or holder.get("pid") == os.getpid():
@@ -121,21 +119,15 @@ class BundleLock:
                 "leaves its workers running) or use another --bundle_root."
             )
 
-    def _take_over(self, holder: dict | None) -> None:
-        """Remove a stale lock, unless another job replaced it meanwhile (then the next attempt looks at that one)."""
+    def _warn_taking_over(self, holder: dict | None) -> None:
         if holder is None:
             logger.warning(f"taking over {self.path}: it cannot be read")
         elif holder.get("host") != socket.gethostname():
             logger.warning(f"taking over {self.path}, written by process {holder.get('pid')} on host "
                            f"{holder.get('host')!r} (since {holder.get('started', '?')}), which cannot be checked from "
                            f"here: make sure that job has ended")
-        else:
+        elif holder.get("pid") != os.getpid():
             logger.warning(f"taking over {self.path}: its process {holder['pid']} is gone")
-        if self.holder() == holder:
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass
 
     def release(self, engine: Engine | None = None) -> None:
         if self.held:

@@ -73,10 +73,10 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
             raise FileNotFoundError(f"MAE checkpoint {source!r} does not exist.")
         if os.path.getsize(source) == 0:
             raise ValueError(f"MAE checkpoint {source!r} is empty (0 bytes): an interrupted copy or download?")
+        from safetensors.torch import load_file
+
         try:
             if source.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
                 state = load_file(source)
             else:
                 state = torch.load(source, map_location="cpu", weights_only=True)

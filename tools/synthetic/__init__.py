@@ -19,6 +19,9 @@ Layouts written (see ``shared/reference/dataset_layouts.md``):
 - ``cxr14``: ``images/00000001_000.png`` (8-bit grey, square), ``Data_Entry_2017.csv`` with the real columns,
   ``train_val_list.txt`` and ``test_list.txt`` split patient-wise.
 
+Each folder also holds a marker, ``.synthetic_data``: a generator writes only into a new or empty folder or one it
+marked, which it replaces whole, so that it never overwrites a real data set given as ``out_dir`` by mistake.
+
 Phantom coordinates are normalised to the field of view (the body or head fills the image whatever its size),
 so voxel spacings are realistic but physical sizes in millimetres are only realistic for realistic array shapes.
 All randomness comes from ``numpy.random.default_rng`` seeded with ``(seed, data set, case index)``: the same
@@ -34,6 +37,7 @@ Command line (``python -m tools.synthetic``, ``__main__.py``; python-fire)::
 
 from .brats import MSD_BRATS_LABELS, brain_tumour_phantom, make_brats
 from .btcv import BTCV_LABELS, btcv_phantom, make_btcv
+from .common import SYNTHETIC_MARKER
 from .cxr14 import (
     CXR14_COLUMNS,
     CXR14_FINDINGS,
@@ -48,6 +52,7 @@ __all__ = [
     "CXR14_FINDINGS",
     "MSD_BRATS_LABELS",
     "NO_FINDING",
+    "SYNTHETIC_MARKER",
     "btcv_phantom",
     "brain_tumour_phantom",
     "chest_xray_phantom",

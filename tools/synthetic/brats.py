@@ -14,8 +14,8 @@ from .common import (
     as_shape,
     case_rng,
     ellipsoid,
-    empty_output_folder,
     paint,
+    prepare_output_folder,
     save_nifti,
     smooth_noise,
     write_json,
@@ -229,7 +229,7 @@ def make_brats(
     Returns:
         ``out_dir`` as a string.
     """
-    out = empty_output_folder(out_dir)
+    out = prepare_output_folder(out_dir)
     shape = as_shape(shape, 3)
     if layout == "brats2021":
         if num_test:

@@ -15,8 +15,8 @@ from .common import (
     bezier,
     case_rng,
     ellipsoid,
-    empty_output_folder,
     paint,
+    prepare_output_folder,
     save_nifti,
     smooth_noise,
     tube,
@@ -364,7 +364,7 @@ def make_btcv(
     Returns:
         ``out_dir`` as a string.
     """
-    out = empty_output_folder(out_dir)
+    out = prepare_output_folder(out_dir)
     labelled, test = _btcv_ids(num_train + num_val, num_test)
     entries = []
     for case_id in labelled:

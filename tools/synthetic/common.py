@@ -4,6 +4,7 @@ drawing primitives (a normalised voxel grid, ellipsoids, tubes) of the phantoms.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,17 +57,31 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], cells: Sequence
     return (field / (field.std() + 1e-8)).astype(np.float32)
 
 
-def empty_output_folder(out_dir: str | Path) -> Path:
-    """``out_dir`` as a path, after checking that it is new or empty: the generators write the real data sets' file
-    names (``imagesTr/img0001.nii.gz``, ``dataset.json``, ...), so they never write into a folder that holds files.
+SYNTHETIC_MARKER = ".synthetic_data"
+"""The file that marks a folder as written by a generator here, which the next generation into it may replace."""
+
+
+def prepare_output_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a new or empty folder holding only :data:`SYNTHETIC_MARKER`.
+
+    The generators write the real data sets' file names (``imagesTr/img0001.nii.gz``, ``dataset.json``, ...), so
+    they replace a folder only when an earlier generation marked it as synthetic, and never write into another folder
+    that holds files (e.g. a real data set given as ``out_dir`` by mistake).
 
     Raises:
-        FileExistsError: ``out_dir`` is a file, or a folder that is not empty.
+        FileExistsError: ``out_dir`` is a file, or a folder that holds files and no marker.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} is not an empty folder: the synthetic data set is written only into a new or "
-                              "empty folder, so that it never replaces files of a real one; choose another out_dir.")
+        if not (out / SYNTHETIC_MARKER).is_file():
+            raise FileExistsError(f"{out} is not an empty folder and holds no synthetic data set (no "
+                                  f"{SYNTHETIC_MARKER}): the generators write only into a new or empty folder or one "
+                                  "they wrote, so that they never replace files of a real data set; choose another "
+                                  "out_dir.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SYNTHETIC_MARKER).write_text("written by python -m tools.synthetic; the next generation into this folder "
+                                        "replaces it.\n")
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .common import STREAM_CXR14, case_rng, empty_output_folder, smooth_noise
+from .common import STREAM_CXR14, case_rng, prepare_output_folder, smooth_noise
 
 CXR14_FINDINGS = (
     "Atelectasis",
@@ -434,7 +434,7 @@ def make_cxr14(
         num_patients = max(1, int(round(num_images / 1.6)))
     if not 1 <= num_patients <= num_images:
         raise ValueError(f"need 1 <= num_patients <= num_images, got {num_patients} and {num_images}.")
-    out = empty_output_folder(out_dir)
+    out = prepare_output_folder(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = case_rng(seed, STREAM_CXR14, 0)
     cases = _assign_follow_ups(rng, num_images, num_patients)
