@@ -70,7 +70,8 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
         kills: how many times the run is killed and restarted.
         epochs: epochs of the run; default and minimum ``3 * kills + 2``.
         seed: seed of the random kill moments.
-        workdir: where data, bundle and logs go (default: a new temporary folder).
+        workdir: a folder for the run (default: a new temporary folder); each run writes its data, bundle and logs
+            into a new ``run_*`` folder there, so that a second run never resumes the first one's finished bundle.
         timeout: seconds an attempt may take.
 
     Raises:
@@ -84,6 +85,8 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
                          f"and may land after a third), got --epochs {epochs}")
     rng = random.Random(seed)
     work = Path(workdir or tempfile.mkdtemp(prefix="fault_injection_"))
+    work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run_", dir=work))
     data = Path(synthetic.make_btcv(str(work / "data"), num_train=2, num_val=1, num_test=0, shape=(48, 48, 32),
                                          body_scale=0.1))
     root = work / "bundle"
