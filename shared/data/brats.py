@@ -349,7 +349,9 @@ def brats_inference_datalist(
     if clashes:
         raise ValueError(f"cases with the same name would overwrite each other's output: {clashes}")
     if output_dir is not None:
-        labels = [_nifti(os.path.dirname(files[0]), f"{name}_seg") for name, files in names.items()]
+        # a BraTS 2021 case folder also holds the case's reference label, under the default output's name
+        labels = [_nifti(os.path.dirname(files[0]), f"{name}_seg") for name, files in names.items()
+                  if lay.name == "brats2021"]
         check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name,
                       protected=[label for label in labels if label is not None])
     return cases

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..metrics.auc import per_class_auc
-from ..utils.atomic import atomic_open, naming_failures, write_json_atomically, write_text_atomically
+from ..utils.atomic import write_csv_atomically, write_json_atomically, write_text_atomically
 from ..utils.dist import gather_objects, is_main_process
 from ..utils.stats import nan_to_none, nanmean
 
@@ -78,12 +77,9 @@ class MultiLabelResultsSaver:
         records = [r for part in gather_objects(self.records) for r in part]
         if not is_main_process() or not records:
             return
-        predictions_file = os.path.join(self.output_dir, "predictions.csv")
-        with naming_failures(predictions_file), atomic_open(predictions_file, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "path", *self.class_names])
-            for path, pred, _ in records:
-                writer.writerow([os.path.basename(path), path, *(f"{p:.6f}" for p in pred)])
+        write_csv_atomically([["image", "path", *self.class_names],
+                              *([os.path.basename(path), path, *(f"{p:.6f}" for p in pred)]
+                                for path, pred, _ in records)], os.path.join(self.output_dir, "predictions.csv"))
         rows = []
         for path, pred, label in records:
             row = {"image": os.path.basename(path), "path": path, "probabilities": dict(zip(self.class_names, pred))}
@@ -101,13 +97,10 @@ class MultiLabelResultsSaver:
         mean = nanmean(list(self.auc.values()))
         positives = dict(zip(self.class_names, y.sum(0).int().tolist()))
         negatives = {k: len(labelled) - v for k, v in positives.items()}
-        auc_file = os.path.join(self.output_dir, "auc.csv")
-        with naming_failures(auc_file), atomic_open(auc_file, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["finding", "auc", "positives", "negatives"])
-            for name in self.class_names:
-                writer.writerow([name, f"{self.auc[name]:.4f}", positives[name], negatives[name]])
-            writer.writerow(["mean", f"{mean:.4f}", "", ""])
+        write_csv_atomically([["finding", "auc", "positives", "negatives"],
+                              *([name, f"{self.auc[name]:.4f}", positives[name], negatives[name]]
+                                for name in self.class_names),
+                              ["mean", f"{mean:.4f}", "", ""]], os.path.join(self.output_dir, "auc.csv"))
         summary = {
             "num_images": len(labelled),
             "mean_auc": nan_to_none(mean),

@@ -7,7 +7,6 @@ with HD95 in millimetres from the label's voxel spacing, and writes them under t
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -16,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..metrics.segmentation import MISSED_HD95_RULE, case_metrics, summarize
-from ..utils.atomic import atomic_open, naming_failures, write_json_atomically
+from ..utils.atomic import write_csv_atomically, write_json_atomically
 from ..utils.dist import gather_objects, is_main_process
 from ..utils.stats import nan_to_none
 
@@ -80,14 +79,11 @@ class SegmentationMetricsSaver:
         if not is_main_process() or not per_case:
             return
         self.summary = summarize(per_case, self.class_names, self.class_groups)
-        per_case_file = os.path.join(self.output_dir, "metrics_per_case.csv")
-        with naming_failures(per_case_file), atomic_open(per_case_file, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["case", "metric", *self.class_names])
-            for name, scores in zip(cases, per_case):
-                for metric in ("dice", "hd95"):
-                    writer.writerow([name, metric, *(f"{v:.4f}" for v in scores[metric])])
-                writer.writerow([name, "missed", *(int(v) for v in scores["missed"])])
+        rows = [["case", "metric", *self.class_names]]
+        for name, scores in zip(cases, per_case):
+            rows += [[name, metric, *(f"{v:.4f}" for v in scores[metric])] for metric in ("dice", "hd95")]
+            rows.append([name, "missed", *(int(v) for v in scores["missed"])])
+        write_csv_atomically(rows, os.path.join(self.output_dir, "metrics_per_case.csv"))
         summary = {"num_cases": len(per_case), **nan_to_none(self.summary), "hd95_rule": MISSED_HD95_RULE}
         write_json_atomically(summary, os.path.join(self.output_dir, "metrics_summary.json"))
         engine.logger.info(

@@ -10,12 +10,13 @@ told from other files.)
 
 from __future__ import annotations
 
+import csv
 import errno
 import glob
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
@@ -29,6 +30,7 @@ __all__ = [
     "save_atomically",
     "write_json_atomically",
     "write_text_atomically",
+    "write_csv_atomically",
     "remove_temporaries",
 ]
 
@@ -126,6 +128,12 @@ def write_text_atomically(text: str, path: str | os.PathLike) -> None:
     """Write ``text`` to ``path``, atomically; a failed write raises an ``OSError`` naming ``path``."""
     with naming_failures(path), atomic_open(path, "w") as f:
         f.write(text)
+
+
+def write_csv_atomically(rows: Iterable[Sequence[object]], path: str | os.PathLike) -> None:
+    """Write ``rows`` (the header first) as CSV, atomically; a failed write raises an ``OSError`` naming ``path``."""
+    with naming_failures(path), atomic_open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
 
 
 def remove_temporaries(folder: str | os.PathLike) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -27,6 +26,7 @@ from monai.utils import set_determinism
 
 from shared.data.splits import seeded_order
 from shared.utils.atomic import write_text_atomically
+from shared.utils.files import replace_marked_folder
 from tools.bundle_runner import bundle_importable, run_bundle
 from tools.measure.mae_health import check_checkpoint
 from tools.study.arms import ARM_NAMES
@@ -381,18 +381,12 @@ def replace_output_folder(out: Path, dataset_dir: Path | None = None) -> Path:
     if dataset_dir is not None and dataset_dir.resolve().is_relative_to(out):
         raise ValueError(f"the output folder {out} holds the data set {dataset_dir.resolve()}, which the study would "
                          "delete when it replaces its output folder: choose another --output_dir.")
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"the output folder {out} is a file.")
-        if any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file():
-            raise FileExistsError(f"the output folder {out} is not empty and no study wrote it (it has no "
-                                  f"{OUTPUT_MARKER}): a study replaces its output folder, so it writes only into a new "
-                                  "or empty folder or an earlier study's; choose another --output_dir or empty it.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / OUTPUT_MARKER).write_text("written by python -m tools.run_experiment; the next study or tuning run into "
-                                     "this folder replaces it.\n")
-    return out
+    return replace_marked_folder(
+        out, OUTPUT_MARKER, "written by python -m tools.run_experiment; the next study or tuning run into this "
+        "folder replaces it.\n",
+        f"the output folder {out} is not empty and no study wrote it (it has no {OUTPUT_MARKER}): a study replaces "
+        "its output folder, so it writes only into a new or empty folder or an earlier study's; choose another "
+        "--output_dir or empty it.")
 
 
 def _check_seeds(seeds: Sequence[int]) -> None:

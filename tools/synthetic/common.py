@@ -4,12 +4,13 @@ drawing primitives (a normalised voxel grid, ellipsoids, tubes) of the phantoms.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from shared.utils.files import replace_marked_folder
 
 STREAM_BTCV, STREAM_BRATS, STREAM_CXR14 = 1, 2, 3
 """Random streams of the data sets, so that their cases never share random numbers."""
@@ -66,23 +67,15 @@ def prepare_output_folder(out_dir: str | Path) -> Path:
 
     The generators write the real data sets' file names (``imagesTr/img0001.nii.gz``, ``dataset.json``, ...), so
     they replace a folder only when an earlier generation marked it as synthetic, and never write into another folder
-    that holds files (e.g. a real data set given as ``out_dir`` by mistake).
-
-    Raises:
-        FileExistsError: ``out_dir`` is a file, or a folder that holds files and no marker.
+    that holds files (e.g. a real data set given as ``out_dir`` by mistake); see
+    :func:`shared.utils.files.replace_marked_folder`.
     """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not (out / SYNTHETIC_MARKER).is_file():
-            raise FileExistsError(f"{out} is not an empty folder and holds no synthetic data set (no "
-                                  f"{SYNTHETIC_MARKER}): the generators write only into a new or empty folder or one "
-                                  "they wrote, so that they never replace files of a real data set; choose another "
-                                  "out_dir.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SYNTHETIC_MARKER).write_text("written by python -m tools.synthetic; the next generation into this folder "
-                                        "replaces it.\n")
-    return out
+    return replace_marked_folder(
+        out_dir, SYNTHETIC_MARKER, "written by python -m tools.synthetic; the next generation into this folder "
+        "replaces it.\n",
+        f"{out_dir} is not an empty folder and holds no synthetic data set (no {SYNTHETIC_MARKER}): the generators "
+        "write only into a new or empty folder or one they wrote, so that they never replace files of a real data "
+        "set; choose another out_dir.")
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
