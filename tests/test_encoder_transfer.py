@@ -8,6 +8,7 @@ from shared.handlers.encoder_loader import MAEEncoderLoader
 from shared.networks.encoder_transfer import (
     interpolate_position_embedding,
     load_mae_encoder,
+    sincos_patch_grid,
 )
 from tests.helpers import TINY_ENCODER, tiny_mae
 
@@ -76,12 +77,50 @@ def test_interpolation_to_the_same_grid_is_identity_and_anisotropic_grids_work()
         interpolate_position_embedding(pe, (8, 8, 8))
 
 
-def test_partial_load_is_refused_unless_asked():
+def test_interpolation_keeps_each_axis_in_its_place():
+    source, target = (4, 6, 2), (8, 6, 4)
+    coordinates = torch.stack(torch.meshgrid(*(torch.arange(n).float() for n in source), indexing="ij"), dim=-1)
+    resized = interpolate_position_embedding(coordinates.reshape(1, -1, 3), target, source).reshape(*target, 3)
+    for axis in range(3):
+        along = resized[..., axis].movedim(axis, 0)
+        assert (along.diff(dim=0) >= 0).all() and (along.diff(dim=0) > 0).any(), axis  # grows along its own axis
+        for other in {0, 1, 2} - {axis}:
+            assert torch.allclose(resized[..., axis].diff(dim=other), torch.zeros(())), (axis, other)  # not elsewhere
+
+
+def test_the_pre_training_grid_is_read_from_the_sincos_embedding():
+    mae = tiny_mae(img_size=(32, 64, 128))
+    embedding = mae.encoder.patch_embedding.position_embeddings
+    assert sincos_patch_grid(embedding, 3) == (2, 4, 8)
+    assert sincos_patch_grid(embedding.to(torch.bfloat16), 3) == (2, 4, 8)
+    assert sincos_patch_grid(torch.randn_like(embedding), 3) is None
+    assert sincos_patch_grid(torch.randn(1, 64, 50), 3) is None  # a width no 3-D sin-cos embedding has
+
+
+@pytest.mark.parametrize(
+    "mae_size, unetr_size",
+    [((32, 64, 128), 64), ((32, 32, 64), (64, 32, 32))],
+    ids=["anisotropic grid, cube token count", "same token count, other grid"],
+)
+def test_position_embedding_of_another_grid_is_resampled_even_with_as_many_tokens(mae_size, unetr_size):
+    mae = tiny_mae(img_size=mae_size, num_layers=12)
+    unetr = _unetr(img_size=unetr_size)
+    report = load_mae_encoder(unetr, mae.state_dict())
+    assert "patch_embedding.position_embeddings" in report.interpolated
+    source = mae.encoder.patch_embedding.position_embeddings.detach()
+    expected = interpolate_position_embedding(source, unetr.feat_size, mae.grid_size)
+    torch.testing.assert_close(unetr.vit.patch_embedding.position_embeddings.detach(), expected)
+
+
+def test_partial_load_is_refused_unless_asked(tmp_path):
     state = tiny_mae(img_size=32, num_layers=12).state_dict()
     del state["encoder.blocks.3.mlp.linear1.weight"]
     unetr = _unetr()
     with pytest.raises(ValueError, match="blocks.3.mlp.linear1.weight"):
         load_mae_encoder(unetr, state)
+    torch.save(state, tmp_path / "mae.pt")
+    with pytest.raises(ValueError, match=f"partial load of the MAE encoder in {tmp_path / 'mae.pt'}: pre-train with"):
+        load_mae_encoder(unetr, tmp_path / "mae.pt")
     report = load_mae_encoder(unetr, state, strict=False)
     assert list(report.missing) == ["blocks.3.mlp.linear1.weight"]
 

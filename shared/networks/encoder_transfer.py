@@ -1,9 +1,10 @@
 """Carry a pre-trained MAE encoder into MONAI's ``UNETR`` (segmentation) or ``ViT`` (classification).
 
 What is carried: the patch embedding, the position embedding (interpolated when the target's patch grid differs,
-e.g. another ROI), every transformer block, the final norm and, for a ``ViT`` classifier, the class token. What is
-not: the MAE decoder. Every target encoder tensor must be found in the checkpoint, or the load is refused unless
-``strict=False`` is asked for; the returned :class:`TransferReport` lists what was loaded, skipped and why.
+e.g. another ROI; the pre-training grid is read from the fixed sin-cos embedding itself), every transformer block,
+the final norm and, for a ``ViT`` classifier, the class token. What is not: the MAE decoder. Every target encoder
+tensor must be found in the checkpoint, or the load is refused unless ``strict=False`` is asked for; the returned
+:class:`TransferReport` lists what was loaded, skipped and why.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 
 __all__ = [
     "TransferReport",
     "read_state_dict",
     "extract_encoder_state",
     "interpolate_position_embedding",
+    "sincos_patch_grid",
     "load_mae_encoder",
 ]
 
@@ -155,16 +158,90 @@ def _target_vit(network: nn.Module) -> nn.Module:
     return vit
 
 
-def _patch_grid(network: nn.Module, vit: nn.Module) -> tuple[int, ...]:
-    """Patch grid of the target: ``UNETR.feat_size``, else isotropic from the number of position tokens."""
+def _ordered_factorizations(number: int, factors: int) -> list[tuple[int, ...]]:
+    """Every tuple of ``factors`` positive integers whose product is ``number``, e.g. ``(2, 4, 8)`` for 64 and 3."""
+    if factors == 1:
+        return [(number,)]
+    return [
+        (first, *rest)
+        for first in range(1, number + 1)
+        if number % first == 0
+        for rest in _ordered_factorizations(number // first, factors - 1)
+    ]
+
+
+def sincos_patch_grid(position_embedding: torch.Tensor, spatial_dims: int) -> tuple[int, ...] | None:
+    """The patch grid whose fixed sin-cos embedding ``position_embedding`` is, or None.
+
+    The MAE's encoder keeps MONAI's fixed sin-cos embedding of its patch grid, so the grid it was pre-trained on can
+    be read from the checkpoint: a grid with the same number of tokens but another shape (``(2, 4, 8)`` and
+    ``(4, 4, 4)``) gives another embedding.
+
+    Args:
+        position_embedding: ``(1, N, C)``.
+        spatial_dims: 2 or 3.
+
+    Returns:
+        the grid (``N`` tokens), or None when the embedding is no sin-cos embedding (e.g. a learned one).
+    """
+    num_tokens, channels = position_embedding.shape[1:]
+    values = position_embedding.detach().float().cpu()
+    for grid in _ordered_factorizations(num_tokens, spatial_dims):
+        try:
+            candidate = build_sincos_position_embedding(list(grid), channels, spatial_dims).data
+        except (AssertionError, ValueError):  # MONAI asserts a width divisible by 2 * spatial_dims
+            return None
+        if torch.allclose(candidate, values, atol=1e-2):  # 1e-2: a bf16 copy; other grids differ by about 1
+            return grid
+    return None
+
+
+def _patch_grid(network: nn.Module, vit: nn.Module) -> tuple[int, ...] | None:
+    """Patch grid of the target: ``UNETR.feat_size``, else isotropic from the number of position tokens, else None."""
     if hasattr(network, "feat_size"):
         return tuple(network.feat_size)
-    dims = vit.patch_embedding.patch_embeddings.weight.dim() - 2
+    weight = getattr(vit.patch_embedding.patch_embeddings, "weight", None)
+    if weight is None:  # a perceptron patch embedding: no spatial kernel to count dimensions on
+        return None
+    dims = weight.dim() - 2
     num_tokens = vit.patch_embedding.position_embeddings.shape[1]
     side = round(num_tokens ** (1 / dims))
-    if side**dims != num_tokens:
-        raise ValueError(f"Cannot infer the patch grid of {type(network).__name__}; pass target_grid.")
-    return (side,) * dims
+    return (side,) * dims if side**dims == num_tokens else None
+
+
+def _fit_position_embedding(
+    value: torch.Tensor,
+    target: torch.Tensor,
+    source_grid: tuple[int, ...] | None,
+    target_grid: tuple[int, ...] | None,
+    report: TransferReport,
+) -> torch.Tensor:
+    """The checkpoint's position embedding ``value`` on the target's patch grid.
+
+    Its grid is ``source_grid`` when given, else the grid whose sin-cos embedding it is (an MAE's), else taken as
+    the target's when the token counts agree and as isotropic when they do not.
+    """
+    if value.shape[-1] != target.shape[-1]:
+        return value  # another width: refused by the caller
+    if source_grid is None and target_grid is not None:
+        source_grid = sincos_patch_grid(value, len(target_grid))
+    if source_grid is None or target_grid is None:
+        same_grid = value.shape == target.shape
+    else:
+        same_grid = tuple(source_grid) == tuple(target_grid)
+    if same_grid:
+        return value
+    if target_grid is None:
+        raise ValueError("Cannot infer the patch grid of the network; pass target_grid.")
+    source = "" if source_grid is None else f" of the {tuple(source_grid)} grid"
+    report.interpolated[POSITION_EMBEDDING_KEY] = (
+        f"{value.shape[1]} tokens{source} resampled to the {tuple(target_grid)} patch grid"
+    )
+    return interpolate_position_embedding(value, target_grid, source_grid)
+
+
+def _describe(checkpoint: object) -> str:
+    return "the given mapping" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
 
 
 def _check_spatial_dims(encoder_state: Mapping[str, torch.Tensor], vit: nn.Module, checkpoint: object) -> None:
@@ -175,7 +252,7 @@ def _check_spatial_dims(encoder_state: Mapping[str, torch.Tensor], vit: nn.Modul
     target = getattr(vit.patch_embedding.patch_embeddings, "weight", None)
     if target is None:  # a perceptron patch embedding: no spatial kernel to compare
         return
-    source = "the given mapping" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    source = _describe(checkpoint)
     dims, target_dims = encoder_state[key].dim() - 2, target.dim() - 2
     if dims != target_dims:
         raise ValueError(f"{source} holds a {dims}-D encoder (patch embedding {tuple(encoder_state[key].shape)}); the "
@@ -198,7 +275,8 @@ def load_mae_encoder(
         strict: refuse (``ValueError``) when a target encoder tensor (the class token included) cannot be filled,
             or when the checkpoint has encoder tensors the network lacks (e.g. qkv biases for a ``qkv_bias=False``
             network).
-        source_grid: patch grid of the pre-training ROI when it is not isotropic and differs from the target's.
+        source_grid: patch grid of the checkpoint's position embedding; when None, the grid whose fixed sin-cos
+            embedding it is (an MAE's), else the target's for as many tokens, else isotropic.
         target_grid: patch grid of ``network``; ``UNETR.feat_size``, or isotropic, when None.
 
     Returns:
@@ -208,6 +286,7 @@ def load_mae_encoder(
     encoder_state, skipped = extract_encoder_state(read_state_dict(checkpoint))
     _check_spatial_dims(encoder_state, vit, checkpoint)
     report = TransferReport(skipped=skipped)
+    target_grid = target_grid or _patch_grid(network, vit)
     new_state = vit.state_dict()
     for key, target in new_state.items():
         if not (key.startswith(ENCODER_PREFIXES) or key == CLS_TOKEN_KEY):
@@ -216,10 +295,8 @@ def load_mae_encoder(
             report.missing[key] = "not in the checkpoint"
             continue
         value = encoder_state.pop(key)
-        if key == POSITION_EMBEDDING_KEY and value.shape != target.shape and value.shape[-1] == target.shape[-1]:
-            grid = target_grid or _patch_grid(network, vit)
-            report.interpolated[key] = f"{value.shape[1]} tokens resampled to the {grid} patch grid"
-            value = interpolate_position_embedding(value, grid, source_grid)
+        if key == POSITION_EMBEDDING_KEY:
+            value = _fit_position_embedding(value, target, source_grid, target_grid, report)
         if value.shape != target.shape:
             report.missing[key] = f"shape {tuple(value.shape)} in the checkpoint, {tuple(target.shape)} in the network"
             continue
@@ -232,7 +309,9 @@ def load_mae_encoder(
             report.missing[key] = "in the checkpoint but not in the network (a qkv bias? build it with qkv_bias=True)"
     if report.missing and strict:
         raise ValueError(
-            "Refusing a partial MAE encoder load (pass strict=False to allow it):\n" + report.summary()
+            f"Refusing a partial load of the MAE encoder in {_describe(checkpoint)}: pre-train with the encoder "
+            "settings of the network it initialises (or load it anyway with strict=False, the `strict` of the "
+            "bundle's MAEEncoderLoader handler):\n" + report.summary()
         )
     vit.load_state_dict(new_state, strict=True)
     return report
