@@ -243,7 +243,10 @@ def write_report(result: StudyResult, summary: dict[str, Any], path: Path, plan_
         "",
         f"Intervals: Student's t over the {len(seeds)} paired seeds; p: paired t-test, Holm-adjusted over the "
         "contrasts of a labelled size in brackets; 'detectable': the smallest true difference that this many seeds "
-        "detect with 80% power at the observed spread (two-sided, alpha 0.05).",
+        "detect with 80% power at the observed spread (two-sided, alpha 0.05). They measure the spread of "
+        "fine-tuning seeds around one MAE pre-training, one supervised encoder and one untrained initialisation "
+        "(each made once per study, from the data seed), on these evaluation cases: not how much another "
+        "pre-training run would differ.",
         "",
         *_design_reading(summary),
         "",

@@ -7,9 +7,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
+from scipy import integrate, optimize, stats
 
-__all__ = ["PairedDifference", "paired_difference", "mean_sd", "holm", "minimum_detectable_effect"]
+__all__ = ["PairedDifference", "paired_difference", "mean_sd", "holm", "paired_t_power", "minimum_detectable_effect"]
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,6 @@ class PairedDifference:
     ci95: tuple[float, float]
     n: int
     p_value: float = float("nan")
-
-    @property
-    def excludes_zero(self) -> bool:
-        """Whether the confidence interval lies entirely above or below zero."""
-        low, high = self.ci95
-        return not math.isnan(low) and (low > 0 or high < 0)
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -87,11 +81,37 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def paired_t_power(shift: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` on ``n`` pairs whose true mean difference is ``shift``
+    standard deviations of a difference times ``sqrt(n)`` (the noncentrality).
+
+    The t statistic is ``(Z + shift) / sqrt(V / df)`` with ``Z`` standard normal and ``V`` chi-square with
+    ``df = n - 1`` degrees of freedom, so the power is the normal tail beyond the critical value, averaged over ``V``
+    (integrated here: scipy's noncentral t returns NaN at one degree of freedom).
+    """
+    df = n - 1
+    critical = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def rejected_given(v: float) -> float:
+        bound = critical * math.sqrt(v / df)
+        return (stats.norm.sf(bound - shift) + stats.norm.cdf(-bound - shift)) * stats.chi2.pdf(v, df)
+
+    low, high = stats.chi2.ppf([1e-12, 1 - 1e-12], df)
+    return float(integrate.quad(rejected_given, low, high, limit=200)[0])
+
+
 def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest true mean difference that a two-sided paired t-test on ``n`` pairs detects with ``power``, when
-    the per-pair differences have standard deviation ``sd``: ``(t_{1-alpha/2} + t_{power}) * sd / sqrt(n)``, with
-    ``n - 1`` degrees of freedom (NaN for fewer than two pairs)."""
+    the per-pair differences have standard deviation ``sd`` (NaN for fewer than two pairs).
+
+    Solved exactly with :func:`paired_t_power`; the usual ``(t_{1-alpha/2} + t_{power}) * sd / sqrt(n)`` is 5 % too
+    small at 3 pairs (its power is 0.77, not 0.80) and 16 % at 2.
+    """
     if n < 2 or math.isnan(sd):
         return float("nan")
     df = n - 1
-    return (float(stats.t.ppf(1 - alpha / 2, df)) + float(stats.t.ppf(power, df))) * sd / math.sqrt(n)
+    critical = float(stats.t.ppf(1 - alpha / 2, df))
+    approximate = critical + float(stats.t.ppf(power, df))
+    # at shift = critical the power is about one half; at three times the approximation it is about one
+    shift = optimize.brentq(lambda s: paired_t_power(s, n, alpha) - power, critical, 3 * approximate)
+    return shift * sd / math.sqrt(n)
