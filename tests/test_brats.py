@@ -30,6 +30,7 @@ from shared.transforms.brats import (
     labels_to_regions,
     regions_to_labels,
 )
+from shared.utils.errors import root_cause
 from tests.helpers import BUNDLES, TINY_MAE, TINY_UNETR, bundle_importable, workflow
 from tools import synthetic
 
@@ -188,6 +189,43 @@ def test_inference_datalist_and_output_names(data):
     else:
         assert [Path(c["image"]).name for c in cases] == ["BRATS_003.nii.gz"]
         assert case_name(cases[0]["image"]) == "BRATS_003"
+
+
+def inference_datalist(**overrides):
+    """The ``datalist`` of ``inference.json`` with ``overrides``, as ``--key value`` would give them."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update(overrides)
+    with bundle_importable(BUNDLE):
+        try:
+            return parser.get_parsed_content("datalist")
+        except RuntimeError as error:  # MONAI wraps what the function raised
+            raise root_cause(error) from None
+
+
+def test_chosen_input_files_are_checked_like_a_folder(data, tmp_path):
+    layout, root = data
+    found = brats_inference_datalist(str(root), layout)
+    chosen = [case["image"] for case in found]
+    cases = inference_datalist(dataset_layout=layout, dataset_dir="/nowhere", input_files=chosen,
+                               output_dir=str(tmp_path))
+    assert cases == found
+    if layout == "brats2021":  # the case folder as output folder: the reference label would be overwritten
+        label = root / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz"
+        with pytest.raises(ValueError, match=f"would overwrite {label}, a file the run must not replace"):
+            inference_datalist(dataset_layout=layout, input_files=chosen[:1], output_dir=str(label.parent))
+    else:  # one file as a string; its own folder, which holds an earlier output of it, is refused
+        assert inference_datalist(dataset_layout=layout, input_files=chosen[0], output_dir=str(tmp_path)) == found
+        earlier = Path(chosen[0]).parent / "BRATS_003_seg.nii.gz"
+        earlier.write_bytes(b"an earlier output")
+        try:
+            with pytest.raises(ValueError, match="would overwrite the input"):
+                inference_datalist(dataset_layout=layout, input_files=[chosen[0], str(earlier)],
+                                   output_dir=str(earlier.parent))
+        finally:
+            earlier.unlink()
+    with pytest.raises(FileNotFoundError, match="input files not found: /nowhere/BRATS_999.nii.gz"):
+        inference_datalist(dataset_layout=layout, input_files=["/nowhere/BRATS_999.nii.gz"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

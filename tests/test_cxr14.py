@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from ignite.engine import Engine
+from monai.bundle import ConfigParser
 from monai.networks.nets import ViT
 from PIL import Image
 
@@ -27,6 +29,7 @@ from shared.metrics.auc import MultiLabelAUC, per_class_auc
 from shared.networks.vit_classifier import ViTClassifier
 from shared.transforms.crop import RandResizedCropd
 from shared.transforms.xray import LoadXRayd
+from shared.utils.errors import root_cause
 from tests.helpers import BUNDLES, TINY_MAE, TINY_VIT, bundle_importable, bundle_run, run_workflow, workflow
 from tools import synthetic
 
@@ -284,6 +287,22 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
     assert tuple(loaded.shape) == (1, 10, 20) and loaded.meta["filename_or_obj"].endswith("m1")
 
 
+def test_inference_takes_chosen_files_or_every_xray_of_the_folder(tmp_path):
+    for name in ("a.png", "b.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"dataset_dir": str(tmp_path)})
+    with bundle_importable(BUNDLE):
+        assert [Path(i["image"]).name for i in parser.get_parsed_content("datalist")] == ["a.png", "b.png"]
+        parser.update({"input_files": [str(tmp_path / "b.png")]})
+        assert parser.get_parsed_content("datalist") == [{"image": str(tmp_path / "b.png")}]
+        parser.update({"input_files": str(tmp_path / "c.png")})
+        with pytest.raises(RuntimeError) as failure:
+            parser.get_parsed_content("datalist")
+    assert str(root_cause(failure.value)) == f"input images not found: {tmp_path / 'c.png'}"
+
+
 def test_dicom_voi_lut_table_first_frame_and_window_functions(tmp_path):
     stored = np.arange(0, 4000, 20, dtype=np.uint16).reshape(10, 20)
     # a table of 256 entries from stored value 1000, 0 to 1020: below 1000 its first entry, from 1255 its last
@@ -358,6 +377,17 @@ def test_random_resized_crop_covers_the_scale_range():
         assert out.shape == (1, 24, 24)
         top, left, h, w = crop._box
         assert 0.25 * 8000 * 0.9 <= h * w <= 0.5 * 8000 * 1.1 and top + h <= 100 and left + w <= 80
+        region = image[None, :, top : top + h, left : left + w]  # the output shows the drawn box, nothing else
+        expected = F.interpolate(region, size=(24, 24), mode="bilinear", align_corners=False, antialias=True)[0]
+        torch.testing.assert_close(out, expected)
+    boxes = set()
+    wide = RandResizedCropd("image", size=24, scale=(0.1, 0.3), ratio=(2.0, 2.0))
+    for _ in range(10):
+        wide({"image": torch.zeros(1, 90, 90)})
+        top, left, h, w = wide._box
+        assert w / h == pytest.approx(2.0, rel=0.1)  # ratio is width / height
+        boxes.add((top, left))
+    assert len(boxes) > 5  # at random positions
     full = RandResizedCropd("image", size=(100, 80), scale=(1.0, 1.0), ratio=(0.8, 0.8))({"image": image})["image"]
     torch.testing.assert_close(full, image)
 

@@ -1,14 +1,16 @@
-"""Datalists a user wrote are read, never rewritten, and their errors name the file and the place.
-Through ``python -m monai.bundle run``, as a user runs it."""
+"""Datalists a user wrote are read, never rewritten, and their errors name the file and the place (through
+``python -m monai.bundle run``, as a user runs it); a rebuilt split names what it moved into validation."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
+from shared.data.datalist_cache import cached_datalist
 from tests.helpers import BRATS, BUNDLES, SEG, SMALL, TINY_UNETR, bundle_run
 from tools import synthetic
 
@@ -74,3 +76,20 @@ def test_a_btcv_datalist_with_a_typo_or_an_entry_without_a_label_is_named(btcv, 
     output = bundle_run([SEG / "train.json"], overrides, expect_failure=True)
     assert last_line(output) == (f"error: InputError: {datalist}: entry 0 of 'training' "
                                  '({"image": "imagesTr/img0001.nii.gz"}) has no \'label\'.')
+
+
+def test_a_rebuilt_split_names_the_training_cases_it_moved_to_validation(tmp_path, caplog):
+    """Adding or removing cases redraws a seeded split: validation cases a network was trained on are named."""
+    cache = str(tmp_path / "datalist.json")
+    first = {"training": [{"image": "a"}, {"image": "b"}], "validation": [{"image": "c"}]}
+    cached_datalist(cache, {"cases": 3}, lambda: first)
+    redrawn = {"training": [{"image": "a"}, {"image": "c"}, {"image": "d"}], "validation": [{"image": "b"}]}
+    with caplog.at_level(logging.WARNING):
+        assert cached_datalist(cache, {"cases": 4}, lambda: redrawn)["validation"] == [{"image": "b"}]
+    assert "1 validation items of the rebuilt split were training items before (e.g. b)" in caplog.text
+    assert "delete the 'fingerprint' entry" in caplog.text
+    caplog.clear()
+    kept = {"training": [{"image": n} for n in "acde"], "validation": [{"image": "b"}]}
+    with caplog.at_level(logging.WARNING):
+        cached_datalist(cache, {"cases": 5}, lambda: kept)
+    assert "rebuilding it" in caplog.text and "were training items before" not in caplog.text

@@ -173,7 +173,8 @@ def test_an_unknown_output_format_is_refused(configs, series, tmp_path):
     folder, _ = series
     brats = Path(synthetic.make_brats(str(tmp_path / "brats"), layout="msd", num_cases=1, num_test=1,
                                       shape=(16, 16, 16)))
-    error = _datalist_error(configs, output_format="dicom", input_files=str(folder), dataset_dir=str(brats))
+    inputs = {"input_files": str(folder)} if configs == SEG else {"dataset_dir": str(brats)}
+    error = _datalist_error(configs, output_format="dicom", **inputs)
     assert re.search("output_format must be one of 'nifti', 'dicom_seg'.*got 'dicom'", error), error
     with pytest.raises(ValueError, match="got 'DICOM_SEG'"):
         check_output_format("DICOM_SEG")

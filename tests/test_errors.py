@@ -3,6 +3,7 @@ bundle code changes nothing in the importing process. Through ``python -m monai.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,18 @@ def test_a_working_folder_with_its_own_scripts_package_is_named_with_the_bundles
         "shadows the bundle's. Run the bundle from another folder (--config_file and --bundle_root take paths), or "
         "rename that 'scripts'.")
     assert not (root / "models").exists()  # refused before the lock or anything else touched the bundle root
+
+
+def test_a_working_folder_that_is_another_downloaded_bundle_is_named_too(btcv, tmp_path):
+    """A downloaded bundle has its own copy of the code, this check included: run from its folder, another bundle's
+    config must not check that copy against itself (and then run the other bundle's code under its names)."""
+    other = tmp_path / "mae_pretrain_ct"
+    shutil.copytree(REPO / "shared", other / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    output = bundle_run([SEG / "inference.json"], {"bundle_root": str(tmp_path / "bundle"), "dataset_dir": str(btcv)},
+                        cwd=other, expect_failure=True)
+    assert last_line(output).startswith(
+        f"error: ImportError: Python imports the package 'scripts' from {other / 'scripts'}, not the bundle's code in "
+        f"{BUNDLES / 'unetr_btcv_seg' / 'scripts'}: the working folder {other} is earlier")
 
 
 def test_outside_a_bundle_run_a_shadowing_scripts_package_is_an_import_error(folder_with_its_own_scripts,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..utils.errors import InputError
@@ -318,29 +318,43 @@ def brats_datalist(
 
 
 def brats_inference_datalist(
-    dataset_dir: str, layout: str, output_dir: str | None = None, output_postfix: str = "seg"
+    dataset_dir: str,
+    layout: str,
+    output_dir: str | None = None,
+    output_postfix: str = "seg",
+    input_files: str | Sequence[str | Sequence[str]] | None = None,
 ) -> list[dict]:
-    """The cases to segment in ``dataset_dir``, labels not needed.
+    """The cases to segment, labels not needed: ``input_files`` when given, else those found in ``dataset_dir``.
 
     - ``"brats2021"``: every case folder with the four contrast files (``image`` is the list FLAIR, T1, T1ce, T2);
     - ``"msd"``: the ``test`` list of ``dataset.json`` (or the files of ``imagesTs``) (``image`` is one 4-D file).
 
     Args:
-        dataset_dir: the data set folder.
+        dataset_dir: the data set folder (not read when ``input_files`` is given).
         layout: ``"brats2021"`` or ``"msd"``.
         output_dir: where the segmentations are written; outputs that would overwrite an input, or a BraTS 2021
             case's reference label (``<case>_seg.nii.gz``, the name of the default output), are refused
             (:func:`check_outputs`).
         output_postfix: the segmentations' postfix.
+        input_files: chosen cases instead of a folder: one 4-D file, or a list whose entries are 4-D files (MSD) or
+            lists of the four contrast files of a case (BraTS 2021).
 
     Returns:
         ``[{"image": ...}, ...]`` with absolute paths.
 
     Raises:
-        ValueError: two cases would be written to the same output, or an output would overwrite an input.
+        FileNotFoundError: a given file does not exist.
+        ValueError: two cases would be written to the same output, or an output would overwrite an input or a
+            reference label.
     """
     lay = get_layout(layout)
-    cases = brats2021_cases(dataset_dir, labelled=False) if lay.name == "brats2021" else msd_cases(dataset_dir, "test")
+    if input_files:
+        cases = [{"image": _given_case(entry)} for entry in ([input_files] if isinstance(input_files, str)
+                                                              else input_files)]
+    elif lay.name == "brats2021":
+        cases = brats2021_cases(dataset_dir, labelled=False)
+    else:
+        cases = msd_cases(dataset_dir, "test")
     names: dict[str, list[str]] = {}
     for case in cases:
         first = case["image"][0] if isinstance(case["image"], list) else case["image"]
@@ -355,6 +369,16 @@ def brats_inference_datalist(
         check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name,
                       protected=[label for label in labels if label is not None])
     return cases
+
+
+def _given_case(entry: str | Sequence[str]) -> str | list[str]:
+    """One case of ``input_files`` with absolute paths: a 4-D file, or the list of a case's contrast files."""
+    files = [entry] if isinstance(entry, (str, os.PathLike)) else list(entry)
+    missing = [os.fspath(f) for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"input files not found: {', '.join(missing[:10])}")
+    paths = [os.path.abspath(f) for f in files]
+    return paths[0] if isinstance(entry, (str, os.PathLike)) else paths
 
 
 def case_name(path: str) -> str:

@@ -78,7 +78,23 @@ def cached_datalist(
     if datalist_file:
         if cached is not None:
             logger.warning(f"{datalist_file} was made from other settings or files; rebuilding it.")
+            _warn_of_cases_moved_to_validation(datalist_file, cached, data)
         with atomic_open(datalist_file, "w") as f:
             json.dump(data, f, indent=indent)
             f.write("\n")
     return data
+
+
+def _warn_of_cases_moved_to_validation(datalist_file: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """Name the validation items of the rebuilt datalist that were training items of the one it replaces: a network
+    trained (or pre-trained) on the earlier split has seen them."""
+    trained = {json.dumps(item, sort_keys=True) for item in before.get("training", [])}
+    moved = [item for item in after.get("validation", []) if json.dumps(item, sort_keys=True) in trained]
+    if moved:
+        example = moved[0].get("image", moved[0]) if isinstance(moved[0], Mapping) else moved[0]
+        logger.warning(
+            f"{datalist_file}: {len(moved)} validation items of the rebuilt split were training items before (e.g. "
+            f"{example}); a network trained or pre-trained on the earlier split has seen them, so its validation "
+            f"scores on them are not held out. To keep a split while cases change, delete the {FINGERPRINT_KEY!r} "
+            "entry of the datalist file: a file without it is used as it is."
+        )

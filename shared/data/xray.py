@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["is_dicom", "read_xray", "list_xray_files"]
+from .inputs import image_datalist, non_empty
+
+__all__ = ["is_dicom", "read_xray", "xray_datalist", "list_xray_files"]
 
 _XRAY_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
@@ -130,6 +133,19 @@ def read_xray(path: str, use_dicom_window: bool = True) -> np.ndarray:
       channels and scaled by its own minimum and maximum.
     """
     return _read_dicom(path, use_dicom_window) if is_dicom(path) else _read_picture(path)
+
+
+def xray_datalist(input_dir: str, input_files: str | Sequence[str] | None = None) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for inference: ``input_files`` when given (one path or a list), else every X-ray under
+    ``input_dir`` (:func:`list_xray_files`).
+
+    Raises:
+        FileNotFoundError: a given file does not exist, or there is no X-ray at all.
+    """
+    if input_files:
+        # the outputs are rows of one table, which keep each file's path: only the same file given twice clashes
+        return image_datalist(input_files, name_of=os.path.realpath)
+    return non_empty(list_xray_files(input_dir), f"PNG, JPEG or DICOM files under {input_dir}")
 
 
 def list_xray_files(input_dir: str, recursive: bool = True) -> list[dict[str, str]]:
