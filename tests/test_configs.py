@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
-from tests.helpers import BUNDLES
+from shared.networks.encoder_transfer import load_mae_encoder
+from tests.helpers import BUNDLES, bundle_importable
 
 # step parameters that differ by design between copies: which keys a step acts on and how each key is resampled
 PER_KEY_PARAMETERS = {"keys", "mode", "image_only", "source_key", "_desc_"}
@@ -104,6 +106,38 @@ def test_inference_builds_the_trained_network(bundle):
         assert channels in (outputs["outputs"]["pred"]["num_channels"], "$len(@class_names)",
                             "$len(@class_names) + 1"), channels
     assert trained == inferred
+
+
+def network_of(bundle: str, config: str) -> torch.nn.Module:
+    with bundle_importable(BUNDLES / bundle):
+        return parser_of(bundle, config).get_parsed_content("network_def")
+
+
+# (pre-training bundle and config, fine-tuning bundle and config): the MAE of the first initialises the second
+ENCODER_HANDOVERS = [
+    (("mae_pretrain_ct", "train.json"), ("unetr_btcv_seg", "train.json")),
+    (("unetr_brats_seg", "pretrain.json"), ("unetr_brats_seg", "train.json")),
+    (("vit_cxr14_cls", "pretrain.json"), ("vit_cxr14_cls", "train.json")),
+]
+
+
+@pytest.mark.parametrize("pretraining, finetuning", ENCODER_HANDOVERS, ids=lambda entry: "/".join(entry))
+def test_the_pre_trained_encoder_loads_whole_into_the_fine_tuned_network(pretraining, finetuning):
+    """The encoder widths are written in each config: a mismatch would surface only after a pre-training had run."""
+    mae, network = network_of(*pretraining), network_of(*finetuning)
+    report = load_mae_encoder(network, mae.state_dict(), strict=True)  # strict: every encoder tensor filled
+    assert report.loaded and not report.missing and not report.interpolated
+    vit = getattr(network, "vit", network)
+    heads = [b.attn.num_heads for b in vit.blocks]
+    assert heads == [b.attn.num_heads for b in mae.encoder.blocks]  # heads change no shape: compared here
+
+
+def test_the_mae_inference_network_is_the_trained_one():
+    train, inference = parser_of("mae_pretrain_ct", "train.json"), parser_of("mae_pretrain_ct", "inference.json")
+    trained, inferred = train["network_def"], inference["network_def"]
+    assert inferred.pop("_target_") == "scripts.networks.mae.MAEReconstructionNet"  # the same network, picture output
+    assert trained.pop("_target_") == "scripts.networks.mae.MaskedAutoencoderViT"
+    assert resolved(train, trained) == resolved(inference, inferred)
 
 
 def test_every_bundle_is_covered():

@@ -2,8 +2,9 @@ import pytest
 import torch
 from monai.networks.nets import UNETR, ViT
 
-from shared.networks.patches import patchify
-from tests.helpers import TINY_ENCODER, tiny_mae
+from shared.networks.mae import MAEReconstructionNet, MaskedAutoencoderViT
+from shared.networks.patches import expand_patch_mask, patchify
+from tests.helpers import TINY_DECODER, TINY_ENCODER, tiny_mae
 
 
 @pytest.mark.parametrize(
@@ -161,3 +162,38 @@ def test_rejects_bad_configuration():
         tiny_mae(img_size=40)
     with pytest.raises(ValueError, match="at least one"):
         tiny_mae(img_size=32, mask_ratio=0.99)
+
+
+def test_decoder_puts_each_token_back_at_its_grid_position():
+    """Without decoder blocks, the prediction of a hidden patch is the mask token plus its position's embedding, and
+    of a visible patch its encoded token plus its position's embedding: both hold only if the decoder restores the
+    grid order of the tokens it received as [visible..., hidden...]."""
+    decoder = {**TINY_DECODER, "decoder_num_layers": 0}
+    net = MaskedAutoencoderViT(1, (64, 32, 32), 16, num_layers=2, **TINY_ENCODER, **decoder).eval()  # 16 patches
+    images = torch.rand(2, 1, 64, 32, 32)
+    mask = net.random_masking(2, "cpu")
+    with torch.no_grad():
+        latent = net.forward_encoder(images, mask)
+        pred = net.forward_decoder(latent, mask)
+        position = net.decoder_pos_embed[0]
+        for b in range(2):
+            hidden, visible = mask[b].nonzero().flatten(), (~mask[b]).nonzero().flatten()
+            expected_hidden = net.decoder_pred(net.decoder_norm(net.mask_token[0, 0] + position[hidden]))
+            expected_visible = net.decoder_pred(net.decoder_norm(net.decoder_embed(latent[b]) + position[visible]))
+            torch.testing.assert_close(pred[b, hidden], expected_hidden)
+            torch.testing.assert_close(pred[b, visible], expected_visible)
+
+
+def test_reconstruction_net_shows_the_masked_input_and_keeps_visible_patches_as_given():
+    net = MAEReconstructionNet(2, 32, 16, num_layers=2, **TINY_ENCODER, **TINY_DECODER).eval()
+    images = torch.rand(2, 2, 32, 32, 32)
+    mask = net.random_masking(2, "cpu")
+    hidden = expand_patch_mask(mask, net.patch_size, net.img_size).expand_as(images)
+    with torch.no_grad():
+        out = net(images, mask)
+        predicted = MaskedAutoencoderViT.forward(net, images, mask)["reconstruction"]
+    masked_input, reconstruction = out[:, :2], out[:, 2:]
+    assert out.shape == (2, 4, 32, 32, 32)
+    assert torch.equal(masked_input[~hidden], images[~hidden]) and (masked_input[hidden] == 0).all()
+    assert torch.equal(reconstruction[~hidden], images[~hidden])
+    torch.testing.assert_close(reconstruction[hidden], predicted[hidden])

@@ -26,6 +26,7 @@ def test_layer_decay_for_unetr_follows_the_paper():
     assert _scale_of(groups, net.out.conv.conv.weight) == 1.0
     for g in groups:
         assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"])
+    assert groups[0]["lr_scale"] == 1.0  # what logs "the" learning rate reads group 0: the base rate
 
 
 def test_no_weight_decay_on_biases_norms_tokens_and_position_embeddings():

@@ -22,7 +22,12 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 
-from shared.handlers.checkpoint import AtomicCheckpointSaver, BestMetricState, ResumeLoader
+from shared.handlers.checkpoint import (
+    AtomicCheckpointSaver,
+    BestMetricState,
+    ModelLoader,
+    ResumeLoader,
+)
 from shared.handlers.guards import NonFiniteLossGuard
 from shared.handlers.lock import BundleLock, BundleLockedError
 from shared.handlers.run_safety import RunSafetyHandler
@@ -242,6 +247,15 @@ def test_a_corrupt_checkpoint_is_named_with_how_to_start_over(tmp_path):
         ResumeLoader(str(checkpoint), {"model": torch.nn.Linear(1, 1)})(Engine(lambda e, b: None))
 
 
+def test_a_file_that_holds_no_dict_is_named_by_both_loaders(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(RuntimeError, match=rf"cannot resume from {path} \(it holds a Tensor, not a checkpoint dict\)"):
+        ResumeLoader(str(path), {"model": torch.nn.Linear(1, 1)})(Engine(lambda e, b: None))
+    with pytest.raises(RuntimeError, match=rf"cannot read the trained network {path} \(it holds a Tensor, not a "):
+        ModelLoader(str(path), {"model": torch.nn.Linear(1, 1)}).read()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # a NaN never reaches a checkpoint
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,17 +280,26 @@ def test_a_nan_voxel_in_a_training_volume_is_refused_and_the_checkpoints_are_kep
 
 
 def test_a_non_finite_loss_stops_training_naming_the_files_and_nothing_is_saved(tmp_path):
-    network = torch.nn.Linear(2, 1)
-    batch = {"image": torch.tensor([[1.0, float("nan")]]), "label": torch.zeros(1, 1), "source": ["a.nii.gz"]}
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=2, train_data_loader=[batch], network=network,
-        optimizer=torch.optim.SGD(network.parameters(), 0.1), loss_function=torch.nn.MSELoss(),
-        train_handlers=[NonFiniteLossGuard(checkpoint="models/checkpoint.pt"),
-                        AtomicCheckpointSaver(str(tmp_path / "checkpoint.pt"), {"model": network})],
-    )
-    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, iteration 1.*Files of this batch: a.nii.gz"):
-        trainer.run()
-    assert not (tmp_path / "checkpoint.pt").exists()
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def trainer() -> SupervisedTrainer:
+        network = torch.nn.Linear(2, 1)
+        batch = {"image": torch.tensor([[1.0, float("nan")]]), "label": torch.zeros(1, 1), "source": ["a.nii.gz"]}
+        return SupervisedTrainer(
+            device=torch.device("cpu"), max_epochs=2, train_data_loader=[batch], network=network,
+            optimizer=torch.optim.SGD(network.parameters(), 0.1), loss_function=torch.nn.MSELoss(),
+            train_handlers=[NonFiniteLossGuard(checkpoint=str(checkpoint)),
+                            AtomicCheckpointSaver(str(checkpoint), {"model": network})],
+        )
+
+    stopped = r"loss is nan at epoch 1, iteration 1; training stopped before saving anything. Files of this batch: a"
+    with pytest.raises(FloatingPointError, match=stopped):  # and no word of a checkpoint: there is none
+        trainer().run()
+    assert not checkpoint.exists()
+    checkpoint.write_bytes(b"an earlier run's")
+    with pytest.raises(FloatingPointError, match=f"{checkpoint} keeps the last finite state"):
+        trainer().run()
+    assert checkpoint.read_bytes() == b"an earlier run's"
 
 
 def test_the_saver_refuses_non_finite_weights_and_keeps_the_file(tmp_path):

@@ -26,18 +26,19 @@ def test_output_has_the_input_size(roi, patch):
 def test_2d_output_and_a_bad_size_is_refused():
     net = ViTLinearSeg(1, 2, (32, 48), patch_size=8, num_layers=2, spatial_dims=2, **TINY_ENCODER)
     assert net(torch.rand(1, 1, 32, 48)).shape == (1, 2, 32, 48)
-    with pytest.raises(ValueError, match="multiple of patch_size 4"):
+    with pytest.raises(ValueError, match="must divide img_size"):
         tiny_linear_seg((24, 24, 22))
 
 
-def test_unpatchify_puts_every_patch_where_the_patch_embedding_took_it_from():
-    """The patch embedding's token order (a strided convolution, flattened) and ``unpatchify`` are inverse: a volume
-    cut into patches in that order and put back is the volume itself."""
+def test_the_head_puts_each_patch_back_where_the_patch_embedding_took_it_from():
+    """The output of the token of patch (i, j, k) lands on that patch's voxels (``unpatchify``), and the patch
+    embedding (a strided convolution, flattened) gives that token exactly those voxels."""
     net = tiny_linear_seg((8, 12, 16), out_channels=2, patch_size=4)
     volume = torch.arange(2 * 8 * 12 * 16, dtype=torch.float32).reshape(1, 2, 8, 12, 16)
     patches = volume.reshape(1, 2, 2, 4, 3, 4, 4, 4).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(1, 24, 2 * 64)
-    assert torch.equal(net.unpatchify(patches), volume)
-    # and the embedding's order is that one: the token of patch (i, j, k) sees exactly that patch's voxels
+    net.vit.forward = lambda x: (patches, [])  # the head sees the patches themselves
+    net.head = torch.nn.Identity()
+    assert torch.equal(net(volume[:, :1]), volume)
     embedding = net.vit.patch_embedding.patch_embeddings
     with torch.no_grad():
         embedding.weight.zero_()

@@ -35,6 +35,7 @@ __all__ = [
     "group_settings",
     "keep_previous",
     "non_finite_entries",
+    "read_checkpoint_dict",
     "restore_group_settings",
     "settings_differences",
     "state_dict_differences",
@@ -52,6 +53,23 @@ def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
     if isinstance(state, (list, tuple)):
         return [n for i, v in enumerate(state) for n in non_finite_entries(v, f"{prefix}{i}.")]
     return []
+
+
+def read_checkpoint_dict(path: str, map_location: Any, action: str, hint: str) -> Mapping[str, Any]:
+    """The dict saved in ``path``, read with ``weights_only=True``.
+
+    Raises:
+        RuntimeError: "cannot <action> <path> (<why>). <hint>" when the file cannot be read or holds no dict.
+    """
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupt or unsafe files raise several types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RuntimeError(f"cannot {action} {path} ({type(e).__name__}: {reason}). {hint}") from e
+    if not isinstance(content, Mapping):
+        found = type(content).__name__
+        raise RuntimeError(f"cannot {action} {path} (it holds a {found}, not a checkpoint dict). {hint}")
+    return content
 
 
 def keep_previous(path: str) -> str | None:
@@ -392,17 +410,10 @@ class ResumeLoader:
                                       f"writes its own {os.path.basename(path)})")
 
     def _read(self) -> Mapping[str, Any]:
-        try:
-            checkpoint = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
-        except Exception as e:  # truncated, corrupt or unsafe files raise several types
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise RuntimeError(
-                f"cannot resume from {self.load_path} ({type(e).__name__}: {reason}). Delete the file, or run with "
-                "--resume false, to start the training over."
-            ) from e
-        if not isinstance(checkpoint, Mapping):
-            raise RuntimeError(f"{self.load_path} holds no checkpoint dict; delete it or run with --resume false.")
-        return checkpoint
+        return read_checkpoint_dict(
+            self.load_path, self.map_location, "resume from",
+            "Delete the file, or run with --resume false, to start the training over.",
+        )
 
     def _shape_differences(self, checkpoint: Mapping[str, Any]) -> dict[str, list[str]]:
         """``{key: state_dict_differences}`` of the networks of ``load_dict`` whose tensors differ from the
@@ -566,15 +577,10 @@ class ModelLoader:
         if not os.path.isfile(self.load_path):
             raise RuntimeError(f"{self.load_path} does not exist: train the bundle first, or pass the trained "
                                "network's file as --model_file.")
-        try:
-            content = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
-        except Exception as e:  # truncated, corrupt or unsafe files raise several types
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise RuntimeError(f"cannot read the trained network {self.load_path} ({type(e).__name__}: {reason}): "
-                               "an interrupted copy or download, or not a checkpoint?") from None
-        if not isinstance(content, Mapping):
-            raise RuntimeError(f"{self.load_path} holds a {type(content).__name__}, not the state dict of a network.")
-        return content
+        return read_checkpoint_dict(
+            self.load_path, self.map_location, "read the trained network",
+            "An interrupted copy or download, or not a checkpoint?",
+        )
 
     def state_of(self, key: str, content: Mapping[str, Any]) -> Mapping[str, Any]:
         """The state dict for ``load_dict[key]`` in the file: its entry ``key``, or the whole file when it holds one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -54,7 +55,8 @@ class NonFiniteLossGuard:
         if math.isfinite(value):
             return
         files = sorted(set(batch_sources(engine.state.batch, self.source_key)))
-        kept = f" {self.checkpoint} keeps the last finite state." if self.checkpoint else ""
+        kept = f" {self.checkpoint} keeps the last finite state." if self.checkpoint and os.path.isfile(
+            self.checkpoint) else ""
         raise FloatingPointError(
             f"the training loss is {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
             f"training stopped before saving anything.{kept} Files of this batch: "

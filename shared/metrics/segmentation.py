@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from ..utils.stats import nanmean
+
 __all__ = ["MISSED_HD95_RULE", "image_diagonal", "case_metrics", "summarize"]
 
 MISSED_HD95_RULE = "a missed class (empty prediction, non-empty reference) scores HD95 = the image diagonal"
@@ -60,15 +62,10 @@ def _mean_row(values: np.ndarray, class_names: Sequence[str], groups: Mapping[st
     with np.errstate(all="ignore"):
         per_class = np.nanmean(values, axis=0) if values.size else np.full(len(class_names), np.nan)
     row = {name: float(v) for name, v in zip(class_names, per_class)}
-    row["mean"] = _finite_mean(row.values())
+    row["mean"] = nanmean(row.values())
     for group, members in groups.items():
-        row[group] = _finite_mean(row[m] for m in members)
+        row[group] = nanmean(row[m] for m in members)
     return row
-
-
-def _finite_mean(values) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
 
 
 def summarize(

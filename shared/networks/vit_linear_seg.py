@@ -16,6 +16,8 @@ import torch.nn as nn
 from monai.networks.nets.vit import ViT
 from monai.utils import ensure_tuple_rep
 
+from .patches import grid_size, unpatchify
+
 __all__ = ["ViTLinearSeg"]
 
 
@@ -70,15 +72,13 @@ class ViTLinearSeg(nn.Module):
         qkv_bias: bool = False,
     ) -> None:
         super().__init__()
-        img_size = ensure_tuple_rep(img_size, spatial_dims)
-        if any(side % patch_size for side in img_size):
-            raise ValueError(f"every side of img_size must be a multiple of patch_size {patch_size}, got {img_size}.")
-        self.out_channels = out_channels
+        self.img_size = ensure_tuple_rep(img_size, spatial_dims)
         self.patch_size = ensure_tuple_rep(patch_size, spatial_dims)
-        self.feat_size = tuple(side // patch_size for side in img_size)
+        self.feat_size = grid_size(self.img_size, self.patch_size)
+        self.out_channels = out_channels
         self.vit = ViT(
             in_channels=in_channels,
-            img_size=img_size,
+            img_size=self.img_size,
             patch_size=self.patch_size,
             hidden_size=hidden_size,
             mlp_dim=mlp_dim,
@@ -92,16 +92,6 @@ class ViTLinearSeg(nn.Module):
         )
         self.head = nn.Linear(hidden_size, out_channels * patch_size**spatial_dims)
 
-    def unpatchify(self, patch_logits: torch.Tensor) -> torch.Tensor:
-        """``(B, N, K * p^dims)`` per-patch logits -> ``(B, K, *img_size)``, each patch at its place on the grid."""
-        dims = len(self.feat_size)
-        batch = patch_logits.shape[0]
-        grid = patch_logits.reshape(batch, *self.feat_size, self.out_channels, *self.patch_size)
-        # (B, g1..gd, K, p1..pd) -> (B, K, g1, p1, ..., gd, pd)
-        order = [0, dims + 1] + [axis for i in range(dims) for axis in (1 + i, dims + 2 + i)]
-        sides = [g * p for g, p in zip(self.feat_size, self.patch_size)]
-        return grid.permute(order).reshape(batch, self.out_channels, *sides)
-
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -111,4 +101,4 @@ class ViTLinearSeg(nn.Module):
             ``(B, out_channels, *img_size)`` logits.
         """
         tokens, _ = self.vit(x_in)
-        return self.unpatchify(self.head(tokens))
+        return unpatchify(self.head(tokens), self.patch_size, self.img_size)

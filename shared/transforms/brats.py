@@ -12,16 +12,11 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from monai.utils import ImageMetaKey
 
 from ..data.brats import BratsLayout, get_layout
+from .checks import source_of
 
 __all__ = ["labels_to_regions", "regions_to_labels", "ConvertBratsLabelsToRegionsd", "ConvertBratsRegionsToLabelsd"]
-
-
-def _source_name(img: object) -> str:
-    meta = getattr(img, "meta", None) or {}
-    return str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, "")) or "<label without a file name>"
 
 
 def labels_to_regions(
@@ -49,8 +44,9 @@ def labels_to_regions(
     unexpected = sorted(v for v in values if v not in lay.values)
     if unexpected:
         shown = ", ".join(f"{int(v)}" if float(v).is_integer() else f"{v}" for v in unexpected[:10])
+        source = source_of(label, "<label without a file name>")
         raise ValueError(
-            f"{_source_name(label)}: label values {{{shown}}} are not labels of the {lay.name!r} layout "
+            f"{source}: label values {{{shown}}} are not labels of the {lay.name!r} layout "
             f"(allowed: {list(lay.values)}). Check dataset_layout: BraTS 2021 uses 1/2/4 (4 = enhancing), MSD Task01 "
             "uses 1/2/3 (3 = enhancing)."
         )
