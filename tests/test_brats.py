@@ -214,6 +214,15 @@ def test_chosen_input_files_are_checked_like_a_folder(data, tmp_path):
         label = root / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz"
         with pytest.raises(ValueError, match=f"would overwrite {label}, a file the run must not replace"):
             inference_datalist(dataset_layout=layout, input_files=chosen[:1], output_dir=str(label.parent))
+        # a case as its folder, or as its contrasts in any order: FLAIR, T1, T1ce, T2 for the network
+        folder_and_shuffled = [str(label.parent), list(reversed(chosen[1]))]
+        assert inference_datalist(dataset_layout=layout, input_files=folder_and_shuffled) == found
+        for wrong in (chosen[0][:3] + [str(label)], chosen[0][:3], chosen[0][0]):
+            with pytest.raises(ValueError, match="a BraTS 2021 case is its"):
+                inference_datalist(dataset_layout=layout, input_files=[wrong])
+        missing = ["/nowhere/a_flair.nii.gz", "/nowhere/a_t1.nii.gz", "/nowhere/a_t1ce.nii.gz", "/nowhere/a_t2.nii.gz"]
+        with pytest.raises(FileNotFoundError, match="input files not found: /nowhere/a_flair.nii.gz"):
+            inference_datalist(dataset_layout=layout, input_files=[missing])
     else:  # one file as a string; its own folder, which holds an earlier output of it, is refused
         assert inference_datalist(dataset_layout=layout, input_files=chosen[0], output_dir=str(tmp_path)) == found
         earlier = Path(chosen[0]).parent / "BRATS_003_seg.nii.gz"
@@ -224,8 +233,10 @@ def test_chosen_input_files_are_checked_like_a_folder(data, tmp_path):
                                    output_dir=str(earlier.parent))
         finally:
             earlier.unlink()
-    with pytest.raises(FileNotFoundError, match="input files not found: /nowhere/BRATS_999.nii.gz"):
-        inference_datalist(dataset_layout=layout, input_files=["/nowhere/BRATS_999.nii.gz"])
+        with pytest.raises(FileNotFoundError, match="input files not found: /nowhere/BRATS_999.nii.gz"):
+            inference_datalist(dataset_layout=layout, input_files=["/nowhere/BRATS_999.nii.gz"])
+        with pytest.raises(ValueError, match="an MSD case is one 4-D file"):
+            inference_datalist(dataset_layout=layout, input_files=[chosen])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -301,6 +301,8 @@ def test_inference_takes_chosen_files_or_every_xray_of_the_folder(tmp_path):
         with pytest.raises(RuntimeError) as failure:
             parser.get_parsed_content("datalist")
     assert str(root_cause(failure.value)) == f"input images not found: {tmp_path / 'c.png'}"
+    with pytest.raises(FileNotFoundError, match=f"takes X-ray files, not folders \\({tmp_path}\\); give a folder as"):
+        xray.xray_datalist("/unused", [str(tmp_path)])
 
 
 def test_dicom_voi_lut_table_first_frame_and_window_functions(tmp_path):

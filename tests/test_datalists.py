@@ -79,17 +79,23 @@ def test_a_btcv_datalist_with_a_typo_or_an_entry_without_a_label_is_named(btcv, 
 
 
 def test_a_rebuilt_split_names_the_training_cases_it_moved_to_validation(tmp_path, caplog):
-    """Adding or removing cases redraws a seeded split: validation cases a network was trained on are named."""
+    """Adding or removing cases redraws a seeded split: validation cases a network was trained on are named (by
+    their images: a label may have changed too)."""
     cache = str(tmp_path / "datalist.json")
-    first = {"training": [{"image": "a"}, {"image": "b"}], "validation": [{"image": "c"}]}
+    first = {"training": [{"image": "a", "label": [0]}, {"image": "b", "label": [0]}], "validation": [{"image": "c"}]}
     cached_datalist(cache, {"cases": 3}, lambda: first)
-    redrawn = {"training": [{"image": "a"}, {"image": "c"}, {"image": "d"}], "validation": [{"image": "b"}]}
+    redrawn = {"training": [{"image": n} for n in "acd"], "validation": [{"image": "b", "label": [1]}]}
     with caplog.at_level(logging.WARNING):
-        assert cached_datalist(cache, {"cases": 4}, lambda: redrawn)["validation"] == [{"image": "b"}]
-    assert "1 validation items of the rebuilt split were training items before (e.g. b)" in caplog.text
+        assert cached_datalist(cache, {"cases": 4}, lambda: redrawn)["validation"] == redrawn["validation"]
+    assert "1 of the rebuilt split's validation items was a training item before (b)" in caplog.text
     assert "delete the 'fingerprint' entry" in caplog.text
     caplog.clear()
-    kept = {"training": [{"image": n} for n in "acde"], "validation": [{"image": "b"}]}
+    many = {"training": [], "validation": [{"image": n} for n in "acdefghi"]}
     with caplog.at_level(logging.WARNING):
-        cached_datalist(cache, {"cases": 5}, lambda: kept)
-    assert "rebuilding it" in caplog.text and "were training items before" not in caplog.text
+        cached_datalist(cache, {"cases": 8}, lambda: many)
+    assert "3 of the rebuilt split's validation items were training items before (a, c, d)" in caplog.text
+    caplog.clear()
+    kept = {"training": [{"image": "z"}], "validation": [{"image": n} for n in "acdefghi"]}
+    with caplog.at_level(logging.WARNING):
+        cached_datalist(cache, {"cases": 9}, lambda: kept)
+    assert "rebuilding it" in caplog.text and "training item" not in caplog.text

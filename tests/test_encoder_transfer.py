@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
+from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 from monai.networks.nets import UNETR, ViT
 
 from shared.handlers.encoder_loader import MAEEncoderLoader
@@ -10,6 +11,7 @@ from shared.networks.encoder_transfer import (
     load_mae_encoder,
     sincos_patch_grid,
 )
+from shared.networks.vit_classifier import ViTClassifier
 from tests.helpers import TINY_ENCODER, tiny_mae
 
 
@@ -95,6 +97,22 @@ def test_the_pre_training_grid_is_read_from_the_sincos_embedding():
     assert sincos_patch_grid(embedding.to(torch.bfloat16), 3) == (2, 4, 8)
     assert sincos_patch_grid(torch.randn_like(embedding), 3) is None
     assert sincos_patch_grid(torch.randn(1, 64, 50), 3) is None  # a width no 3-D sin-cos embedding has
+    large = build_sincos_position_embedding([24, 20, 16], 96, 3)  # 7,680 tokens: read without trying every grid
+    assert sincos_patch_grid(large, 3) == (24, 20, 16)
+    assert sincos_patch_grid(build_sincos_position_embedding([8, 32], 64, 2), 2) == (8, 32)
+
+
+@pytest.mark.parametrize("spatial_dims, img_size", [(2, (128, 512)), (3, (32, 64, 128))])
+def test_a_network_of_the_mae_s_own_anisotropic_grid_gets_the_embedding_as_it_is(spatial_dims, img_size):
+    """A square or cube number of tokens does not make a grid isotropic: the classifier knows its grid, and a plain
+    ``ViT`` (no ``feat_size``) with as many tokens takes the embedding unchanged."""
+    mae = _trained_mae(steps=0, img_size=img_size, spatial_dims=spatial_dims, cls_token=True)
+    for network in (ViTClassifier(1, img_size, 16, num_classes=14, num_layers=12, spatial_dims=spatial_dims,
+                                  **TINY_ENCODER),
+                    ViT(1, img_size, 16, num_layers=12, spatial_dims=spatial_dims, **TINY_ENCODER)):
+        report = load_mae_encoder(network, mae.state_dict())
+        assert not report.interpolated, type(network).__name__
+        assert torch.equal(network.patch_embedding.position_embeddings, mae.encoder.patch_embedding.position_embeddings)
 
 
 @pytest.mark.parametrize(

@@ -421,6 +421,10 @@ def test_holm_and_the_minimum_detectable_effect():
         assert power == pytest.approx(0.8, abs=1e-4), n
     assert paired_t_power(0.0, 5) == pytest.approx(0.05, abs=1e-4)  # no difference: rejected at the test's level
     assert minimum_detectable_effect(1.0, 2) == pytest.approx(16.334 / math.sqrt(2), rel=1e-3)  # by simulation: 0.80
+    half = minimum_detectable_effect(1.0, 5, power=0.5)  # a power below one half is solved too
+    assert paired_t_power(half * math.sqrt(5), 5) == pytest.approx(0.5, abs=1e-4)
+    with pytest.raises(ValueError, match="power must lie between alpha"):
+        minimum_detectable_effect(1.0, 5, power=0.04)
 
 
 def test_a_contrast_is_read_in_its_metric_s_direction():

@@ -349,8 +349,8 @@ def brats_inference_datalist(
     """
     lay = get_layout(layout)
     if input_files:
-        cases = [{"image": _given_case(entry)} for entry in ([input_files] if isinstance(input_files, str)
-                                                              else input_files)]
+        entries = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+        cases = [{"image": _given_case(entry, lay)} for entry in entries]
     elif lay.name == "brats2021":
         cases = brats2021_cases(dataset_dir, labelled=False)
     else:
@@ -371,14 +371,43 @@ def brats_inference_datalist(
     return cases
 
 
-def _given_case(entry: str | Sequence[str]) -> str | list[str]:
-    """One case of ``input_files`` with absolute paths: a 4-D file, or the list of a case's contrast files."""
-    files = [entry] if isinstance(entry, (str, os.PathLike)) else list(entry)
+def _given_case(entry: str | Sequence[str], layout: BratsLayout) -> str | list[str]:
+    """One case of ``input_files`` with absolute paths: MSD, one 4-D file; BraTS 2021, a case's folder or its four
+    contrast files, put in the order FLAIR, T1, T1ce, T2 by their names' suffixes (``_flair``, ...) when they have
+    them, else taken in the order given."""
+    if layout.name == "msd":
+        if not isinstance(entry, (str, os.PathLike)):
+            raise ValueError(f"an MSD case is one 4-D file, got the list {list(entry)}.")
+        return _existing([entry])[0]
+    if isinstance(entry, (str, os.PathLike)):
+        if not os.path.isdir(entry):
+            raise ValueError(f"a BraTS 2021 case is its folder or the list of its four contrast files, got the file "
+                             f"{os.fspath(entry)}.")
+        name = os.path.basename(os.path.normpath(entry))
+        stems = [f"{name}_{suffix}" for suffix in BRATS2021_SUFFIXES]
+        return _existing([_nifti(entry, stem) or os.path.join(entry, f"{stem}.nii.gz") for stem in stems])
+    files = _existing(entry)
+    suffixes = [_contrast_suffix(f) for f in files]
+    if len(files) == len(BRATS2021_SUFFIXES) and sorted(s for s in suffixes if s) == sorted(BRATS2021_SUFFIXES):
+        return [files[suffixes.index(suffix)] for suffix in BRATS2021_SUFFIXES]
+    if len(files) != len(BRATS2021_SUFFIXES) or any(suffixes):
+        raise ValueError(f"a BraTS 2021 case is its four contrast files, one of each ({', '.join(BRATS2021_SUFFIXES)}"
+                         f"), got {files}.")
+    return files
+
+
+def _existing(files: Sequence[str]) -> list[str]:
+    """``files`` as absolute paths, when every one is a file."""
     missing = [os.fspath(f) for f in files if not os.path.isfile(f)]
     if missing:
         raise FileNotFoundError(f"input files not found: {', '.join(missing[:10])}")
-    paths = [os.path.abspath(f) for f in files]
-    return paths[0] if isinstance(entry, (str, os.PathLike)) else paths
+    return [os.path.abspath(f) for f in files]
+
+
+def _contrast_suffix(path: str) -> str | None:
+    """``"t1ce"`` for ``.../BraTS2021_00000_t1ce.nii.gz``; None for a name without a contrast's suffix."""
+    stem = os.path.basename(path).removesuffix(".gz").removesuffix(".nii")
+    return next((suffix for suffix in BRATS2021_SUFFIXES if stem.endswith(f"_{suffix}")), None)
 
 
 def case_name(path: str) -> str:

@@ -86,15 +86,22 @@ def cached_datalist(
 
 
 def _warn_of_cases_moved_to_validation(datalist_file: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-    """Name the validation items of the rebuilt datalist that were training items of the one it replaces: a network
-    trained (or pre-trained) on the earlier split has seen them."""
-    trained = {json.dumps(item, sort_keys=True) for item in before.get("training", [])}
-    moved = [item for item in after.get("validation", []) if json.dumps(item, sort_keys=True) in trained]
+    """Name the validation items of the rebuilt datalist whose images were training images of the one it replaces:
+    a network trained (or pre-trained) on the earlier split has seen them."""
+    trained = {_image_key(item) for item in before.get("training", [])}
+    moved = [_image_key(item) for item in after.get("validation", []) if _image_key(item) in trained]
     if moved:
-        example = moved[0].get("image", moved[0]) if isinstance(moved[0], Mapping) else moved[0]
+        shown = ", ".join(moved[:5]) + (f" and {len(moved) - 5} more" if len(moved) > 5 else "")
+        were = "was a training item" if len(moved) == 1 else "were training items"
         logger.warning(
-            f"{datalist_file}: {len(moved)} validation items of the rebuilt split were training items before (e.g. "
-            f"{example}); a network trained or pre-trained on the earlier split has seen them, so its validation "
-            f"scores on them are not held out. To keep a split while cases change, delete the {FINGERPRINT_KEY!r} "
-            "entry of the datalist file: a file without it is used as it is."
+            f"{datalist_file}: {len(moved)} of the rebuilt split's validation items {were} before ({shown}); a "
+            "network trained or pre-trained on the earlier split has seen them, so its validation scores on them are "
+            f"not held out. To keep a split while cases change, delete the {FINGERPRINT_KEY!r} entry of the "
+            "datalist file: a file without it is used as it is."
         )
+
+
+def _image_key(item: Any) -> str:
+    """What identifies a datalist item across rebuilds: its image (a path, or the list of a case's paths)."""
+    image = item.get("image", item) if isinstance(item, Mapping) else item
+    return image if isinstance(image, str) else json.dumps(image)

@@ -143,8 +143,13 @@ def xray_datalist(input_dir: str, input_files: str | Sequence[str] | None = None
         FileNotFoundError: a given file does not exist, or there is no X-ray at all.
     """
     if input_files:
+        files = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+        folders = [os.fspath(f) for f in files if os.path.isdir(f)]
+        if folders:
+            raise FileNotFoundError(f"input_files takes X-ray files, not folders ({', '.join(folders[:5])}); give a "
+                                    "folder as --dataset_dir.")
         # the outputs are rows of one table, which keep each file's path: only the same file given twice clashes
-        return image_datalist(input_files, name_of=os.path.realpath)
+        return image_datalist(files, name_of=os.path.realpath)
     return non_empty(list_xray_files(input_dir), f"PNG, JPEG or DICOM files under {input_dir}")
 
 

@@ -158,48 +158,40 @@ def _target_vit(network: nn.Module) -> nn.Module:
     return vit
 
 
-def _ordered_factorizations(number: int, factors: int) -> list[tuple[int, ...]]:
-    """Every tuple of ``factors`` positive integers whose product is ``number``, e.g. ``(2, 4, 8)`` for 64 and 3."""
-    if factors == 1:
-        return [(number,)]
-    return [
-        (first, *rest)
-        for first in range(1, number + 1)
-        if number % first == 0
-        for rest in _ordered_factorizations(number // first, factors - 1)
-    ]
-
-
 def sincos_patch_grid(position_embedding: torch.Tensor, spatial_dims: int) -> tuple[int, ...] | None:
     """The patch grid whose fixed sin-cos embedding ``position_embedding`` is, or None.
 
-    The MAE's encoder keeps MONAI's fixed sin-cos embedding of its patch grid, so the grid it was pre-trained on can
-    be read from the checkpoint: a grid with the same number of tokens but another shape (``(2, 4, 8)`` and
-    ``(4, 4, 4)``) gives another embedding.
+    The MAE's encoder keeps MONAI's fixed sin-cos embedding of its patch grid (``build_sincos_position_embedding``),
+    so the grid it was pre-trained on can be read from the checkpoint, where the number of tokens alone is ambiguous
+    (``(2, 4, 8)`` and ``(4, 4, 4)``). MONAI writes the channels of each axis as one block, the axes in the order
+    (1, 0, 2); the number of distinct rows of an axis's block is its size. The grid found is confirmed by building
+    its embedding.
 
     Args:
         position_embedding: ``(1, N, C)``.
         spatial_dims: 2 or 3.
 
     Returns:
-        the grid (``N`` tokens), or None when the embedding is no sin-cos embedding (e.g. a learned one).
+        the grid (``N`` tokens), or None when the embedding is no such sin-cos embedding (e.g. a learned one, or one
+        written by the paper's code, which orders its channels differently).
     """
     num_tokens, channels = position_embedding.shape[1:]
-    values = position_embedding.detach().float().cpu()
-    for grid in _ordered_factorizations(num_tokens, spatial_dims):
-        try:
-            candidate = build_sincos_position_embedding(list(grid), channels, spatial_dims).data
-        except (AssertionError, ValueError):  # MONAI asserts a width divisible by 2 * spatial_dims
-            return None
-        if torch.allclose(candidate, values, atol=1e-2):  # 1e-2: a bf16 copy; other grids differ by about 1
-            return grid
-    return None
+    if channels % (2 * spatial_dims):
+        return None
+    values = position_embedding.detach().float().cpu()[0]
+    block = channels // spatial_dims
+    grid = [0] * spatial_dims
+    for index, axis in enumerate((1, 0, 2)[:spatial_dims]):
+        grid[axis] = len(torch.unique(values[:, index * block : (index + 1) * block], dim=0))
+    if math.prod(grid) != num_tokens:
+        return None
+    built = build_sincos_position_embedding(grid, channels, spatial_dims).data[0]
+    return tuple(grid) if torch.allclose(built, values, atol=1e-2) else None  # 1e-2: a bf16 copy
 
 
-def _patch_grid(network: nn.Module, vit: nn.Module) -> tuple[int, ...] | None:
-    """Patch grid of the target: ``UNETR.feat_size``, else isotropic from the number of position tokens, else None."""
-    if hasattr(network, "feat_size"):
-        return tuple(network.feat_size)
+def _isotropic_grid(vit: nn.Module) -> tuple[int, ...] | None:
+    """A guess at the target's patch grid from its number of position tokens: isotropic, when that is a square
+    (2-D) or a cube (3-D); None otherwise."""
     weight = getattr(vit.patch_embedding.patch_embeddings, "weight", None)
     if weight is None:  # a perceptron patch embedding: no spatial kernel to count dimensions on
         return None
@@ -214,30 +206,36 @@ def _fit_position_embedding(
     target: torch.Tensor,
     source_grid: tuple[int, ...] | None,
     target_grid: tuple[int, ...] | None,
+    guessed_grid: tuple[int, ...] | None,
     report: TransferReport,
 ) -> torch.Tensor:
     """The checkpoint's position embedding ``value`` on the target's patch grid.
 
-    Its grid is ``source_grid`` when given, else the grid whose sin-cos embedding it is (an MAE's), else taken as
-    the target's when the token counts agree and as isotropic when they do not.
+    Args:
+        value: the checkpoint's ``(1, N, C)`` embedding.
+        target: the network's.
+        source_grid: the checkpoint's grid; when None, the grid whose sin-cos embedding ``value`` is (an MAE's).
+        target_grid: the network's grid, when known (``feat_size`` or given).
+        guessed_grid: an isotropic guess at the network's grid, used only when the token counts differ.
+        report: where a resampling is recorded.
     """
     if value.shape[-1] != target.shape[-1]:
         return value  # another width: refused by the caller
-    if source_grid is None and target_grid is not None:
-        source_grid = sincos_patch_grid(value, len(target_grid))
-    if source_grid is None or target_grid is None:
-        same_grid = value.shape == target.shape
-    else:
+    grid = target_grid or guessed_grid
+    if source_grid is None and grid is not None:
+        source_grid = sincos_patch_grid(value, len(grid))
+    if source_grid is not None and target_grid is not None:
         same_grid = tuple(source_grid) == tuple(target_grid)
+    else:  # without the network's grid, as many tokens are taken as the same grid
+        same_grid = value.shape == target.shape
     if same_grid:
         return value
-    if target_grid is None:
-        raise ValueError("Cannot infer the patch grid of the network; pass target_grid.")
+    if grid is None:
+        raise ValueError(f"Cannot infer the patch grid of the network ({target.shape[1]} position tokens, the "
+                         f"checkpoint {value.shape[1]}); pass target_grid.")
     source = "" if source_grid is None else f" of the {tuple(source_grid)} grid"
-    report.interpolated[POSITION_EMBEDDING_KEY] = (
-        f"{value.shape[1]} tokens{source} resampled to the {tuple(target_grid)} patch grid"
-    )
-    return interpolate_position_embedding(value, target_grid, source_grid)
+    report.interpolated[POSITION_EMBEDDING_KEY] = f"{value.shape[1]} tokens{source} resampled to the {grid} patch grid"
+    return interpolate_position_embedding(value, grid, source_grid)
 
 
 def _describe(checkpoint: object) -> str:
@@ -277,7 +275,8 @@ def load_mae_encoder(
             network).
         source_grid: patch grid of the checkpoint's position embedding; when None, the grid whose fixed sin-cos
             embedding it is (an MAE's), else the target's for as many tokens, else isotropic.
-        target_grid: patch grid of ``network``; ``UNETR.feat_size``, or isotropic, when None.
+        target_grid: patch grid of ``network``; its ``feat_size`` (``UNETR``, ``ViTClassifier``) when None, else
+            unknown: as many tokens are then taken as the same grid, and another number as an isotropic grid.
 
     Returns:
         the :class:`TransferReport`.
@@ -286,7 +285,7 @@ def load_mae_encoder(
     encoder_state, skipped = extract_encoder_state(read_state_dict(checkpoint))
     _check_spatial_dims(encoder_state, vit, checkpoint)
     report = TransferReport(skipped=skipped)
-    target_grid = target_grid or _patch_grid(network, vit)
+    target_grid = target_grid or getattr(network, "feat_size", None)
     new_state = vit.state_dict()
     for key, target in new_state.items():
         if not (key.startswith(ENCODER_PREFIXES) or key == CLS_TOKEN_KEY):
@@ -296,7 +295,7 @@ def load_mae_encoder(
             continue
         value = encoder_state.pop(key)
         if key == POSITION_EMBEDDING_KEY:
-            value = _fit_position_embedding(value, target, source_grid, target_grid, report)
+            value = _fit_position_embedding(value, target, source_grid, target_grid, _isotropic_grid(vit), report)
         if value.shape != target.shape:
             report.missing[key] = f"shape {tuple(value.shape)} in the checkpoint, {tuple(target.shape)} in the network"
             continue

@@ -12,13 +12,16 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import ViT
+from monai.utils import ensure_tuple_rep
+
+from .patches import grid_size
 
 __all__ = ["ViTClassifier"]
 
 
 class ViTClassifier(ViT):
     """``monai.networks.nets.ViT`` with ``classification=True`` whose forward returns the logits ``(B, num_classes)``
-    only. Same arguments as ``ViT`` (``classification`` is forced on) except:
+    only, and whose token grid is ``feat_size``. Same arguments as ``ViT`` (``classification`` is forced on) except:
 
     Args:
         post_activation: None (default) gives raw logits, for ``BCEWithLogitsLoss``; ``"Tanh"`` as in ``ViT``.
@@ -40,6 +43,9 @@ class ViTClassifier(ViT):
             in_channels, img_size, patch_size, classification=True, num_classes=num_classes,
             post_activation=post_activation, **kwargs,
         )
+        spatial_dims = kwargs.get("spatial_dims", 3)
+        # the token grid, as in MONAI's UNETR: load_mae_encoder compares it with the pre-training grid
+        self.feat_size = grid_size(ensure_tuple_rep(img_size, spatial_dims), ensure_tuple_rep(patch_size, spatial_dims))
         if use_flash_attention:
             for block in self.blocks:
                 block.attn.use_flash_attention = True

@@ -7,11 +7,12 @@ after the working folder (``sys.path[0]`` under ``python -m``). A working folder
 :func:`check_scripts_package`, reached by file path, since an ``import scripts`` would reach the user's package::
 
     "check_scripts_package": "$runpy.run_path(next(filter(os.path.isfile, [os.path.join(p,
-        'scripts/utils/scripts_package.py') for p in sys.path[1:]])))['check_scripts_package']()"
+        'scripts/utils/scripts_package.py') for p in sys.path[1:] + sys.path[:1]])))['check_scripts_package']()"
 
-The search leaves out ``sys.path[0]``, the working folder: MONAI's ``run`` has just put the bundle's folder at
+The search looks at ``sys.path[0]``, the working folder, last: MONAI's ``run`` has just put the bundle's folder at
 ``sys.path[1]``, and a working folder that is another bundle's holds a copy of this file (which would check that
-bundle against itself). This module uses the standard library only and imports nothing relatively: it runs outside
+bundle against itself). The working folder still serves when it is the bundle and the config file lies outside the
+bundle's ``configs``. This module uses the standard library only and imports nothing relatively: it runs outside
 its package.
 """
 

@@ -3,6 +3,7 @@ correction for several contrasts, and the smallest difference a design of that s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,13 +106,23 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     the per-pair differences have standard deviation ``sd`` (NaN for fewer than two pairs).
 
     Solved exactly with :func:`paired_t_power`; the usual ``(t_{1-alpha/2} + t_{power}) * sd / sqrt(n)`` is 5 % too
-    small at 3 pairs (its power is 0.77, not 0.80) and 16 % at 2.
+    small at 3 pairs (its power is 0.77, not 0.80) and 14 % at 2.
+
+    Raises:
+        ValueError: ``power`` not between ``alpha`` and 1.
     """
+    if not alpha < power < 1:
+        raise ValueError(f"power must lie between alpha ({alpha}) and 1, got {power}.")
     if n < 2 or math.isnan(sd):
         return float("nan")
+    return _detectable_shift(n, alpha, power) * sd / math.sqrt(n)
+
+
+@functools.lru_cache(maxsize=None)
+def _detectable_shift(n: int, alpha: float, power: float) -> float:
+    """The noncentrality at which :func:`paired_t_power` is ``power`` (it depends on ``n``, ``alpha`` and ``power``
+    only)."""
     df = n - 1
-    critical = float(stats.t.ppf(1 - alpha / 2, df))
-    approximate = critical + float(stats.t.ppf(power, df))
-    # at shift = critical the power is about one half; at three times the approximation it is about one
-    shift = optimize.brentq(lambda s: paired_t_power(s, n, alpha) - power, critical, 3 * approximate)
-    return shift * sd / math.sqrt(n)
+    upper = 3 * (float(stats.t.ppf(1 - alpha / 2, df)) + abs(float(stats.t.ppf(power, df))))
+    # the power is alpha at no difference and close to 1 at ``upper``
+    return optimize.brentq(lambda s: paired_t_power(s, n, alpha) - power, 0.0, upper)
