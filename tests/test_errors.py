@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.networks.nets import UNETR
 
 from shared.utils.errors import cause_line, is_bundle_run
@@ -124,3 +125,14 @@ def test_outside_a_bundle_run_a_shadowing_scripts_package_is_an_import_error(fol
     with pytest.raises(ScriptsShadowedError, match=f"from {folder_with_its_own_scripts / 'scripts'}, not the "
                                                     f"bundle's code in {REPO}"):
         check_scripts_package()
+
+
+def test_the_scripts_check_finds_the_bundle_in_the_working_folder_when_monai_put_another_folder_first(
+        tmp_path, monkeypatch):
+    """Run from the bundle's folder with a config kept outside its ``configs``: MONAI's ``run`` puts the config's
+    folder at ``sys.path[1]``, and the bundle's code is found in the working folder (``sys.path[0]``), searched last."""
+    parser = ConfigParser()
+    parser.read_config(str(SEG / "inference.json"))
+    monkeypatch.setattr(sys, "path", [str(BUNDLES / "unetr_btcv_seg"), str(tmp_path), *sys.path])
+    monkeypatch.delitem(sys.modules, "scripts", raising=False)
+    assert parser.get_parsed_content("check_scripts_package") is None  # found, and the bundle's own: no error
