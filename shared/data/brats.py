@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from ..utils.errors import InputError
 from ..utils.files import read_json
 from .datalist_cache import cached_datalist, file_stamp
-from .inputs import check_outputs
+from .inputs import as_list, check_outputs
 from .splits import split_validation
 
 __all__ = [
@@ -349,8 +349,7 @@ def brats_inference_datalist(
     """
     lay = get_layout(layout)
     if input_files:
-        entries = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
-        cases = [{"image": _given_case(entry, lay)} for entry in entries]
+        cases = [{"image": _given_case(entry, lay)} for entry in as_list(input_files)]
     elif lay.name == "brats2021":
         cases = brats2021_cases(dataset_dir, labelled=False)
     else:
@@ -406,19 +405,21 @@ def _existing(files: Sequence[str]) -> list[str]:
 
 def _contrast_suffix(path: str) -> str | None:
     """``"t1ce"`` for ``.../BraTS2021_00000_t1ce.nii.gz``; None for a name without a contrast's suffix."""
-    stem = os.path.basename(path).removesuffix(".gz").removesuffix(".nii")
+    stem = _nifti_stem(path)
     return next((suffix for suffix in BRATS2021_SUFFIXES if stem.endswith(f"_{suffix}")), None)
+
+
+def _nifti_stem(path: str) -> str:
+    """The file name without its ``.nii.gz`` or ``.nii`` extension."""
+    name = os.path.basename(path)
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
 
 
 def case_name(path: str) -> str:
     """The case a BraTS file belongs to: ``.../BraTS2021_00000_flair.nii.gz`` -> ``BraTS2021_00000``; MSD names
     (``BRATS_485.nii.gz`` -> ``BRATS_485``) only lose their extension."""
-    name = os.path.basename(path)
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    for suffix in BRATS2021_SUFFIXES:
-        if name.endswith("_" + suffix):
-            return name[: -len(suffix) - 1]
-    return name
+    name, suffix = _nifti_stem(path), _contrast_suffix(path)
+    return name[: -len(suffix) - 1] if suffix else name

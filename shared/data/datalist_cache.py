@@ -89,7 +89,7 @@ def _warn_of_cases_moved_to_validation(datalist_file: str, before: Mapping[str, 
     """Name the validation items of the rebuilt datalist whose images were training images of the one it replaces:
     a network trained (or pre-trained) on the earlier split has seen them."""
     trained = {_image_key(item) for item in before.get("training", [])}
-    moved = [_image_key(item) for item in after.get("validation", []) if _image_key(item) in trained]
+    moved = [key for key in map(_image_key, after.get("validation", [])) if key in trained]
     if moved:
         shown = ", ".join(moved[:5]) + (f" and {len(moved) - 5} more" if len(moved) > 5 else "")
         were = "was a training item" if len(moved) == 1 else "were training items"

@@ -23,6 +23,7 @@ from ..utils.errors import InputError, describe_source, root_cause
 from ..utils.files import read_json
 
 __all__ = [
+    "as_list",
     "decathlon_datalist",
     "non_empty",
     "select_keys",
@@ -205,6 +206,11 @@ def check_outputs(
             written[key] = describe_source(source)
 
 
+def as_list(paths: str | os.PathLike | Sequence[Any]) -> list[Any]:
+    """One path (a string is one file, not a sequence of characters) or a list of entries, as a list."""
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
 def image_datalist(
     input_files: str | Sequence[str],
     looked_for: str = "input_files",
@@ -229,8 +235,7 @@ def image_datalist(
         FileNotFoundError: no input, or inputs that do not exist.
         ValueError: two inputs would be written to the same output, or an output would overwrite an input.
     """
-    files = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
-    files = [os.fspath(f) for f in files]
+    files = [os.fspath(f) for f in as_list(input_files)]
     if not files:
         raise FileNotFoundError(f"no input images: nothing matches {looked_for}. Pass --input_files or --dataset_dir.")
     missing = [f for f in files if not os.path.exists(f)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import image_datalist, non_empty
+from .inputs import as_list, image_datalist, non_empty
 
 __all__ = ["is_dicom", "read_xray", "xray_datalist", "list_xray_files"]
 
@@ -143,7 +143,7 @@ def xray_datalist(input_dir: str, input_files: str | Sequence[str] | None = None
         FileNotFoundError: a given file does not exist, or there is no X-ray at all.
     """
     if input_files:
-        files = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+        files = as_list(input_files)
         folders = [os.fspath(f) for f in files if os.path.isdir(f)]
         if folders:
             raise FileNotFoundError(f"input_files takes X-ray files, not folders ({', '.join(folders[:5])}); give a "

@@ -55,8 +55,9 @@ class NonFiniteLossGuard:
         if math.isfinite(value):
             return
         files = sorted(set(batch_sources(engine.state.batch, self.source_key)))
-        kept = f" {self.checkpoint} keeps the last finite state." if self.checkpoint and os.path.isfile(
-            self.checkpoint) else ""
+        kept = ""
+        if self.checkpoint and os.path.isfile(self.checkpoint):  # none before the first epoch's end
+            kept = f" {self.checkpoint} keeps the last finite state."
         raise FloatingPointError(
             f"the training loss is {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
             f"training stopped before saving anything.{kept} Files of this batch: "

@@ -121,6 +121,12 @@ def extract_encoder_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
     return encoder, skipped
 
 
+def _isotropic_grid(num_tokens: int, spatial_dims: int) -> tuple[int, ...] | None:
+    """``(side,) * spatial_dims`` with ``num_tokens`` tokens, when that is a square (2-D) or a cube (3-D); else None."""
+    side = round(num_tokens ** (1 / spatial_dims))
+    return (side,) * spatial_dims if side**spatial_dims == num_tokens else None
+
+
 def interpolate_position_embedding(
     position_embedding: torch.Tensor, target_grid: tuple[int, ...], source_grid: tuple[int, ...] | None = None
 ) -> torch.Tensor:
@@ -138,12 +144,11 @@ def interpolate_position_embedding(
     dims = len(target_grid)
     num_tokens, channels = position_embedding.shape[1:]
     if source_grid is None:
-        side = round(num_tokens ** (1 / dims))
-        if side**dims != num_tokens:
+        source_grid = _isotropic_grid(num_tokens, dims)
+        if source_grid is None:
             raise ValueError(
                 f"Cannot infer the patch grid of a {num_tokens}-token position embedding; pass source_grid."
             )
-        source_grid = (side,) * dims
     grid = position_embedding.reshape(1, *source_grid, channels).movedim(-1, 1).float()
     mode = "bilinear" if dims == 2 else "trilinear"
     resized = F.interpolate(grid, size=tuple(target_grid), mode=mode, align_corners=False)
@@ -189,16 +194,12 @@ def sincos_patch_grid(position_embedding: torch.Tensor, spatial_dims: int) -> tu
     return tuple(grid) if torch.allclose(built, values, atol=1e-2) else None  # 1e-2: a bf16 copy
 
 
-def _isotropic_grid(vit: nn.Module) -> tuple[int, ...] | None:
-    """A guess at the target's patch grid from its number of position tokens: isotropic, when that is a square
-    (2-D) or a cube (3-D); None otherwise."""
+def _guessed_grid(vit: nn.Module) -> tuple[int, ...] | None:
+    """A guess at the target's patch grid from its number of position tokens: :func:`_isotropic_grid`."""
     weight = getattr(vit.patch_embedding.patch_embeddings, "weight", None)
     if weight is None:  # a perceptron patch embedding: no spatial kernel to count dimensions on
         return None
-    dims = weight.dim() - 2
-    num_tokens = vit.patch_embedding.position_embeddings.shape[1]
-    side = round(num_tokens ** (1 / dims))
-    return (side,) * dims if side**dims == num_tokens else None
+    return _isotropic_grid(vit.patch_embedding.position_embeddings.shape[1], weight.dim() - 2)
 
 
 def _fit_position_embedding(
@@ -295,7 +296,7 @@ def load_mae_encoder(
             continue
         value = encoder_state.pop(key)
         if key == POSITION_EMBEDDING_KEY:
-            value = _fit_position_embedding(value, target, source_grid, target_grid, _isotropic_grid(vit), report)
+            value = _fit_position_embedding(value, target, source_grid, target_grid, _guessed_grid(vit), report)
         if value.shape != target.shape:
             report.missing[key] = f"shape {tuple(value.shape)} in the checkpoint, {tuple(target.shape)} in the network"
             continue
