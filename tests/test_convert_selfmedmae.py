@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 from monai.networks.nets import UNETR
 
-from shared.networks.encoder_transfer import load_mae_encoder
+from shared.networks.encoder_transfer import interpolate_position_embedding, load_mae_encoder, sincos_patch_grid
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.networks.patches import patchify, unpatchify
 from tools.zoo.convert_selfmedmae import (
@@ -258,6 +259,39 @@ def test_converted_mae_encoder_transfers_into_a_qkv_bias_unetr():
     assert not report.missing
     assert torch.equal(unetr.vit.blocks[11].attn.qkv.bias, state["encoder.blocks.11.attn.qkv.bias"])
     assert torch.equal(unetr.vit.patch_embedding.position_embeddings, state["encoder_pos_embed"])
+
+
+def official_sincos_table(grid: tuple[int, int, int], width: int) -> torch.Tensor:
+    """The official MAE3D's fixed sin-cos table (``build_3d_sincos_position_embedding``), from its definition: an 'ij'
+    mesh of (h, w, d), ``omega_k = 1 / 10000^(k / (width / 6))``, channels ``[sin h, cos h, sin w, cos w, sin d,
+    cos d]`` (MONAI puts w first)."""
+    mesh = torch.meshgrid(*(torch.arange(size, dtype=torch.float32) for size in grid), indexing="ij")
+    pos_dim = width // 6
+    omega = 1.0 / 10000 ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim)
+    channels = []
+    for axis in mesh:
+        angles = axis.flatten()[:, None] * omega[None]
+        channels += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(channels, dim=1)[None]
+
+
+def test_an_official_sincos_table_gives_its_grid_to_the_conversion_and_the_encoder_transfer():
+    """An MAE3D pre-trained on a 32x64x128 ROI (2x4x8 patches, 64 tokens): the conversion reads that ROI from the table
+    (it took the 64 tokens for 4x4x4) and refuses a transposed img_size; the transfer resamples the table from its
+    own grid onto a fine-tuning network's (it took it for 4x4x4)."""
+    table = official_sincos_table((2, 4, 8), D)
+    assert not torch.allclose(table, build_sincos_position_embedding([2, 4, 8], D, 3).data, atol=1e-2)
+    assert sincos_patch_grid(table, 3) == (2, 4, 8)
+    state = {**official_mae3d_state(depth=12), "encoder_pos_embed": table, "decoder_pos_embed": torch.randn(1, 64, DD)}
+    result = convert_state_dict(state, num_heads=HEADS, decoder_num_heads=DHEADS)
+    assert result.network_kwargs["img_size"] == [32, 64, 128]
+    with pytest.raises(NotSelfMedMAECheckpointError, match=r"sin-cos table of the \(2, 4, 8\) grid"):
+        convert_state_dict(state, num_heads=HEADS, decoder_num_heads=DHEADS, img_size=[128, 64, 32])
+    unetr = UNETR(1, 14, (64, 64, 32), feature_size=8, hidden_size=D, mlp_dim=MLP, num_heads=HEADS, qkv_bias=True)
+    report = load_mae_encoder(unetr, result.state_dict)
+    assert "of the (2, 4, 8) grid resampled to the (4, 4, 2) patch grid" in report.summary()
+    expected = interpolate_position_embedding(table, (4, 4, 2), (2, 4, 8))
+    assert torch.equal(unetr.vit.patch_embedding.position_embeddings.data, expected)
 
 
 def test_unetr3d_converts_into_a_strict_qkv_bias_unetr():

@@ -25,6 +25,7 @@ __all__ = [
     "read_state_dict",
     "extract_encoder_state",
     "interpolate_position_embedding",
+    "SINCOS_AXIS_ORDERS",
     "sincos_patch_grid",
     "load_mae_encoder",
 ]
@@ -163,35 +164,51 @@ def _target_vit(network: nn.Module) -> nn.Module:
     return vit
 
 
+#: The order of the axes' blocks of channels in a fixed sin-cos embedding: MONAI's ``build_sincos_position_embedding``
+#: (width first), and for 3-D also the paper's code (``build_3d_sincos_position_embedding`` of its MAE3D, height
+#: first), whose tables ``tools/zoo/convert_selfmedmae.py`` copies as they are.
+SINCOS_AXIS_ORDERS = {2: ((1, 0),), 3: ((1, 0, 2), (0, 1, 2))}
+
+
+def _sincos_embedding(grid: tuple[int, ...], channels: int, axis_order: tuple[int, ...]) -> torch.Tensor:
+    """``(N, channels)``: MONAI's fixed sin-cos embedding of ``grid`` with its axis blocks put in ``axis_order``."""
+    spatial_dims = len(grid)
+    built = build_sincos_position_embedding(list(grid), channels, spatial_dims).data[0]
+    block = channels // spatial_dims
+    monai_order = SINCOS_AXIS_ORDERS[spatial_dims][0]
+    starts = [monai_order.index(axis) * block for axis in axis_order]
+    return torch.cat([built[:, start : start + block] for start in starts], dim=1)
+
+
 def sincos_patch_grid(position_embedding: torch.Tensor, spatial_dims: int) -> tuple[int, ...] | None:
     """The patch grid whose fixed sin-cos embedding ``position_embedding`` is, or None.
 
-    The MAE's encoder keeps MONAI's fixed sin-cos embedding of its patch grid (``build_sincos_position_embedding``),
-    so the grid it was pre-trained on can be read from the checkpoint, where the number of tokens alone is ambiguous
-    (``(2, 4, 8)`` and ``(4, 4, 4)``). MONAI writes the channels of each axis as one block, the axes in the order
-    (1, 0, 2); the number of distinct rows of an axis's block is its size. The grid found is confirmed by building
-    its embedding.
+    The MAE's encoder keeps a fixed sin-cos embedding of its patch grid, so the grid it was pre-trained on can be read
+    from the checkpoint, where the number of tokens alone is ambiguous (``(2, 4, 8)`` and ``(4, 4, 4)``). Such an
+    embedding writes the channels of each axis as one block (in one of :data:`SINCOS_AXIS_ORDERS`); the number of
+    distinct rows of an axis's block is its size. The grid found is confirmed by building its embedding.
 
     Args:
         position_embedding: ``(1, N, C)``.
         spatial_dims: 2 or 3.
 
     Returns:
-        the grid (``N`` tokens), or None when the embedding is no such sin-cos embedding (e.g. a learned one, or one
-        written by the paper's code, which orders its channels differently).
+        the grid (``N`` tokens), or None when the embedding is no such sin-cos embedding (e.g. a learned one).
     """
     num_tokens, channels = position_embedding.shape[1:]
     if channels % (2 * spatial_dims):
         return None
     values = position_embedding.detach().float().cpu()[0]
     block = channels // spatial_dims
-    grid = [0] * spatial_dims
-    for index, axis in enumerate((1, 0, 2)[:spatial_dims]):
-        grid[axis] = len(torch.unique(values[:, index * block : (index + 1) * block], dim=0))
-    if math.prod(grid) != num_tokens:
-        return None
-    built = build_sincos_position_embedding(grid, channels, spatial_dims).data[0]
-    return tuple(grid) if torch.allclose(built, values, atol=1e-2) else None  # 1e-2: a bf16 copy
+    for axis_order in SINCOS_AXIS_ORDERS[spatial_dims]:
+        grid = [0] * spatial_dims
+        for index, axis in enumerate(axis_order):
+            grid[axis] = len(torch.unique(values[:, index * block : (index + 1) * block], dim=0))
+        if math.prod(grid) != num_tokens:
+            continue
+        if torch.allclose(_sincos_embedding(tuple(grid), channels, axis_order), values, atol=1e-2):  # 1e-2: bf16
+            return tuple(grid)
+    return None
 
 
 def _guessed_grid(vit: nn.Module) -> tuple[int, ...] | None:

@@ -48,7 +48,8 @@ Differences the conversion takes care of, or that the user must know about:
   (NOT exact: the outputs change).
 - **Position embeddings.** The official MAE3D ``encoder_pos_embed``/``decoder_pos_embed`` are fixed 3D sin-cos
   tables without a class-token slot; they are copied as they are (MONAI's own 3D sin-cos table orders the axis
-  blocks ``w, h, d`` where the official one uses ``h, w, d``, so the copied table is kept, not rebuilt). The official
+  blocks ``w, h, d`` where the official one uses ``h, w, d``, so the copied table is kept, not rebuilt; the
+  pre-training grid is read from it, here and by the encoder transfer). The official
   UNETR3D ``pos_embed`` is learnable with a class-token slot in front; the slot is dropped.
 - **Class token.** The official encoder always prepends a class token (with a zero position embedding). For the MAE it
   is kept (build ``MaskedAutoencoderViT(cls_token=True)``; ``keep_cls_token=False`` drops it). The official MAE
@@ -104,6 +105,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from shared.networks.encoder_transfer import sincos_patch_grid
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.utils.atomic import save_atomically, write_json_atomically
 
@@ -456,6 +458,22 @@ def _grid(num_tokens: int, patch_size: tuple[int, ...], img_size) -> tuple[int, 
     return (side,) * 3
 
 
+def _mae3d_grid(encoder_pos: torch.Tensor, patch_size: tuple[int, ...], img_size) -> tuple[int, ...]:
+    """The pre-training patch grid of an MAE3D: read from its fixed sin-cos ``encoder_pos_embed``, which a given
+    ``img_size`` must agree with (as many patches on a transposed grid would put every position on the wrong one);
+    from ``img_size`` or an isotropic grid when the table is not sin-cos (``pos_embed_type='perceptron'``)."""
+    read = sincos_patch_grid(encoder_pos, 3)
+    if img_size is None and read is not None:
+        return read
+    grid = _grid(encoder_pos.shape[1], patch_size, img_size)
+    if read is not None and read != grid:
+        raise NotSelfMedMAECheckpointError(
+            f"img_size {img_size} gives the patch grid {grid}, but encoder_pos_embed is the sin-cos table of the "
+            f"{read} grid (img_size {[g * p for g, p in zip(read, patch_size)]}); leave img_size out to use it."
+        )
+    return grid
+
+
 def _check_heads(width: int, heads: int, what: str) -> None:
     if width % heads:
         raise ValueError(f"{what} width {width} is not divisible by {heads} heads; pass the right number of heads.")
@@ -480,7 +498,8 @@ def convert_mae3d_state_dict(
         state: the official ``state_dict`` (``module.`` prefix already stripped).
         num_heads: encoder attention heads (not recorded in the checkpoint; the official configs use 12).
         decoder_num_heads: decoder attention heads (official: 12).
-        img_size: the pre-training ROI when it is not a cube (official: 96 for BTCV, 128 for BraTS).
+        img_size: the pre-training ROI, read from the fixed sin-cos ``encoder_pos_embed`` when None (official: 96
+            for BTCV, 128 for BraTS); needed only for a learned table that is not a cube's.
         qkv_bias: keep the qkv biases (network built with ``qkv_bias=True``); False removes them (see above).
         keep_cls_token: keep the encoder's class token (network built with ``cls_token=True``).
     """
@@ -497,7 +516,7 @@ def convert_mae3d_state_dict(
         raise NotSelfMedMAECheckpointError(
             f"encoder_pos_embed has shape {tuple(encoder_pos.shape)}, expected (1, N, {hidden_size})."
         )
-    grid = _grid(encoder_pos.shape[1], patch_size, img_size)
+    grid = _mae3d_grid(encoder_pos, patch_size, img_size)
     copy("encoder_pos_embed", "encoder.patch_embedding.position_embeddings")
     if "encoder.cls_token" in state:
         if keep_cls_token:
