@@ -159,15 +159,16 @@ def test_multi_gpu_runs_end_their_process_group_with_the_shared_helper(config):
                          "/" + p.name)
 def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):
     """Run safety is a handler of the trainer (every rank resumes, rank 0 writes), not an order of ``run`` items;
-    the multi-GPU overlay keeps the base ``run``."""
+    ``run`` only takes the handler's lock first, before the trainer and its data are built; the multi-GPU overlay
+    keeps the base ``run``."""
     if config.name.startswith("multi_gpu_"):
         assert "run" not in json.loads(config.read_text()), f"{config}: the base config's run does for it"
         return
     parser = ConfigParser()
     parser.read_config(str(config))
-    assert parser["run"] == ["$@check_scripts_package", "$@train#trainer.run()"]
+    assert parser["run"] == ["$@check_scripts_package", "$@bundle_lock.acquire()", "$@train#trainer.run()"]
     safety = [h for h in parser["train#handlers"] if h["_target_"] == "scripts.handlers.run_safety.RunSafetyHandler"]
-    assert len(safety) == 1 and "_disabled_" not in safety[0]
+    assert len(safety) == 1 and "_disabled_" not in safety[0] and safety[0]["lock"] == "@bundle_lock"
 
 
 def test_btcv_augmentation_never_reverses_or_moves_the_left_right_axis():

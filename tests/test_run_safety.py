@@ -78,7 +78,7 @@ class EpochValidation:
 
 def run_safety(models: Path, evaluator: Engine, **kwargs) -> RunSafetyHandler:
     return RunSafetyHandler(str(models / "checkpoint.pt"), {"best_metric": BestMetricState(evaluator)},
-                            lock_file=str(models / ".lock"), keep_on_fresh_start=[str(models / "model.pt")], **kwargs)
+                            lock=str(models / ".lock"), keep_on_fresh_start=[str(models / "model.pt")], **kwargs)
 
 
 def trainer_with(handler: RunSafetyHandler, evaluator: Engine) -> Engine:
@@ -161,7 +161,7 @@ def test_ranks_above_zero_write_nothing_but_resume(tmp_path, monkeypatch):
 
 def test_the_trainer_entry_is_the_handlers_own():
     with pytest.raises(ValueError, match="save_dict must not hold 'trainer'"):
-        RunSafetyHandler("checkpoint.pt", {"trainer": Engine(lambda e, b: None)}, lock_file=".lock")
+        RunSafetyHandler("checkpoint.pt", {"trainer": Engine(lambda e, b: None)}, lock=".lock")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,15 +7,18 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.engine import Engine
 from monai.networks.nets import UNETR
 
 from shared.handlers.checkpoint import ResumeLoader
 from shared.utils.atomic import TEMPORARY_PREFIX
-from tests.helpers import SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run
+from tests.helpers import BRATS, SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run
+from tools import synthetic
 
 
 def train_overrides(root: Path, data: Path, **more) -> dict:
@@ -23,22 +26,45 @@ def train_overrides(root: Path, data: Path, **more) -> dict:
             "warmup_epochs": 1, "val_interval": 1, "pretrained_encoder": "", **SMALL, **TINY_UNETR, **more}
 
 
-def test_a_refused_second_job_leaves_the_running_jobs_write_alone(btcv, tmp_path):
+@pytest.fixture
+def running_job(tmp_path) -> Iterator[tuple[Path, int]]:
+    """A bundle root whose lock a live process holds, with that job's checkpoint being written."""
     models = tmp_path / "bundle" / "models"
     models.mkdir(parents=True)
-    in_progress = models / f"{TEMPORARY_PREFIX}checkpoint.pt"  # the running job's checkpoint, being written
-    in_progress.write_bytes(b"half a checkpoint")
+    (models / f"{TEMPORARY_PREFIX}checkpoint.pt").write_bytes(b"half a checkpoint")
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (models / ".lock").write_text(json.dumps({"pid": running.pid, "host": socket.gethostname(), "started": "x"}))
-        output = bundle_run([SEG / "train.json"], train_overrides(tmp_path / "bundle", btcv), expect_failure=True)
+        yield tmp_path / "bundle", running.pid
     finally:
         running.kill()
         running.wait()
-    assert in_progress.read_bytes() == b"half a checkpoint"
-    assert sorted(p.name for p in models.iterdir()) == [".lock", in_progress.name]
-    assert f"BundleLockedError: {tmp_path / 'bundle'} is being trained by process {running.pid}" in (
-        output.strip().splitlines()[-1])
+
+
+def assert_refused_untouched(root: Path, pid: int, output: str) -> None:
+    """The job was refused by the lock and wrote nothing: no datalist, no log files, ``models/`` as it was."""
+    assert f"BundleLockedError: {root} is being trained by process {pid}" in output.strip().splitlines()[-1]
+    assert sorted(p.name for p in root.iterdir()) == ["models"]
+    models = root / "models"
+    assert sorted(p.name for p in models.iterdir()) == [".lock", f"{TEMPORARY_PREFIX}checkpoint.pt"]
+    assert (models / f"{TEMPORARY_PREFIX}checkpoint.pt").read_bytes() == b"half a checkpoint"
+
+
+def test_a_refused_second_job_leaves_the_running_jobs_files_alone(btcv, running_job):
+    """Refused before the trainer is built: no TensorBoard files in ``runs/train`` (with the lock taken by the
+    trainer's handler, the refused job wrote them, after caching the data)."""
+    root, pid = running_job
+    output = bundle_run([SEG / "train.json"], train_overrides(root, btcv), expect_failure=True)
+    assert_refused_untouched(root, pid, output)
+
+
+def test_a_refused_second_job_writes_no_datalist(running_job, tmp_path):
+    """The BraTS (and CXR14) configs write their split to ``runs/datalist.json``; a refused job does not."""
+    root, pid = running_job
+    data = Path(synthetic.make_brats(str(tmp_path / "brats"), layout="msd", num_cases=2, shape=(24, 24, 16)))
+    overrides = {**train_overrides(root, data), "roi_size": [16, 16, 16]}
+    output = bundle_run([BRATS / "train.json"], overrides, expect_failure=True)
+    assert_refused_untouched(root, pid, output)
 
 
 def test_a_fresh_run_keeps_the_earlier_best_model(btcv, tmp_path):

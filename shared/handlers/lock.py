@@ -65,8 +65,8 @@ class BundleLock:
         """Take the lock (unless already held) and release it when the run completes or the process exits; a killed
         process leaves the lock behind, and the next job takes it over.
 
-        The training configs take it through :class:`~.run_safety.RunSafetyHandler`, before anything in ``models/``
-        is touched."""
+        :class:`~.run_safety.RunSafetyHandler` attaches it to the trainer; the training configs have taken it (with
+        :meth:`acquire`) in their ``run`` before building the trainer, so that a refused job writes nothing."""
         self.acquire()
         engine.add_event_handler(Events.COMPLETED, self.release)
 

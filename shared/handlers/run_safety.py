@@ -4,7 +4,9 @@ A training run must own its ``models/`` folder before it touches anything there,
 the best validation metric so far, and write checkpoints that a kill cannot truncate. :class:`RunSafetyHandler`
 does all of it when it is attached to the trainer, in that order, with :class:`~.lock.BundleLock`,
 :class:`~.checkpoint.ResumeLoader` and :class:`~.checkpoint.AtomicCheckpointSaver`, so that a config lists it once in
-``train#handlers`` (as the model zoo lists MONAI's ``CheckpointSaver``) and its ``run`` is the trainer's alone.
+``train#handlers`` (as the model zoo lists MONAI's ``CheckpointSaver``). The training configs take the same lock
+earlier, in their ``run`` (``$@bundle_lock.acquire()``) before the trainer and its data are built, so that a refused
+job neither caches the data nor writes a datalist or log files; the handler then finds the lock held.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ class RunSafetyHandler:
 
     When attached to the trainer (when the config builds it), in this order:
 
-    1. take the bundle lock (rank 0; :class:`~.lock.BundleLock`): a second job on the same ``bundle_root`` is refused
-       here, before it has touched anything in ``models/``; the lock is released when the run completes;
+    1. take the bundle lock (rank 0; :class:`~.lock.BundleLock`; nothing when ``run`` took it already): a second job
+       on the same ``bundle_root`` is refused here, before it has touched anything in ``models/``; the lock is
+       released when the run completes;
     2. remove the ``.tmp_*`` files that killed writes left beside the checkpoint (rank 0);
     3. resume (:class:`~.checkpoint.ResumeLoader`, every rank): from the checkpoint when the engine starts, the best
        validation metric included when ``save_dict`` holds a :class:`~.checkpoint.BestMetricState`; on a fresh
@@ -43,7 +46,7 @@ class RunSafetyHandler:
         checkpoint_file: the training checkpoint (``models/checkpoint.pt``).
         save_dict: the objects to save and restore besides the trainer, e.g. ``{"model": net, "optimizer": opt,
             "lr_scheduler": sched, "best_metric": BestMetricState(evaluator), "settings": run_settings}``.
-        lock_file: the bundle lock (``models/.lock``).
+        lock: the bundle lock (``@bundle_lock`` in the configs), or its file (``models/.lock``).
         resume: whether to resume from ``checkpoint_file`` when it exists (``--resume false`` is read as False).
         save_interval: epochs between saves; 0 saves only at the end.
         keep_on_fresh_start: files an earlier run wrote that a fresh run would replace (``models/model.pt``).
@@ -55,7 +58,7 @@ class RunSafetyHandler:
         self,
         checkpoint_file: str,
         save_dict: Mapping[str, Any],
-        lock_file: str,
+        lock: BundleLock | str,
         resume: bool | str = True,
         save_interval: int = 1,
         keep_on_fresh_start: Sequence[str] = (),
@@ -67,7 +70,7 @@ class RunSafetyHandler:
                              "saved under that name.")
         self.checkpoint_file = checkpoint_file
         self.save_dict = dict(save_dict)
-        self.lock = BundleLock(lock_file)
+        self.lock = lock if isinstance(lock, BundleLock) else BundleLock(lock)
         self.resume = as_bool(resume, "resume")
         self.save_interval = save_interval
         self.keep_on_fresh_start = keep_on_fresh_start
