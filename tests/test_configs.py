@@ -171,6 +171,25 @@ def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):
     assert len(safety) == 1 and "_disabled_" not in safety[0] and safety[0]["lock"] == "@bundle_lock"
 
 
+@pytest.mark.parametrize("config", sorted(p for p in BUNDLES.glob("*/configs/*train.json")
+                                           if not p.name.startswith("multi_gpu_")),
+                         ids=lambda p: p.parents[1].name + "/" + p.name)
+def test_the_schedule_and_validation_follow_the_trainers_epochs(config):
+    """MONAI Label sets only ``train#trainer#max_epochs`` (50 by default): the learning-rate schedule spans those
+    epochs, the warm-up is at most a tenth of them and validation (which writes ``models/model.pt``) comes within
+    them; the bundle's own epochs keep the documented warm-up and interval."""
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    defaults = {key: parser.get_parsed_content(key) for key in ("epochs", "warmup_epochs", "val_interval")
+                if key in parser}
+    assert parser["lr_scheduler#t_total"].replace("::", "#") == "$@train#trainer#max_epochs * len(@train#dataloader)"
+    assert defaults["warmup_epochs"] < defaults["epochs"] // 10 or defaults["warmup_epochs"] == defaults["epochs"] // 10
+    parser.update({"train#trainer#max_epochs": 50})
+    assert parser.get_parsed_content("warmup_epochs") <= 5
+    if "val_interval" in defaults:
+        assert defaults["val_interval"] < defaults["epochs"] and parser.get_parsed_content("val_interval") <= 50
+
+
 def test_btcv_augmentation_never_reverses_or_moves_the_left_right_axis():
     """Left and right organs (kidneys, adrenal glands) keep their labels, so no augmentation of the BTCV fine-tuning
     may mirror left and right: no left-right flip, and no axial rotation (by 180 degrees it reverses the left-right

@@ -223,3 +223,65 @@ def test_classifier_scores_carry_no_image_shape_to_restore(tmp_path):
     assert out["image"].shape == (1, 224, 224)
     assert "spatial_shape" not in out["image"].meta
     assert out["image"].meta["filename_or_obj"] == str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MONAI Label's training requests
+# ---------------------------------------------------------------------------------------------------------------
+
+# What MONAI Label 0.8.5's BundleTrainTask does for a /train request on one device (monailabel/tasks/train/bundle.py):
+# the bundle on sys.path, the raw train#handlers with a CheckpointLoader of models/model.pt put first when it exists
+# ("pretrained", the default), and monai.bundle.run with run_id "run", no initialize and no finalize.
+_MONAI_LABEL_TRAIN = """
+import json, os, sys
+import monai, torch
+from monai.bundle import ConfigParser
+bundle, root, request = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sys.path.insert(0, bundle)
+config = ConfigParser()
+config.read_config(os.path.join(bundle, "configs", "train.json"))
+handlers = config.get("train#handlers", [])
+model = os.path.join(root, "models", "model.pt")
+if os.path.exists(model):
+    handlers.insert(0, {"_target_": "CheckpointLoader", "load_path": model, "load_dict": {"model": "$@network"},
+                        "strict": False})
+overrides = {"bundle_root": root, "train#trainer#max_epochs": request["max_epochs"],
+             "train#dataset#data": request["train"], "device": torch.device("cpu"), "train#handlers": handlers,
+             "validate#dataset#data": request["validation"], **request["tiny"]}
+monai.bundle.run(run_id="run", init_id=None, final_id=None, meta_file=os.path.join(bundle, "configs", "metadata.json"),
+                 config_file=os.path.join(bundle, "configs", "train.json"), **overrides)
+"""
+
+
+def monai_label_train(bundle: Path, root: Path, request: dict) -> str:
+    proc = subprocess.run([sys.executable, "-c", _MONAI_LABEL_TRAIN, str(bundle), str(root), json.dumps(request)],
+                          cwd=root, env=user_env(), capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.mark.parametrize("configs, tiny", [(SEG, {**TINY_UNETR, "pretrained_encoder": ""}),
+                                           (MAE, {**TINY_MAE, "network_def#num_layers": 2, "health_num_images": 1})],
+                         ids=["unetr_btcv_seg", "mae_pretrain_ct"])
+def test_monai_label_trains_a_bundle_on_every_request(configs, tiny, btcv, tmp_path):
+    """A /train request of MONAI Label sets only the trainer's max_epochs (50 by default; 2 here) and the data, the
+    validation split included: the run validates (the validation interval is at most the run; the MAE's health check
+    takes the validation split) and writes models/model.pt, its learning-rate schedule spans the run, and a second
+    request trains again, from the model of the first, instead of resuming a finished run (nothing to train)."""
+    datalist = json.loads((btcv / "dataset_0.json").read_text())
+    items = {split: [{key: str(btcv / path) for key, path in item.items()} for item in datalist[split]]
+             for split in ("training", "validation")}
+    request = {"max_epochs": 2, "train": items["training"], "validation": items["validation"][:1],
+               "tiny": {**SMALL, **tiny, "batch_size": 1, "num_samples": 1}}
+    root = tmp_path / "bundle"
+    root.mkdir()
+    first = monai_label_train(configs.parent, root, request)
+    assert "Epoch[2] Complete" in first and (root / "models" / "model.pt").is_file()
+    assert "epoch 2: saved" in first and "model.pt" in first.split("epoch 2: saved", 1)[1].splitlines()[0]
+    checkpoint = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["lr_scheduler"]["t_total"] == 2 * 2  # 2 epochs of 2 iterations, not the bundle's 5,000 epochs
+    second = monai_label_train(configs.parent, root, request)
+    assert "finished (2 epochs): this run of 2 epochs starts from scratch" in second
+    assert f"Restored all variables from {root / 'models' / 'model.pt'}" in second
+    assert "Epoch[2] Complete" in second and len(list((root / "models").glob("model.previous-*.pt"))) == 1

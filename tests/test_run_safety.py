@@ -231,8 +231,14 @@ def test_resume_false_finished_runs_and_longer_runs(btcv, tmp_path, capsys):
     wf = run_workflow([MAE / "train.json"], root, epochs=2, resume="false", **overrides)  # the string, from the CLI
     assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2  # trained 2 epochs again, from scratch
     assert "resume is off" in capsys.readouterr().out
-    wf = run_workflow([MAE / "train.json"], root, epochs=2, **overrides)
-    assert "this run is already complete (2 of 2 epochs" in capsys.readouterr().out
+    before = (root / "models" / "model.pt").read_bytes()
+    kept_before = set((root / "models").glob("model.previous-*.pt"))
+    wf = run_workflow([MAE / "train.json"], root, epochs=2, **overrides)  # as MONAI Label's repeated training request
+    out = capsys.readouterr().out
+    assert "finished (2 epochs): this run of 2 epochs starts from scratch" in out
+    assert "Epoch[1] Complete" in out and "Epoch[2] Complete" in out  # trained (a resumed finished run: none)
+    (kept,) = set((root / "models").glob("model.previous-*.pt")) - kept_before
+    assert kept.read_bytes() == before and "is kept as" in out
     wf = run_workflow([MAE / "train.json"], root, epochs=4, **overrides)
     scheduler = wf.parser.get_parsed_content("lr_scheduler")
     assert scheduler.t_total == 4 and scheduler.last_epoch == 4  # one iteration per epoch, schedule of 4 epochs

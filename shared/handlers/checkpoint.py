@@ -350,8 +350,11 @@ class ResumeLoader:
     - Entries of ``load_dict`` missing from an older checkpoint are skipped with a warning.
     - A run restarted with a larger ``epochs`` continues on a learning-rate schedule for the new total: the
       schedule's length (``t_total``, ``warmup_steps``) is the one configured now, not the one saved.
-    - A run that had already finished says so instead of silently training nothing.
-    - A run that starts from scratch (``resume`` off, or no checkpoint) keeps the files of ``keep_on_fresh_start``
+    - A finished run is not resumed for as many epochs or fewer (nothing would be left to train): the run starts
+      from scratch and says so. This is what a repeated training request of MONAI Label (which sets only the
+      trainer's ``max_epochs``, 50 by default) needs; a larger ``epochs`` continues the finished run instead.
+    - A run that starts from scratch (``resume`` off, no checkpoint, or a finished one) keeps the files of
+      ``keep_on_fresh_start``
       that an earlier run left (the best model) under a new name (:func:`keep_previous`) and says so: its first
       validation would otherwise replace them without a word.
 
@@ -522,8 +525,25 @@ class ResumeLoader:
         if saved_length != length:
             engine.logger.info(f"learning-rate schedule continues for the new length {length} (was {saved_length})")
 
+    def _finished_epochs(self, engine: Engine, checkpoint: Mapping[str, Any]) -> int | None:
+        """The epochs of the run that wrote ``checkpoint`` when that run had finished (reached its ``max_epochs``),
+        else None. ``engine``'s own entry of ``load_dict`` holds the trainer's state (ignite's ``state_dict``)."""
+        key = next((k for k, v in self.load_dict.items() if v is engine), None)
+        state = checkpoint.get(key) if key is not None else None
+        if not isinstance(state, Mapping) or not all(k in state for k in ("iteration", "epoch_length", "max_epochs")):
+            return None
+        epochs = state["iteration"] // max(1, state["epoch_length"])
+        return epochs if epochs >= state["max_epochs"] else None
+
     def __call__(self, engine: Engine) -> None:
         checkpoint = self._read()
+        finished = self._finished_epochs(engine, checkpoint)
+        if finished is not None and engine.state.max_epochs is not None and engine.state.max_epochs <= finished:
+            engine.logger.warning(
+                f"the run in {self.load_path} finished ({finished} epochs): this run of {engine.state.max_epochs} "
+                "epochs starts from scratch (a larger --epochs would continue the finished run instead)")
+            self.keep_earlier_files(engine)
+            return
         changes = self._compare_settings(engine, checkpoint)
         to_load = self._to_load(engine, checkpoint)
         self._check_shapes({k: v for k, v in checkpoint.items() if k in to_load})
@@ -538,7 +558,7 @@ class ResumeLoader:
             self._apply_optimizer_settings(engine, configured, changes)
         self._continue_schedule(engine, length, max_epochs)
         engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}")
-        if max_epochs is not None and engine.state.epoch >= max_epochs:
+        if max_epochs is not None and engine.state.epoch >= max_epochs:  # an unfinished run asked for fewer epochs
             engine.logger.warning(
                 f"this run is already complete ({engine.state.epoch} of {max_epochs} epochs in {self.load_path}): "
                 "nothing to train. Pass a larger --epochs to continue, or --resume false to start over."
