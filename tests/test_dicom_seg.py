@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 from monai.networks.nets import UNETR
 
 from shared.data.brats import get_layout
-from shared.data.dicom_seg import SEGMENT_CODES, check_output_format, require_dicom_series
+from shared.data.dicom_seg import SEGMENT_CODES, check_output_format, require_dicom_series, write_segmentation
 from shared.transforms.dicom_seg import SaveDicomSegd
 from shared.utils.errors import InputError, root_cause
 from tests.helpers import (
@@ -286,18 +286,64 @@ def test_writer_refuses_what_it_cannot_write(series, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_writer_never_overwrites_a_slice_of_the_series(tmp_path):
+def test_no_seg_is_written_into_the_series_folder(tmp_path):
+    """A SEG in the series folder would be loaded as the series by the next run (the lowest series UID wins): the
+    output folder is refused, by the datalist check before any work and by the writer; no slice is ever overwritten."""
     affine = np.diag([-2.0, -2.0, 3.0, 1.0])
     folder = tmp_path / "case"
     write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
-    slice_file = folder / "case_seg.dcm"  # a slice named as the SEG of its series would be
-    (folder / "slice000.dcm").rename(slice_file)
-    before = slice_file.read_bytes()
-    label = _every_class((8, 6, 4), [1])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    label = _label(_every_class((8, 6, 4), [1]), affine, folder)
+    for output_dir in (folder, folder / "segmentations"):
+        with pytest.raises(InputError, match="would receive the DICOM SEG"):
+            require_dicom_series([{"image": str(folder)}], "dicom_seg", output_dir=str(output_dir))
+        with pytest.raises(InputError, match="would receive the DICOM SEG"):
+            SaveDicomSegd("pred", output_dir, ["spleen"], "x")({"pred": label})
+    assert require_dicom_series([{"image": str(folder)}], "dicom_seg", output_dir=str(tmp_path / "out"))
+    slice_file = folder / "slice000.dcm"
     with pytest.raises(InputError, match="is an input of the run"):
-        SaveDicomSegd("pred", folder, ["spleen"], "x")({"pred": _label(label, affine, folder)})
-    assert slice_file.read_bytes() == before
-    assert sorted(p.name for p in folder.iterdir()) == ["case_seg.dcm", "slice001.dcm", "slice002.dcm", "slice003.dcm"]
+        write_segmentation(pydicom.Dataset(), slice_file, [str(slice_file)])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_label_map_without_any_class_gets_no_seg(tmp_path, caplog):
+    """highdicom would encode every frame of every segment (13 x the slices of a CT, about 128 MB at 300 slices)."""
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    folder = tmp_path / "case"
+    write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
+    saver = SaveDicomSegd("pred", tmp_path / "out", CLASS_NAMES, "x")
+    assert saver.save(_label(np.zeros((8, 6, 4), np.uint8), affine, folder)) is None
+    assert not (tmp_path / "out").exists() and f"{folder}: no class was found" in caplog.text
+
+
+def test_slices_are_matched_by_position_not_by_file_name_or_instance_number(tmp_path):
+    """Files named and numbered in another order than their positions: each frame still references the image at
+    its slice's position (a writer that followed the names or the instance numbers fails this)."""
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    folder = tmp_path / "case"
+    write_dicom_series(np.zeros((8, 6, 5), np.int16), affine, folder)
+    order = [3, 0, 4, 1, 2]  # slice k becomes file name order[k] and instance number 5 - k
+    for k, path in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.InstanceNumber = 5 - k
+        ds.save_as(str(folder / f"image{order[k]}.tmp"), enforce_file_format=True)
+        path.unlink()
+    for path in folder.iterdir():
+        path.rename(path.with_suffix(".dcm"))
+    label = _every_class((8, 6, 5), [1, 2])  # differs from slice to slice
+    SaveDicomSegd("pred", tmp_path / "out", ["spleen", "right kidney"], "x")({"pred": _label(label, affine, folder)})
+    by_position = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in folder.glob("*.dcm")),
+                         key=lambda ds: float(ds.ImagePositionPatient[2]))
+    np.testing.assert_array_equal(_seg_label_map(tmp_path / "out" / "case_seg.dcm", by_position), label)
+
+
+def test_a_series_of_another_pixel_spacing_is_refused(tmp_path):
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    folder = tmp_path / "case"
+    write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
+    label = _label(_every_class((8, 6, 4), [1]), np.diag([-2.5, -2.0, 3.0, 1.0]), folder)  # the same origin
+    with pytest.raises(InputError, match=r"pixel spacing \[2.0, 2.5\] mm"):
+        SaveDicomSegd("pred", tmp_path / "out", ["spleen"], "x")({"pred": label})
 
 
 def test_writer_takes_an_anonymised_series_and_refuses_two_series_on_one_grid(tmp_path):

@@ -141,15 +141,32 @@ def is_dicom_series(path: str | os.PathLike) -> bool:
     return False
 
 
+def check_outside_series(output_dir: str | os.PathLike, series: str | os.PathLike) -> None:
+    """Refuse an ``output_dir`` that is the series folder ``series`` or lies inside it: a SEG written there would
+    be read as a second series of the folder by the next run (ITK loads the series of the lowest UID, often the
+    SEG's), which would then segment the previous segmentation.
+
+    Raises:
+        InputError: naming the series folder.
+    """
+    folder, out = os.path.realpath(series), os.path.realpath(output_dir)
+    if os.path.commonpath([folder, out]) == folder:
+        raise InputError(os.fspath(series), f"would receive the DICOM SEG (output_dir {os.fspath(output_dir)}): a "
+                                            "later run reading this folder would load the SEG as the series. Choose "
+                                            "an output_dir outside the series folder.")
+
+
 def require_dicom_series(datalist: Sequence[Mapping[str, Any]], output_format: str,
-                         key: str = "image") -> list[dict[str, Any]]:
+                         key: str = "image", output_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """The inference datalist ``datalist``, after checking that ``output_format`` is known and that, for
-    ``"dicom_seg"``, every input is a DICOM series: refused before any work, not after the network ran.
+    ``"dicom_seg"``, every input is a DICOM series outside which the SEG files go: refused before any work, not after
+    the network ran.
 
     Args:
         datalist: ``[{key: path or list of paths}, ...]``.
         output_format: one of :data:`OUTPUT_FORMATS`.
         key: the datalist key of the input images.
+        output_dir: where the SEG files go (:func:`check_outside_series`); not checked when None.
 
     Returns:
         ``datalist`` as a list of dicts.
@@ -157,7 +174,7 @@ def require_dicom_series(datalist: Sequence[Mapping[str, Any]], output_format: s
     Raises:
         ValueError: an unknown ``output_format``.
         InputError: with ``"dicom_seg"``, an input that is not a DICOM series folder (a NIfTI file, or the several
-            files of a multi-channel case); the message names it.
+            files of a multi-channel case), or ``output_dir`` inside one; the message names it.
     """
     items = [dict(item) for item in datalist]
     if check_output_format(output_format) != "dicom_seg":
@@ -168,6 +185,8 @@ def require_dicom_series(datalist: Sequence[Mapping[str, Any]], output_format: s
             raise InputError(source, "is not a DICOM series. --output_format dicom_seg writes a DICOM SEG that "
                                      "references its source series, so each input must be a DICOM series (the folder "
                                      "of its slice files); use the default --output_format nifti for other inputs.")
+        if output_dir is not None:
+            check_outside_series(output_dir, source)
     return items
 
 
@@ -265,13 +284,16 @@ def _slice_geometry(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarra
     return positions, orientation, spacing
 
 
-def _fit_series(instances: Sequence[Any], positions: np.ndarray, orientation: np.ndarray, shape: Sequence[int],
-                tolerance_mm: float) -> list[Any] | str:
+def _fit_series(instances: Sequence[Any], positions: np.ndarray, orientation: np.ndarray, spacing: np.ndarray,
+                shape: Sequence[int], tolerance_mm: float) -> list[Any] | str:
     """The images of one series under the slices at ``positions`` (slice order), or why they do not fit."""
     fitting = [ds for ds in instances if (int(ds.Columns), int(ds.Rows)) == tuple(shape[:2])
-               and np.allclose(np.asarray(ds.ImageOrientationPatient, float), orientation, atol=1e-3)]
+               and np.allclose(np.asarray(ds.ImageOrientationPatient, float), orientation, atol=1e-3)
+               and np.allclose(np.asarray(ds.PixelSpacing, float)[::-1], spacing[:2], atol=1e-3)]
     if not fitting:
-        return f"no image of {shape[0]} columns x {shape[1]} rows with orientation {np.round(orientation, 4).tolist()}"
+        return (f"no image of {shape[0]} columns x {shape[1]} rows with orientation "
+                f"{np.round(orientation, 4).tolist()} and pixel spacing {np.round(spacing[1::-1], 4).tolist()} mm "
+                "(rows, columns)")
     if len(fitting) != len(positions):
         return f"{len(fitting)} images of this size and orientation, the label map has {len(positions)} slices"
     stack = np.asarray([ds.ImagePositionPatient for ds in fitting], dtype=np.float64)
@@ -310,7 +332,7 @@ def match_slices(headers: Sequence[Any], affine: np.ndarray, shape: Sequence[int
     by_series: dict[str, list[Any]] = {}
     for ds in headers:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
-    fits = {uid: _fit_series(instances, positions, orientation, shape, tolerance_mm)
+    fits = {uid: _fit_series(instances, positions, orientation, spacing, shape, tolerance_mm)
             for uid, instances in by_series.items()}
     matches = {uid: images for uid, images in fits.items() if isinstance(images, list)}
     if len(matches) == 1:

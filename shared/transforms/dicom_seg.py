@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -14,19 +15,29 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from ..data.dicom_seg import build_segmentation, is_dicom_series, segment_table, series_images, write_segmentation
+from ..data.dicom_seg import (
+    build_segmentation,
+    check_outside_series,
+    is_dicom_series,
+    segment_table,
+    series_images,
+    write_segmentation,
+)
 from ..data.inputs import output_path
 from ..utils.errors import InputError
 from .checks import source_of
 
 __all__ = ["SaveDicomSegd"]
 
+logger = logging.getLogger(__name__)
+
 
 class SaveDicomSegd(MapTransform):
     """Dictionary transform: write each label map as one DICOM SEG object referencing the DICOM series it was
     predicted on, to ``<output_dir>/<series folder name>_<output_postfix>.dcm`` (the name ``SaveImaged`` with
-    ``separate_folder=False`` gives the NIfTI, with ``.dcm``). The file is written atomically and never over one of
-    the series' images.
+    ``separate_folder=False`` gives the NIfTI, with ``.dcm``). The file is written atomically, never into the series
+    folder. A label map without any class gets no SEG (a warning names the series): a SEG holds at least one frame,
+    and highdicom would then encode every frame of every segment.
 
     The label map must be in the series' voxel grid (put it after ``Invertd``): ``(1, X, Y, Z)`` with the series'
     path in its ``filename_or_obj`` metadata and its RAS ``affine``, as MONAI's ``LoadImage`` gives a series folder.
@@ -47,7 +58,7 @@ class SaveDicomSegd(MapTransform):
     Raises:
         ValueError: a class name without coded concepts (when constructed).
         InputError: (when called) a label map not predicted on a DICOM series (e.g. on a NIfTI file), or not in its
-            grid; the message names the input.
+            grid, or an ``output_dir`` inside the series folder; the message names the input.
     """
 
     def __init__(
@@ -73,14 +84,20 @@ class SaveDicomSegd(MapTransform):
         """The SEG file of the series folder ``series``: ``<output_dir>/<folder name>_<postfix>.dcm``."""
         return output_path(series, self.output_dir, self.output_postfix, ext=".dcm")
 
-    def save(self, label: torch.Tensor) -> str:
-        """Write the SEG of one ``(1, X, Y, Z)`` label map; returns its path."""
+    def save(self, label: torch.Tensor) -> str | None:
+        """Write the SEG of one ``(1, X, Y, Z)`` label map; returns its path (None for a label map without any
+        class)."""
         series = source_of(label)
         if not is_dicom_series(series):
             raise InputError(series, "is not a DICOM series: a DICOM SEG references its source series, so the input "
                                      "must be a DICOM series (the folder of its slice files); use --output_format "
                                      "nifti for other inputs.")
+        check_outside_series(self.output_dir, series)
         array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+        if not array.any():
+            logger.warning(f"{series}: no class was found, so no DICOM SEG is written for it (a SEG holds at least "
+                           "one segment frame).")
+            return None
         affine = np.asarray(label.affine.detach().cpu().numpy() if hasattr(label, "affine") else np.eye(4))
         images = series_images(series, affine, array.shape[-3:])
         segmentation = build_segmentation(array, images, self.classes, self.algorithm_name, self.algorithm_version,
