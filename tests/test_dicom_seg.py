@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -314,6 +315,9 @@ def test_a_label_map_without_any_class_gets_no_seg(tmp_path, caplog):
     saver = SaveDicomSegd("pred", tmp_path / "out", CLASS_NAMES, "x")
     assert saver.save(_label(np.zeros((8, 6, 4), np.uint8), affine, folder)) is None
     assert not (tmp_path / "out").exists() and f"{folder}: no class was found" in caplog.text
+    earlier = saver.save(_label(_every_class((8, 6, 4), [1]), affine, folder))  # an earlier run found the spleen
+    assert saver.save(_label(np.zeros((8, 6, 4), np.uint8), affine, folder)) is None
+    assert not os.path.exists(earlier) and f"the earlier {earlier}, which no longer describes" in caplog.text
 
 
 def test_slices_are_matched_by_position_not_by_file_name_or_instance_number(tmp_path):
@@ -338,12 +342,16 @@ def test_slices_are_matched_by_position_not_by_file_name_or_instance_number(tmp_
 
 
 def test_a_series_of_another_pixel_spacing_is_refused(tmp_path):
-    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    """Columns 2 mm apart, rows 3 mm: the label map of that grid is taken, the same grid with the two spacings
+    swapped (the same origin, size and orientation) is refused."""
+    affine = np.diag([-2.0, -3.0, 3.0, 1.0])
     folder = tmp_path / "case"
     write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
-    label = _label(_every_class((8, 6, 4), [1]), np.diag([-2.5, -2.0, 3.0, 1.0]), folder)  # the same origin
-    with pytest.raises(InputError, match=r"pixel spacing \[2.0, 2.5\] mm"):
-        SaveDicomSegd("pred", tmp_path / "out", ["spleen"], "x")({"pred": label})
+    label = _every_class((8, 6, 4), [1])
+    saver = SaveDicomSegd("pred", tmp_path / "out", ["spleen"], "x")
+    np.testing.assert_array_equal(_seg_label_map(saver.save(_label(label, affine, folder)), _headers(folder)), label)
+    with pytest.raises(InputError, match=r"pixel spacing \[2.0, 3.0\] mm"):
+        saver({"pred": _label(label, np.diag([-3.0, -2.0, 3.0, 1.0]), folder)})
 
 
 def test_writer_takes_an_anonymised_series_and_refuses_two_series_on_one_grid(tmp_path):

@@ -239,10 +239,18 @@ def test_resume_false_finished_runs_and_longer_runs(btcv, tmp_path, capsys):
     assert "Epoch[1] Complete" in out and "Epoch[2] Complete" in out  # trained (a resumed finished run: none)
     (kept,) = set((root / "models").glob("model.previous-*.pt")) - kept_before
     assert kept.read_bytes() == before and "is kept as" in out
+    (kept_checkpoint,) = (root / "models").glob("checkpoint.previous-*.pt")  # what a larger --epochs would continue
+    assert torch.load(kept_checkpoint, weights_only=True)["trainer"]["iteration"] == 2
     wf = run_workflow([MAE / "train.json"], root, epochs=4, **overrides)
     scheduler = wf.parser.get_parsed_content("lr_scheduler")
     assert scheduler.t_total == 4 and scheduler.last_epoch == 4  # one iteration per epoch, schedule of 4 epochs
     assert scheduler.get_last_lr()[0] < 1e-6 * wf.parser.get_parsed_content("learning_rate") + 1e-12
+    # the same 2 cases in batches of 1: 2 iterations per epoch from now on (the checkpoint's run had 1)
+    wf = run_workflow([MAE / "train.json"], root, epochs=6, **{**overrides, "batch_size": 1})
+    trainer, scheduler = wf.parser.get_parsed_content("train#trainer"), wf.parser.get_parsed_content("lr_scheduler")
+    assert (trainer.state.epoch, trainer.state.epoch_length, trainer.state.iteration) == (6, 2, 12)
+    assert scheduler.t_total == 12 and scheduler.last_epoch == 12  # the schedule ends with the run
+    assert "the data now give 2 iterations per epoch (the checkpoint's run had 1)" in capsys.readouterr().out
 
 
 def test_a_corrupt_checkpoint_is_named_with_how_to_start_over(tmp_path):

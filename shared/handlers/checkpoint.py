@@ -354,9 +354,11 @@ class ResumeLoader:
       from scratch and says so. This is what a repeated training request of MONAI Label (which sets only the
       trainer's ``max_epochs``, 50 by default) needs; a larger ``epochs`` continues the finished run instead.
     - A run that starts from scratch (``resume`` off, no checkpoint, or a finished one) keeps the files of
-      ``keep_on_fresh_start``
-      that an earlier run left (the best model) under a new name (:func:`keep_previous`) and says so: its first
-      validation would otherwise replace them without a word.
+      ``keep_on_fresh_start`` that an earlier run left (the best model) under a new name (:func:`keep_previous`)
+      and says so: its first validation would otherwise replace them without a word. A finished run's checkpoint is
+      kept likewise (it is what a larger ``epochs`` would have continued).
+    - A resumed run whose data give another number of batches per epoch (cases added or removed) continues with
+      this run's epoch length; a changed warm-up is a warning (a run still warming up continues on the new one).
 
     Args:
         load_path: the checkpoint (``models/checkpoint.pt``).
@@ -402,11 +404,11 @@ class ResumeLoader:
             return
         self.keep_earlier_files(engine)
 
-    def keep_earlier_files(self, engine: Engine) -> None:
-        """Keep the files of ``keep_on_fresh_start`` that exist (rank 0), saying where."""
+    def keep_earlier_files(self, engine: Engine, also: Sequence[str] = ()) -> None:
+        """Keep the files of ``keep_on_fresh_start`` and ``also`` that exist (rank 0), saying where."""
         if not is_main_process():
             return
-        for path in self.keep_on_fresh_start:
+        for path in [*self.keep_on_fresh_start, *also]:
             kept = keep_previous(path)
             if kept is not None:
                 engine.logger.warning(f"this run starts from scratch: the earlier {path} is kept as {kept} (this run "
@@ -522,8 +524,27 @@ class ResumeLoader:
         saved_length = {k: getattr(scheduler, k) for k in length}
         for key, value in length.items():
             setattr(scheduler, key, value)
+        if saved_length.get("warmup_steps") != length.get("warmup_steps"):
+            engine.logger.warning(f"the learning-rate warm-up is now {length.get('warmup_steps')} iterations (was "
+                                  f"{saved_length.get('warmup_steps')}): a run still warming up continues on the new "
+                                  "warm-up")
         if saved_length != length:
             engine.logger.info(f"learning-rate schedule continues for the new length {length} (was {saved_length})")
+
+    def _continue_epoch_length(self, engine: Engine, epoch_length: int | None) -> None:
+        """Give the resumed trainer this run's ``epoch_length`` (the batches of its data now): the checkpoint holds the
+        length of the data it was trained on, which more or fewer cases change. The iteration count (and a schedule
+        stepped per iteration) is put at the start of the epoch reached, in this run's iterations."""
+        saved = engine.state.epoch_length
+        if epoch_length is None or saved is None or saved == epoch_length:
+            return
+        scheduler = self.load_dict.get(self.scheduler_key)
+        if getattr(scheduler, "last_epoch", None) == engine.state.iteration:
+            scheduler.last_epoch = engine.state.epoch * epoch_length
+        engine.state.epoch_length = epoch_length
+        engine.state.iteration = engine.state.epoch * epoch_length
+        engine.logger.info(f"the data now give {epoch_length} iterations per epoch (the checkpoint's run had {saved}): "
+                           f"the run continues from epoch {engine.state.epoch} at iteration {engine.state.iteration}")
 
     def _finished_epochs(self, engine: Engine, checkpoint: Mapping[str, Any]) -> int | None:
         """The epochs of the run that wrote ``checkpoint`` when that run had finished (reached its ``max_epochs``),
@@ -542,7 +563,7 @@ class ResumeLoader:
             engine.logger.warning(
                 f"the run in {self.load_path} finished ({finished} epochs): this run of {engine.state.max_epochs} "
                 "epochs starts from scratch (a larger --epochs would continue the finished run instead)")
-            self.keep_earlier_files(engine)
+            self.keep_earlier_files(engine, also=[self.load_path])
             return
         changes = self._compare_settings(engine, checkpoint)
         to_load = self._to_load(engine, checkpoint)
@@ -552,10 +573,11 @@ class ResumeLoader:
         scheduler = self.load_dict.get(self.scheduler_key)
         length = {k: getattr(scheduler, k) for k in self.SCHEDULE_LENGTH if hasattr(scheduler, k)}
         configured = group_settings(self.load_dict.get(self.optimizer_key))
-        max_epochs = engine.state.max_epochs
+        max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
         if self.optimizer_key in to_load:
             self._apply_optimizer_settings(engine, configured, changes)
+        self._continue_epoch_length(engine, epoch_length)
         self._continue_schedule(engine, length, max_epochs)
         engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}")
         if max_epochs is not None and engine.state.epoch >= max_epochs:  # an unfinished run asked for fewer epochs

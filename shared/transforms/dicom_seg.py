@@ -36,8 +36,8 @@ class SaveDicomSegd(MapTransform):
     """Dictionary transform: write each label map as one DICOM SEG object referencing the DICOM series it was
     predicted on, to ``<output_dir>/<series folder name>_<output_postfix>.dcm`` (the name ``SaveImaged`` with
     ``separate_folder=False`` gives the NIfTI, with ``.dcm``). The file is written atomically, never into the series
-    folder. A label map without any class gets no SEG (a warning names the series): a SEG holds at least one frame,
-    and highdicom would then encode every frame of every segment.
+    folder. A label map without any class gets no SEG (a warning names the series; an earlier run's SEG of the series
+    is removed): a SEG holds at least one frame, and highdicom would then encode every frame of every segment.
 
     The label map must be in the series' voxel grid (put it after ``Invertd``): ``(1, X, Y, Z)`` with the series'
     path in its ``filename_or_obj`` metadata and its RAS ``affine``, as MONAI's ``LoadImage`` gives a series folder.
@@ -84,6 +84,17 @@ class SaveDicomSegd(MapTransform):
         """The SEG file of the series folder ``series``: ``<output_dir>/<folder name>_<postfix>.dcm``."""
         return output_path(series, self.output_dir, self.output_postfix, ext=".dcm")
 
+    def remove_earlier_output(self, series: str) -> None:
+        """Say that the label map of ``series`` has no class, so it gets no SEG, and remove the SEG an earlier run
+        wrote for it there: it would stand for this prediction (the NIfTI output is replaced likewise)."""
+        earlier = self.output_path(series)
+        removed = ""
+        if os.path.isfile(earlier):
+            os.remove(earlier)
+            removed = f"; the earlier {earlier}, which no longer describes the prediction, was removed"
+        logger.warning(f"{series}: no class was found, so no DICOM SEG is written for it (a SEG holds at least one "
+                       f"segment frame){removed}.")
+
     def save(self, label: torch.Tensor) -> str | None:
         """Write the SEG of one ``(1, X, Y, Z)`` label map; returns its path (None for a label map without any
         class)."""
@@ -95,8 +106,7 @@ class SaveDicomSegd(MapTransform):
         check_outside_series(self.output_dir, series)
         array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
         if not array.any():
-            logger.warning(f"{series}: no class was found, so no DICOM SEG is written for it (a SEG holds at least "
-                           "one segment frame).")
+            self.remove_earlier_output(series)
             return None
         affine = np.asarray(label.affine.detach().cpu().numpy() if hasattr(label, "affine") else np.eye(4))
         images = series_images(series, affine, array.shape[-3:])
