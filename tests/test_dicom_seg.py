@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +28,7 @@ from monai.networks.nets import UNETR
 from shared.data.brats import get_layout
 from shared.data.dicom_seg import SEGMENT_CODES, check_output_format, require_dicom_series, write_segmentation
 from shared.transforms.dicom_seg import SaveDicomSegd
+from shared.transforms.io import LoadImaged
 from shared.utils.errors import InputError, root_cause
 from tests.helpers import (
     BRATS,
@@ -305,6 +307,20 @@ def test_no_seg_is_written_into_the_series_folder(tmp_path):
     with pytest.raises(InputError, match="is an input of the run"):
         write_segmentation(pydicom.Dataset(), slice_file, [str(slice_file)])
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_folder_of_two_series_is_refused_when_read(tmp_path):
+    """A SEG copied into its series folder (or any second series there) would be read instead of the CT."""
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    folder = tmp_path / "case"
+    write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
+    assert LoadImaged("image", image_only=True)({"image": str(folder)})["image"].shape == (8, 6, 4)
+    seg = SaveDicomSegd("pred", tmp_path / "out", ["spleen"], "x").save(_label(_every_class((8, 6, 4), [1]), affine,
+                                                                               folder))
+    shutil.copy(seg, folder / "case_seg.dcm")
+    with pytest.raises(InputError, match=r"case: holds 2 DICOM series .*give each series its own folder") as error:
+        LoadImaged("image", image_only=True)({"image": str(folder)})
+    assert ": CT, 4 of the files" in str(error.value) and ": SEG, 1 of the files" in str(error.value)
 
 
 def test_a_label_map_without_any_class_gets_no_seg(tmp_path, caplog):
