@@ -8,9 +8,10 @@ time, and checks after every restart that:
 - no ``.tmp_`` file left by an interrupted write remains once the restart has started;
 - ``models/model.pt`` is still the best model seen: validating it gives the best metric the checkpoint records;
 
-and at the end that the run has as many epochs as an uninterrupted one. The suite runs it with two kills; run it
-longer by hand (each kill waits for two fresh checkpoints and may land after a third, so the run gets
-``3 * kills + 2`` epochs unless ``--epochs`` gives more)::
+and at the end that the run has as many epochs as an uninterrupted one. A kill that lands after the last epoch's
+checkpoint (the run had finished) ends the experiment: a restart of a finished run starts over, by design. The suite
+runs it with two kills; run it longer by hand (each kill waits for two fresh checkpoints and may land after a
+third, so the run gets ``3 * kills + 2`` epochs unless ``--epochs`` gives more)::
 
     python -m tools.measure.fault_injection --kills 10
 """
@@ -109,13 +110,15 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
                 assert int(resumed.group(1)) == observed["kills"][-1]["saved_epoch"], text[-2000:]
                 assert not (left_over & _temporaries(models)), f"temporaries left: {left_over & _temporaries(models)}"
             if attempt < kills:  # after two more checkpoints, kill at a random moment of the next epoch
-                saves = []
                 start = _saved_epoch(checkpoint) if checkpoint.exists() else 0
-                while time.time() < deadline and proc.poll() is None and len(saves) < 2:
-                    if checkpoint.exists() and _saved_epoch(checkpoint) > start + len(saves):
-                        saves.append(time.time())
+                seen: dict[int, float] = {}  # saved epoch -> when it was first seen (a slow poll may skip one)
+                while time.time() < deadline and proc.poll() is None and max(seen, default=start) < start + 2:
+                    if checkpoint.exists():
+                        seen.setdefault(_saved_epoch(checkpoint), time.time())
                     time.sleep(0.01)
-                epoch_seconds = saves[1] - saves[0] if len(saves) == 2 else 0.0
+                seen.pop(start, None)
+                first, last = min(seen, default=0), max(seen, default=0)
+                epoch_seconds = (seen[last] - seen[first]) / (last - first) if last > first else 0.0
                 time.sleep(rng.uniform(0.0, 0.8 * epoch_seconds))
                 if proc.poll() is not None:
                     raise AssertionError(f"attempt {attempt} ended before it could be killed:\n{log_path.read_text()}")
@@ -124,6 +127,9 @@ def fault_injection(kills: int = 3, epochs: int | None = None, seed: int = 0, wo
                 saved = _saved_epoch(checkpoint)  # the checkpoint loads
                 left_over = _temporaries(models)
                 observed["kills"].append({"attempt": attempt, "saved_epoch": saved, "temporaries": sorted(left_over)})
+                if saved == epochs:  # the kill landed after the last save: the run had finished, a restart starts over
+                    observed["kills"][-1]["after_the_last_epoch"] = True
+                    break
             else:
                 proc.wait(timeout=max(deadline - time.time(), 1))
                 assert proc.returncode == 0, f"the last attempt failed:\n{log_path.read_text()[-3000:]}"
