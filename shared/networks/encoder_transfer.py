@@ -25,6 +25,7 @@ __all__ = [
     "read_state_dict",
     "extract_encoder_state",
     "interpolate_position_embedding",
+    "isotropic_grid",
     "SINCOS_AXIS_ORDERS",
     "sincos_patch_grid",
     "load_mae_encoder",
@@ -122,7 +123,7 @@ def extract_encoder_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
     return encoder, skipped
 
 
-def _isotropic_grid(num_tokens: int, spatial_dims: int) -> tuple[int, ...] | None:
+def isotropic_grid(num_tokens: int, spatial_dims: int) -> tuple[int, ...] | None:
     """``(side,) * spatial_dims`` with ``num_tokens`` tokens, when that is a square (2-D) or a cube (3-D); else None."""
     side = round(num_tokens ** (1 / spatial_dims))
     return (side,) * spatial_dims if side**spatial_dims == num_tokens else None
@@ -145,7 +146,7 @@ def interpolate_position_embedding(
     dims = len(target_grid)
     num_tokens, channels = position_embedding.shape[1:]
     if source_grid is None:
-        source_grid = _isotropic_grid(num_tokens, dims)
+        source_grid = isotropic_grid(num_tokens, dims)
         if source_grid is None:
             raise ValueError(
                 f"Cannot infer the patch grid of a {num_tokens}-token position embedding; pass source_grid."
@@ -212,11 +213,11 @@ def sincos_patch_grid(position_embedding: torch.Tensor, spatial_dims: int) -> tu
 
 
 def _guessed_grid(vit: nn.Module) -> tuple[int, ...] | None:
-    """A guess at the target's patch grid from its number of position tokens: :func:`_isotropic_grid`."""
+    """A guess at the target's patch grid from its number of position tokens: :func:`isotropic_grid`."""
     weight = getattr(vit.patch_embedding.patch_embeddings, "weight", None)
     if weight is None:  # a perceptron patch embedding: no spatial kernel to count dimensions on
         return None
-    return _isotropic_grid(vit.patch_embedding.position_embeddings.shape[1], weight.dim() - 2)
+    return isotropic_grid(vit.patch_embedding.position_embeddings.shape[1], weight.dim() - 2)
 
 
 def _fit_position_embedding(

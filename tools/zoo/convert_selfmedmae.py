@@ -105,7 +105,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from shared.networks.encoder_transfer import sincos_patch_grid
+from shared.networks.encoder_transfer import isotropic_grid, sincos_patch_grid
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.utils.atomic import save_atomically, write_json_atomically
 
@@ -450,12 +450,12 @@ def _grid(num_tokens: int, patch_size: tuple[int, ...], img_size) -> tuple[int, 
                 f"position embedding has {num_tokens}."
             )
         return grid
-    side = round(num_tokens ** (1 / 3))
-    if side**3 != num_tokens:
+    grid = isotropic_grid(num_tokens, 3)
+    if grid is None:
         raise NotSelfMedMAECheckpointError(
             f"{num_tokens} position tokens are not an isotropic 3D grid; pass img_size (the training ROI)."
         )
-    return (side,) * 3
+    return grid
 
 
 def _mae3d_grid(encoder_pos: torch.Tensor, patch_size: tuple[int, ...], img_size) -> tuple[int, ...]:
