@@ -5,6 +5,7 @@ respect the umask; :class:`RunSafetyHandler` does these in that order, and a run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -251,6 +252,37 @@ def test_resume_false_finished_runs_and_longer_runs(btcv, tmp_path, capsys):
     assert (trainer.state.epoch, trainer.state.epoch_length, trainer.state.iteration) == (6, 2, 12)
     assert scheduler.t_total == 12 and scheduler.last_epoch == 12  # the schedule ends with the run
     assert "the data now give 2 iterations per epoch (the checkpoint's run had 1)" in capsys.readouterr().out
+
+
+def test_a_stopped_run_is_resumed_only_when_epochs_are_left_to_train(tmp_path, caplog):
+    """A run stopped after 3 of its 5 epochs (e.g. a MONAI Label request stopped by the user), started again for 3
+    epochs or fewer, starts from scratch keeping that run's files (it was refused, or trained nothing); for 4 it
+    resumes at epoch 3."""
+    models = tmp_path / "models"
+    models.mkdir()
+    model, checkpoint = models / "model.pt", models / "checkpoint.pt"
+    stopped = Engine(lambda engine, batch: None)
+    stopped.state.iteration, stopped.state.epoch_length, stopped.state.max_epochs = 3, 1, 5
+    torch.save({"model": torch.nn.Linear(1, 1).state_dict()}, model)
+    save_atomically({"trainer": stopped.state_dict()}, checkpoint)
+
+    def restart(max_epochs: int) -> list[int]:
+        trainer = Engine(lambda engine, batch: None)
+        ResumeLoader(str(checkpoint), {"trainer": trainer}, keep_on_fresh_start=[str(model)]).attach(trainer)
+        epochs = []
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: epochs.append(engine.state.epoch))
+        with caplog.at_level(logging.INFO):
+            trainer.run([0], max_epochs=max_epochs)
+        return epochs
+
+    assert restart(4) == [4]
+    assert "resumed from" in caplog.text and not list(models.glob("*.previous-*"))
+    for max_epochs in (3, 2):
+        caplog.clear()
+        assert restart(max_epochs) == list(range(1, max_epochs + 1))
+        assert (f"the run in {checkpoint} stopped after 3 of its 5 epochs: this run of {max_epochs} epochs starts "
+                "from scratch") in caplog.text
+    assert len(list(models.glob("model.previous-*.pt"))) == 2 and len(list(models.glob("checkpoint.previous-*"))) == 2
 
 
 def test_a_corrupt_checkpoint_is_named_with_how_to_start_over(tmp_path):

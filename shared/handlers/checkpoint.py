@@ -350,13 +350,14 @@ class ResumeLoader:
     - Entries of ``load_dict`` missing from an older checkpoint are skipped with a warning.
     - A run restarted with a larger ``epochs`` continues on a learning-rate schedule for the new total: the
       schedule's length (``t_total``, ``warmup_steps``) is the one configured now, not the one saved.
-    - A finished run is not resumed for as many epochs or fewer (nothing would be left to train): the run starts
-      from scratch and says so. This is what a repeated training request of MONAI Label (which sets only the
-      trainer's ``max_epochs``, 50 by default) needs; a larger ``epochs`` continues the finished run instead.
-    - A run that starts from scratch (``resume`` off, no checkpoint, or a finished one) keeps the files of
+    - A run is not resumed when nothing would be left to train: a checkpoint of as many epochs as this run asks for,
+      or more, whether its run finished or was stopped. The run starts from scratch and says so. This is what a
+      repeated training request of MONAI Label (which sets only the trainer's ``max_epochs``, 50 by default) needs,
+      also after a request was stopped; a larger ``epochs`` continues the earlier run instead.
+    - A run that starts from scratch (``resume`` off, no checkpoint, or nothing left to train) keeps the files of
       ``keep_on_fresh_start`` that an earlier run left (the best model) under a new name (:func:`keep_previous`)
-      and says so: its first validation would otherwise replace them without a word. A finished run's checkpoint is
-      kept likewise (it is what a larger ``epochs`` would have continued).
+      and says so: its first validation would otherwise replace them without a word. A checkpoint with nothing left
+      to train is kept likewise (it is what a larger ``epochs`` would have continued).
     - A resumed run whose data give another number of batches per epoch (cases added or removed) continues with
       this run's epoch length; a changed warm-up is a warning (a run still warming up continues on the new one).
 
@@ -513,12 +514,7 @@ class ResumeLoader:
         return {k: v for k, v in entries.items() if k in checkpoint}
 
     def _continue_schedule(self, engine: Engine, length: Mapping[str, Any], max_epochs: int | None) -> None:
-        """Check the epoch reached against ``max_epochs`` and give the schedule the configured ``length``."""
-        if max_epochs is not None and engine.state.epoch > max_epochs:
-            raise RuntimeError(
-                f"{self.load_path} is at epoch {engine.state.epoch}, beyond the {max_epochs} epochs asked for: run "
-                "with a larger --epochs to continue, or --resume false to start over."
-            )
+        """Give the resumed trainer this run's ``max_epochs`` and the schedule the configured ``length``."""
         engine.state.max_epochs = max_epochs
         scheduler = self.load_dict.get(self.scheduler_key)
         saved_length = {k: getattr(scheduler, k) for k in length}
@@ -546,23 +542,30 @@ class ResumeLoader:
         engine.logger.info(f"the data now give {epoch_length} iterations per epoch (the checkpoint's run had {saved}): "
                            f"the run continues from epoch {engine.state.epoch} at iteration {engine.state.iteration}")
 
-    def _finished_epochs(self, engine: Engine, checkpoint: Mapping[str, Any]) -> int | None:
-        """The epochs of the run that wrote ``checkpoint`` when that run had finished (reached its ``max_epochs``),
-        else None. ``engine``'s own entry of ``load_dict`` holds the trainer's state (ignite's ``state_dict``)."""
+    def _saved_progress(self, engine: Engine, checkpoint: Mapping[str, Any]) -> tuple[int, int] | None:
+        """``(epochs done, epochs asked for)`` by the run that wrote ``checkpoint``; None when it holds no trainer
+        state. ``engine``'s own entry of ``load_dict`` holds the trainer's state (ignite's ``state_dict``)."""
         key = next((k for k, v in self.load_dict.items() if v is engine), None)
         state = checkpoint.get(key) if key is not None else None
         if not isinstance(state, Mapping) or not all(k in state for k in ("iteration", "epoch_length", "max_epochs")):
             return None
-        epochs = state["iteration"] // max(1, state["epoch_length"])
-        return epochs if epochs >= state["max_epochs"] else None
+        return state["iteration"] // max(1, state["epoch_length"]), state["max_epochs"]
+
+    def _nothing_left_to_train(self, engine: Engine, checkpoint: Mapping[str, Any]) -> bool:
+        """Whether the checkpoint's run has done as many epochs as this run asks for, or more (logged)."""
+        progress, max_epochs = self._saved_progress(engine, checkpoint), engine.state.max_epochs
+        if progress is None or max_epochs is None or progress[0] < max_epochs:
+            return False
+        done, asked = progress
+        how = f"finished ({done} epochs)" if done >= asked else f"stopped after {done} of its {asked} epochs"
+        engine.logger.warning(
+            f"the run in {self.load_path} {how}: this run of {max_epochs} epochs starts from scratch (it would have "
+            "nothing left to train; a larger --epochs would continue that run instead)")
+        return True
 
     def __call__(self, engine: Engine) -> None:
         checkpoint = self._read()
-        finished = self._finished_epochs(engine, checkpoint)
-        if finished is not None and engine.state.max_epochs is not None and engine.state.max_epochs <= finished:
-            engine.logger.warning(
-                f"the run in {self.load_path} finished ({finished} epochs): this run of {engine.state.max_epochs} "
-                "epochs starts from scratch (a larger --epochs would continue the finished run instead)")
+        if self._nothing_left_to_train(engine, checkpoint):
             self.keep_earlier_files(engine, also=[self.load_path])
             return
         changes = self._compare_settings(engine, checkpoint)
@@ -580,11 +583,6 @@ class ResumeLoader:
         self._continue_epoch_length(engine, epoch_length)
         self._continue_schedule(engine, length, max_epochs)
         engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}")
-        if max_epochs is not None and engine.state.epoch >= max_epochs:  # an unfinished run asked for fewer epochs
-            engine.logger.warning(
-                f"this run is already complete ({engine.state.epoch} of {max_epochs} epochs in {self.load_path}): "
-                "nothing to train. Pass a larger --epochs to continue, or --resume false to start over."
-            )
 
 
 class ModelLoader:
