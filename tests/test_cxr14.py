@@ -287,6 +287,21 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
     assert tuple(loaded.shape) == (1, 10, 20) and loaded.meta["filename_or_obj"].endswith("m1")
 
 
+def test_a_folder_search_finds_dicom_files_named_by_their_uid_and_follows_linked_folders(tmp_path):
+    """PACS exports name DICOM files by their UID (dots, no DICOM extension): found by their header; a linked folder
+    is searched once, also when a link points back up the tree."""
+    stored = np.arange(200, dtype=np.uint16).reshape(10, 20)
+    inputs, elsewhere = tmp_path / "inputs", tmp_path / "elsewhere"
+    inputs.mkdir(), elsewhere.mkdir()
+    write_dicom(inputs / "CR.1.2.840.113619.2.55", stored, "MONOCHROME2")
+    (inputs / "notes.v1.txt").write_text("not an image")
+    Image.fromarray(stored.astype(np.uint8)).save(elsewhere / "linked.png")
+    (inputs / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "back").symlink_to(inputs, target_is_directory=True)
+    files = [os.path.relpath(f["image"], inputs) for f in xray.list_xray_files(str(inputs))]
+    assert files == ["CR.1.2.840.113619.2.55", os.path.join("linked", "linked.png")]
+
+
 def test_inference_takes_chosen_files_or_every_xray_of_the_folder(tmp_path):
     for name in ("a.png", "b.png", "notes.txt"):
         (tmp_path / name).write_bytes(b"")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -153,19 +153,28 @@ def xray_datalist(input_dir: str, input_files: str | Sequence[str] | None = None
     return non_empty(list_xray_files(input_dir), f"PNG, JPEG or DICOM files under {input_dir}")
 
 
-def list_xray_files(input_dir: str, recursive: bool = True) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every PNG, JPEG and DICOM file (by extension, or by the DICOM magic for files
-    without an extension) under ``input_dir``, sorted."""
+def _walk_following_links(input_dir: str) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, file names)`` for ``input_dir`` and every folder under it, linked folders included, each real
+    folder once (a link back up the tree is not followed again)."""
+    seen = set()
+    for root, dirs, names in os.walk(input_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        yield root, names
+
+
+def list_xray_files(input_dir: str) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every PNG, JPEG and DICOM file under ``input_dir`` (searched recursively, linked
+    folders included), sorted. PNG and JPEG are found by their extension; DICOM by ``.dcm``/``.dicom`` or, whatever
+    the name, by its header (PACS exports often name files by their UID, e.g. ``CR.1.2.840.113619.2.55``)."""
     found = []
-    if recursive:
-        walker = ((root, names) for root, _, names in os.walk(input_dir))
-    else:
-        walker = [(input_dir, [n for n in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, n))])]
-    for root, names in walker:
+    for root, names in _walk_following_links(input_dir):
         for name in names:
             path = os.path.join(root, name)
-            lower = name.lower()
-            if lower.endswith(_XRAY_EXTENSIONS) or ("." not in name and is_dicom(path)):
+            if name.lower().endswith(_XRAY_EXTENSIONS) or is_dicom(path):
                 found.append(path)
     return [{"image": p} for p in sorted(found)]
 
