@@ -238,6 +238,8 @@ def test_datalist_is_cached_and_rebuilt_when_inputs_change_or_when_asked(tmp_pat
     assert cache.is_file() and len(calls) == 1
     assert all(os.path.isabs(i["image"]) and os.path.isfile(i["image"]) for i in first["training"])
     assert prepare_datalist(str(tmp_path / "data"), str(cache)) == first and len(calls) == 1
+    prepare_datalist(str(tmp_path / "data"), str(cache), rebuild="false")  # as the command line gives it
+    assert len(calls) == 1
     prepare_datalist(str(tmp_path / "data"), str(cache), rebuild=True)
     assert len(calls) == 2
     prepare_datalist(str(tmp_path / "data"), str(cache), val_fraction=0.3)

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -192,6 +194,18 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_mae_encoder(_unetr(), tmp_path / "bad.safetensors")
     with pytest.raises(TypeError, match="ViT"):
         load_mae_encoder(torch.nn.Linear(2, 2), {})
+
+
+def test_a_pt_checkpoint_loads_without_the_safetensors_package(tmp_path, monkeypatch):
+    """A bundle's required packages do not list safetensors (the zoo installs only those): only a .safetensors file
+    needs it, and its absence is said."""
+    torch.save(tiny_mae(img_size=32, num_layers=12).state_dict(), tmp_path / "mae.pt")
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import safetensors raises ImportError
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    assert not load_mae_encoder(_unetr(), tmp_path / "mae.pt").missing
+    (tmp_path / "mae.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ImportError, match="reading .*mae.safetensors needs the safetensors package"):
+        load_mae_encoder(_unetr(), tmp_path / "mae.safetensors")
 
 
 def test_handler_loads_when_attached(tmp_path):

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..utils.config import as_bool
 from .datalist_cache import cached_datalist, file_stamp
 from .splits import split_validation
 
@@ -394,6 +395,7 @@ def prepare_datalist(
         return data
 
     fingerprint = _fingerprint(dataset_dir, csv_path, val_fraction, seed)
+    rebuild = as_bool(rebuild, "rebuild_datalist")  # the command line gives the string 'false'
     data = cached_datalist(datalist_file, fingerprint, build, rebuild=rebuild, indent=None)  # compact: 112k items
     root = os.path.abspath(dataset_dir)
     out = {k: v for k, v in data.items() if k not in ("training", "validation", "test")}

@@ -77,7 +77,10 @@ def cached_datalist(
     data = {**build(), FINGERPRINT_KEY: fingerprint}
     if datalist_file:
         if cached is not None:
-            logger.warning(f"{datalist_file} was made from other settings or files; rebuilding it.")
+            if cached[FINGERPRINT_KEY] == fingerprint:
+                logger.info(f"rebuilding {datalist_file} as asked (rebuild)")
+            else:
+                logger.warning(f"{datalist_file} was made from other settings or files; rebuilding it.")
             _warn_of_cases_moved_to_validation(datalist_file, cached, data)
         with atomic_open(datalist_file, "w") as f:
             json.dump(data, f, indent=indent)
