@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import csv
 import json
+import logging
 import os
 import random
 import shutil
@@ -226,6 +227,37 @@ def test_missing_images_and_patients_in_both_lists_are_left_out(tmp_path):
     assert data["stats"]["missing_files"] == 1 and data["stats"]["patients_in_both_lists"] == 1
     names = {Path(i["image"]).name for s in ("training", "validation") for i in data[s]}
     assert first_train not in names and not names & set(same_patient)
+
+
+def test_every_run_says_which_list_lost_images_and_an_evaluation_without_any_is_refused(tmp_path, caplog):
+    """Images of the official lists without a file are named per list at every run (also from the cache), so an
+    evaluation on an incomplete test set says so; without any test image, evaluate.json stops (it exited 0, writing
+    nothing); names that are no 'Image Index' of the CSV are said to be that."""
+    patients = make_layout(tmp_path / "data")
+    test_images = sorted((tmp_path / "data").glob("images_*/images/*.png"))
+    test_images = [f for f in test_images if int(patients[f.name]) % 5 == 0]
+    test_images[0].unlink()
+    cache = tmp_path / "runs" / "datalist.json"
+    for _ in range(2):  # built, then read from the cache
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            data = prepare_datalist(str(tmp_path / "data"), str(cache))
+        assert f"1 of the {len(test_images)} images of test_list.txt have no file" in caplog.text
+        assert "train_val_list.txt" not in caplog.text
+    assert len(data["test"]) == len(test_images) - 1
+    for image in test_images[1:]:
+        image.unlink()
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data")})
+    with bundle_importable(BUNDLE), pytest.raises(RuntimeError) as refused:  # MONAI's, from the ValueError
+        parser.get_parsed_content("validate#dataset")
+    assert f"no test images of {tmp_path / 'data'}: nothing to do" in str(refused.value.__cause__)
+    for name in ("train_val_list.txt", "test_list.txt"):  # names with a folder: no CSV row matches
+        listed = tmp_path / "data" / name
+        listed.write_text("".join(f"images/{line}\n" for line in listed.read_text().split()))
+    with pytest.raises(FileNotFoundError, match="is an 'Image Index' of .*first: 'images/0000000"):
+        build_datalist(str(tmp_path / "data"))
 
 
 def test_datalist_is_cached_and_rebuilt_when_inputs_change_or_when_asked(tmp_path, monkeypatch):

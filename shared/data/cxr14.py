@@ -77,7 +77,7 @@ def finding_names() -> list[str]:
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
-DATALIST_VERSION = 2
+DATALIST_VERSION = 3
 
 _IMAGE_COLUMN, _LABEL_COLUMN, _PATIENT_COLUMN = "Image Index", "Finding Labels", "Patient ID"
 _FINDING_KEYS = {name.lower(): i for i, name in enumerate(FINDINGS)}
@@ -297,24 +297,23 @@ def build_datalist(
             raise FileNotFoundError(f"{path} is missing (the official split of ChestX-ray14).")
         lists[key] = read_image_list(path)
     files = find_images(dataset_dir)
-    stats = {"csv_rows": len(entries), "images_found": len(files), "not_in_csv": 0, "missing_files": 0}
+    stats = {"csv_rows": len(entries), "images_found": len(files), "not_in_csv": 0, "missing_files": 0, "lists": {}}
 
-    def usable(names: list[str]) -> list[Entry]:
+    def usable(key: str, names: list[str]) -> list[Entry]:
         out = []
+        counts = stats["lists"][key] = {"listed": len(names), "not_in_csv": 0, "missing_files": 0}
         for name in names:
-            if name not in entries:
-                stats["not_in_csv"] += 1
-            elif name not in files:
-                stats["missing_files"] += 1
-            else:
+            problem = "not_in_csv" if name not in entries else "missing_files" if name not in files else None
+            if problem is None:
                 out.append(entries[name])
+            else:
+                counts[problem] += 1
+                stats[problem] += 1
         return out
 
-    train_val, test = usable(lists["train_val"]), usable(lists["test"])
+    train_val, test = usable("train_val", lists["train_val"]), usable("test", lists["test"])
     if not train_val and not test:
-        raise FileNotFoundError(
-            f"None of the listed images was found under {dataset_dir} (searched {_image_folders(dataset_dir)})."
-        )
+        raise FileNotFoundError(_nothing_usable(dataset_dir, csv_path, lists, files, stats))
     test_patients = {e.patient for e in test}
     overlap = {e.patient for e in train_val} & test_patients
     if overlap:
@@ -341,11 +340,31 @@ def build_datalist(
     stats["training_patients"] = len({e.patient for e in train_val}) - len(val_patients)
     stats["validation_patients"] = len(val_patients)
     stats["test_patients"] = len(test_patients)
-    if stats["missing_files"] or stats["not_in_csv"]:
-        logger.warning(
-            f"{stats['missing_files']} listed images have no file and {stats['not_in_csv']} no CSV row; left out."
-        )
     return {**data, "class_names": list(FINDINGS), "stats": stats}
+
+
+def _nothing_usable(dataset_dir: str, csv_path: str, lists: dict[str, list[str]], files: dict[str, str],
+                    stats: dict) -> str:
+    """The error of a data set none of whose listed images is usable, saying which lookup failed."""
+    names = [n for key in ("train_val", "test") for n in lists[key]]
+    if names and stats["not_in_csv"] == len(names):
+        return (f"None of the {len(names)} names of {TRAIN_VAL_LIST} and {TEST_LIST} is an 'Image Index' of "
+                f"{csv_path} (first: {names[0]!r}): the lists hold bare file names, e.g. '00000001_000.png'.")
+    return (f"None of the listed images was found under {dataset_dir} (searched {_image_folders(dataset_dir)}; "
+            f"{len(files)} files there, {stats['missing_files']} listed names without a file).")
+
+
+def report_left_out(dataset_dir: str, stats: dict) -> None:
+    """Warn, per official list, of the listed images left out (no file, or no row in the CSV): every run that
+    uses the datalist says so, e.g. an evaluation on an incomplete test set."""
+    for key, name in (("train_val", TRAIN_VAL_LIST), ("test", TEST_LIST)):
+        counts = stats.get("lists", {}).get(key)
+        if counts and (counts["missing_files"] or counts["not_in_csv"]):
+            used = counts["listed"] - counts["missing_files"] - counts["not_in_csv"]
+            logger.warning(
+                f"{dataset_dir}: {counts['missing_files']} of the {counts['listed']} images of {name} have no file "
+                f"and {counts['not_in_csv']} no row in the CSV; they are left out ({used} used)."
+            )
 
 
 def _fingerprint(dataset_dir: str, csv_path: str, val_fraction: float, seed: int) -> dict:
@@ -397,6 +416,7 @@ def prepare_datalist(
     fingerprint = _fingerprint(dataset_dir, csv_path, val_fraction, seed)
     rebuild = as_bool(rebuild, "rebuild_datalist")  # the command line gives the string 'false'
     data = cached_datalist(datalist_file, fingerprint, build, rebuild=rebuild, indent=None)  # compact: 112k items
+    report_left_out(dataset_dir, data.get("stats", {}))
     root = os.path.abspath(dataset_dir)
     out = {k: v for k, v in data.items() if k not in ("training", "validation", "test")}
     for split in ("training", "validation", "test"):
