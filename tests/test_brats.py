@@ -169,6 +169,24 @@ def test_datalist_of_each_layout_is_split_cached_and_rebuilt(data, tmp_path):
     assert used["training"] == datalist["training"][:1] and used["validation"] == datalist["validation"]
 
 
+def test_a_hand_made_brats2021_datalist_gets_the_network_s_contrast_order(tmp_path):
+    """A hand-written datalist (e.g. the public brats21_folds.json: FLAIR, T1ce, T1, T2) gives the network its
+    channels in the order FLAIR, T1, T1ce, T2, as every other input; a case that is not four contrasts is named."""
+    root = tmp_path / "data"
+    synthetic.make_brats(str(root), layout="brats2021", num_cases=2, shape=SHAPE, seed=0)
+    cache = tmp_path / "datalist.json"
+    built = brats_datalist(str(root), "brats2021", str(cache), val_fraction=0.5)
+    saved = json.loads(cache.read_text())
+    flair, t1, t1ce, t2 = saved["training"][0]["image"]
+    hand_made = {"training": [{**saved["training"][0], "image": [flair, t1ce, t1, t2]}], "validation": []}
+    cache.write_text(json.dumps(hand_made))
+    assert brats_datalist(str(root), "brats2021", str(cache))["training"] == built["training"]
+    hand_made["training"][0]["image"] = [flair, t1ce, t2]
+    cache.write_text(json.dumps(hand_made))
+    with pytest.raises(ValueError, match=rf"{cache} \(training item 0\): a BraTS 2021 case is its four contrast"):
+        brats_datalist(str(root), "brats2021", str(cache))
+
+
 def test_folder_of_the_other_layout_gets_a_hint(data):
     layout, root = data
     other = "msd" if layout == "brats2021" else "brats2021"

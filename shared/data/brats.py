@@ -42,6 +42,7 @@ __all__ = [
     "BratsLayout",
     "LAYOUTS",
     "get_layout",
+    "in_contrast_order",
     "brats2021_cases",
     "msd_cases",
     "brats_datalist",
@@ -314,7 +315,24 @@ def brats_datalist(
         }
 
     data = cached_datalist(datalist_file or None, _fingerprint(root, lay, val_fraction, seed), build)
-    return {s: [_absolute(c, root) for c in data.get(s, [])] for s in ("training", "validation")}
+    cases = {s: [_absolute(c, root) for c in data.get(s, [])] for s in ("training", "validation")}
+    if lay.name == "brats2021":  # a datalist written by hand may list the contrasts in another order
+        for split, items in cases.items():
+            for index, case in enumerate(items):
+                case["image"] = _contrasts_of_listed_case(case, f"{datalist_file or root} ({split} item {index})")
+    return cases
+
+
+def _contrasts_of_listed_case(case: dict, where: str) -> list[str]:
+    """The ``image`` of a datalist's BraTS 2021 case in the network's contrast order (:func:`in_contrast_order`);
+    an error naming ``where`` when it is not four contrast files."""
+    image = case.get("image")
+    if not isinstance(image, list):
+        raise ValueError(f"{where}: a BraTS 2021 case's image is the list of its four contrast files, got {image!r}.")
+    try:
+        return in_contrast_order(image)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def brats_inference_datalist(
@@ -385,7 +403,18 @@ def _given_case(entry: str | Sequence[str], layout: BratsLayout) -> str | list[s
         name = os.path.basename(os.path.normpath(entry))
         stems = [f"{name}_{suffix}" for suffix in BRATS2021_SUFFIXES]
         return _existing([_nifti(entry, stem) or os.path.join(entry, f"{stem}.nii.gz") for stem in stems])
-    files = _existing(entry)
+    return in_contrast_order(_existing(entry))
+
+
+def in_contrast_order(files: Sequence[str]) -> list[str]:
+    """The four contrast files of a BraTS 2021 case in the order FLAIR, T1, T1ce, T2, by their names' suffixes
+    (``_flair``, ...) when they have them, else in the order given (the public ``brats21_folds.json``, for one,
+    lists FLAIR, T1ce, T1, T2).
+
+    Raises:
+        ValueError: not four files, or suffixes that are not one of each.
+    """
+    files = list(files)
     suffixes = [_contrast_suffix(f) for f in files]
     if len(files) == len(BRATS2021_SUFFIXES) and sorted(s for s in suffixes if s) == sorted(BRATS2021_SUFFIXES):
         return [files[suffixes.index(suffix)] for suffix in BRATS2021_SUFFIXES]
