@@ -433,6 +433,21 @@ def test_training_pipeline_refuses_labels_of_the_other_layout(data, tmp_path):
     assert Path(case["label"]).name in message and ("{4}" if layout == "brats2021" else "{3}") in message
 
 
+def test_training_pipeline_refuses_a_label_of_several_channels_naming_it(data, tmp_path):
+    """A label converted to one-hot regions beforehand (values 0/1 fit either layout) is named, not broadcast."""
+    layout, root = data
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(tmp_path), "dataset_layout": layout})
+    case = brats_datalist(str(root), layout)["training"][0]
+    label = nib.load(case["label"])
+    one_hot = np.stack([np.asanyarray(label.dataobj) == v for v in (1, 2, 3)], -1).astype(np.uint8)
+    nib.save(nib.Nifti1Image(one_hot, label.affine), str(tmp_path / "one_hot.nii.gz"))
+    with pytest.raises(Exception) as error:
+        parser.get_parsed_content("validate#preprocessing")({**case, "label": str(tmp_path / "one_hot.nii.gz")})
+    assert "one_hot.nii.gz" in _cause(error.value) and "3 channels" in _cause(error.value)
+
+
 def test_pretraining_resumes_from_its_checkpoint(data, pretrained, tmp_path):
     layout, root = data
     bundle_root = copy_of(pretrained, tmp_path / "bundle")
