@@ -369,7 +369,7 @@ def test_evaluate_writes_region_dice_and_hd95(trained, tmp_path):
     with open(tmp_path / "metrics_per_case.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["case", "metric", "TC", "WT", "ET"]
-    assert [r[1] for r in rows[1:]] == ["dice", "hd95", "missed"]
+    assert [r[1] for r in rows[1:]] == ["dice", "hd95", "missed", "spurious"]
     assert re.fullmatch(r"BraTS2021_\d{5}|BRATS_\d{3}", rows[1][0])  # the case, not its FLAIR file
 
 

@@ -157,10 +157,10 @@ def test_unetr_evaluate_writes_named_per_organ_dice_and_hd95(finetuned, btcv, tm
     assert summary["num_cases"] == 2
     assert list(summary["dice"])[:3] == ["spleen", "right kidney", "left kidney"]
     assert {"mean", "mean_8_organs"} <= set(summary["dice"]) and {"mean", "mean_8_organs"} <= set(summary["hd95"])
-    assert set(summary) == {"num_cases", "dice", "hd95", "misses", "hd95_rule"}
+    assert set(summary) == {"num_cases", "dice", "hd95", "misses", "spurious", "hd95_rule"}
     assert summary["misses"]["total"] == sum(v for k, v in summary["misses"].items() if k != "total")
     rows = (tmp_path / "metrics_per_case.csv").read_text().splitlines()
-    assert rows[0].startswith("case,metric,spleen,") and len(rows) == 1 + 2 * 3  # dice, hd95, missed per case
+    assert rows[0].startswith("case,metric,spleen,") and len(rows) == 1 + 2 * 4  # dice, hd95, missed, spurious
 
 
 def test_unetr_inference_keeps_the_input_geometry(finetuned, btcv, tmp_path):

@@ -82,13 +82,14 @@ class SegmentationMetricsSaver:
         rows = [["case", "metric", *self.class_names]]
         for name, scores in zip(cases, per_case):
             rows += [[name, metric, *(f"{v:.4f}" for v in scores[metric])] for metric in ("dice", "hd95")]
-            rows.append([name, "missed", *(int(v) for v in scores["missed"])])
+            rows += [[name, flag, *(int(v) for v in scores[flag])] for flag in ("missed", "spurious")]
         write_csv_atomically(rows, os.path.join(self.output_dir, "metrics_per_case.csv"))
         summary = {"num_cases": len(per_case), **nan_to_none(self.summary), "hd95_rule": MISSED_HD95_RULE}
         write_json_atomically(summary, os.path.join(self.output_dir, "metrics_summary.json"))
         engine.logger.info(
             f"mean Dice {self.summary['dice']['mean']:.4f}, mean HD95 {self.summary['hd95']['mean']:.2f} "
-            f"({self.summary['misses']['total']} missed) over {len(per_case)} cases, written to {self.output_dir}"
+            f"({self.summary['misses']['total']} missed, {self.summary['spurious']['total']} predicted where the "
+            f"reference has none) over {len(per_case)} cases, written to {self.output_dir}"
         )
 
     def _gather(self) -> tuple[list[str], list[dict[str, np.ndarray]]]:

@@ -3,7 +3,8 @@
 A class present in the reference but absent from the prediction is *missed*: its Dice is 0 and, since a surface
 distance to nothing is undefined, its HD95 is set to the diagonal of the image (the largest distance possible in it)
 instead of being left out, which would flatter a model that misses organs. A class absent from the reference is not
-scored (NaN) in that case.
+scored (NaN) in that case, as MONAI's ``DiceMetric`` (``ignore_empty``) and the paper do; where the prediction holds it
+nonetheless, the class is *spurious* in that case, and counted (the BraTS challenge would score it Dice 0).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | None) -> flo
 def case_metrics(
     pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float] | None, include_background: bool
 ) -> dict[str, np.ndarray]:
-    """Dice and HD95 (in the units of ``spacing``) of one case, and which classes it missed.
+    """Dice and HD95 (in the units of ``spacing``) of one case, and which classes it missed or predicted spuriously.
 
     Args:
         pred: ``(C, *spatial)`` one-hot (or multi-label) prediction.
@@ -40,8 +41,9 @@ def case_metrics(
         include_background: score channel 0 too.
 
     Returns:
-        ``{"dice": (K,), "hd95": (K,), "missed": (K,) bool}`` with ``K`` the scored classes; Dice and HD95 are NaN
-        where the reference class is empty, HD95 is the image diagonal where the class is missed.
+        ``{"dice": (K,), "hd95": (K,), "missed": (K,) bool, "spurious": (K,) bool}`` with ``K`` the scored
+        classes; Dice and HD95 are NaN where the reference class is empty, HD95 is the image diagonal where the
+        class is missed; ``spurious``: predicted where the reference class is empty.
     """
     pred, label = pred[None].float(), label[None].float()
     dice = compute_dice(pred, label, include_background=include_background, ignore_empty=True)
@@ -54,7 +56,9 @@ def case_metrics(
     missed = in_reference & ~in_prediction
     hd95 = hd95.masked_fill(~in_reference, float("nan"))
     hd95 = hd95.masked_fill(missed, image_diagonal(label.shape[2:], spacing))
-    return {"dice": dice[0].cpu().numpy(), "hd95": hd95[0].cpu().numpy(), "missed": missed[0].cpu().numpy()}
+    spurious = in_prediction & ~in_reference
+    return {"dice": dice[0].cpu().numpy(), "hd95": hd95[0].cpu().numpy(), "missed": missed[0].cpu().numpy(),
+            "spurious": spurious[0].cpu().numpy()}
 
 
 def _mean_row(values: np.ndarray, class_names: Sequence[str], groups: Mapping[str, Sequence[str]]) -> dict:
@@ -74,7 +78,8 @@ def summarize(
     class_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per-class means over cases (ignoring NaN), the mean over classes and over each group of classes (e.g.
-    ``{"mean_8_organs": [...]}``), for Dice and HD95; and the number of cases in which each class was missed.
+    ``{"mean_8_organs": [...]}``), for Dice and HD95; and the number of cases in which each class was missed
+    (``misses``) or predicted spuriously (``spurious``).
 
     Raises:
         ValueError: a group names a class that is not in ``class_names``.
@@ -84,6 +89,7 @@ def summarize(
     if unknown:
         raise ValueError(f"class_groups name classes that are not scored: {unknown}")
     summary = {m: _mean_row(np.stack([case[m] for case in per_case]), class_names, groups) for m in ("dice", "hd95")}
-    misses = np.stack([case["missed"] for case in per_case]).sum(0)
-    summary["misses"] = {**{name: int(v) for name, v in zip(class_names, misses)}, "total": int(misses.sum())}
+    for flag, key in (("missed", "misses"), ("spurious", "spurious")):
+        counts = np.stack([case[flag] for case in per_case]).sum(0)
+        summary[key] = {**{name: int(v) for name, v in zip(class_names, counts)}, "total": int(counts.sum())}
     return summary
