@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.data.inputs import image_datalist, non_empty
-from shared.utils.errors import cause_line
+from shared.data.inputs import InputFailures, SkipFailedInputs, image_datalist, non_empty
+from shared.utils.errors import InputError, cause_line
 from tests.helpers import SEG, SMALL, TINY_ENCODER, TINY_UNETR, bundle_run, run_workflow
 
 
@@ -79,6 +79,31 @@ def test_one_bad_input_does_not_stop_the_others(btcv, tmp_path):
     assert "2 of 3 inputs failed (1 done)" in tail
     assert f"{truncated}: cannot be read (EOFError" in tail
     assert f"{with_nan}: 1 of" in tail and "values are NaN or infinite" in tail
+
+
+class _SomeFail(torch.utils.data.Dataset):
+    """Five inputs ``{"image": (1, 2) of i}``; inputs 1 and 4 fail as unreadable files would."""
+
+    data = [{"image": f"x{i}.png"} for i in range(5)]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        if index in (1, 4):
+            raise InputError(f"x{index}.png", "cannot be read")
+        return {"image": torch.full((1, 2), float(index))}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_inference_batches_hold_the_inputs_that_succeeded(batch_size):
+    """Batches of several inputs (the X-ray classifier's batch_size) skip the failed ones and report them."""
+    loader = SkipFailedInputs(_SomeFail(), batch_size=batch_size)
+    done = [value for batch in loader for value in batch["image"][:, 0, 0].tolist()]
+    assert done == [0.0, 2.0, 3.0] and max(len(b["image"]) for b in loader) == min(batch_size, 2)
+    assert loader.failures == [("x1.png", "cannot be read"), ("x4.png", "cannot be read")]
+    with pytest.raises(InputFailures, match="2 of 5 inputs failed \\(3 done\\)"):
+        loader.report()
 
 
 def test_empty_training_or_validation_lists_are_errors(btcv, tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
-from monai.data import DataLoader, load_decathlon_datalist
+from monai.data import DataLoader, list_data_collate, load_decathlon_datalist
 from torch.utils.data import Dataset as TorchDataset
 
 from ..utils.config import as_bool
@@ -279,6 +279,13 @@ class _Reporting(TorchDataset):
             return {"__failed__": [source, str(reason)]}
 
 
+def _collate_successes(items: Sequence[Any]) -> tuple[Any, list[list[str]]]:
+    """``(batch of the inputs that succeeded, or None; [source, reason] of each that failed)``."""
+    failed = [item["__failed__"] for item in items if isinstance(item, dict) and "__failed__" in item]
+    done = [item for item in items if not (isinstance(item, dict) and "__failed__" in item)]
+    return (list_data_collate(done) if done else None), failed
+
+
 class SkipFailedInputs:
     """An inference data loader that runs every input it can and reports, at the end, those it could not.
 
@@ -290,22 +297,24 @@ class SkipFailedInputs:
     Args:
         dataset: the inference dataset (``monai.data.Dataset`` of the datalist and the preprocessing).
         num_workers: data-loader workers.
+        batch_size: inputs per batch (of the same shape, e.g. X-rays resized alike); a batch holds the inputs of its
+            ``batch_size`` that succeeded.
     """
 
-    def __init__(self, dataset: Sequence, num_workers: int = 0) -> None:
+    def __init__(self, dataset: Sequence, num_workers: int = 0, batch_size: int = 1) -> None:
         self.dataset = dataset
-        self.loader = DataLoader(_Reporting(dataset), batch_size=1, shuffle=False, num_workers=num_workers)
+        self.loader = DataLoader(_Reporting(dataset), batch_size=int(batch_size), shuffle=False,
+                                 num_workers=num_workers, collate_fn=_collate_successes)
         self.failures: list[tuple[str, str]] = []
 
     def __iter__(self) -> Iterator[Any]:
         self.failures = []
-        for batch in self.loader:
-            if isinstance(batch, dict) and "__failed__" in batch:
-                source, reason = (v[0] if isinstance(v, (list, tuple)) else v for v in batch["__failed__"])
+        for batch, failures in self.loader:
+            for source, reason in failures:
                 self.failures.append((str(source), str(reason)))
                 logger.error(f"skipped {source}: {reason}")
-                continue
-            yield batch
+            if batch is not None:
+                yield batch
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self.report)
