@@ -1,3 +1,4 @@
+import logging
 import sys
 
 import pytest
@@ -216,6 +217,23 @@ def test_handler_loads_when_attached(tmp_path):
     loader.attach(Engine(lambda e, b: None))
     assert len(loader.report.loaded) == len(mae.encoder.state_dict())
     assert torch.equal(unetr.vit.blocks[5].attn.qkv.weight, mae.encoder.blocks[5].attn.qkv.weight)
+
+
+def test_the_handler_says_when_the_mae_is_that_of_an_unfinished_pre_training(tmp_path, caplog):
+    """The pre-training writes its MAE every epoch: fine-tuning from the MAE of a stopped pre-training is warned of,
+    with the epochs it had; a finished one is logged as such."""
+    torch.save(tiny_mae(img_size=32, num_layers=12).state_dict(), tmp_path / "mae.pt")
+    pretraining = Engine(lambda engine, batch: None)
+    for done, expected in ((37, "stopped after 37 of its 800 epochs"), (800, "a finished pre-training (800 epochs)")):
+        pretraining.state.iteration, pretraining.state.epoch_length, pretraining.state.max_epochs = done * 2, 2, 800
+        torch.save({"trainer": pretraining.state_dict()}, tmp_path / "mae_checkpoint.pt")
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            loader = MAEEncoderLoader(str(tmp_path / "mae.pt"), _unetr(),
+                                      pretraining_checkpoint=str(tmp_path / "mae_checkpoint.pt"))
+            loader.attach(Engine(lambda e, b: None))
+        assert expected in caplog.text
+        assert ("WARNING" in caplog.text) == (done < 800)
 
 
 def test_encoder_files_that_cannot_be_used_say_why(tmp_path):

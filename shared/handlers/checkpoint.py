@@ -29,6 +29,7 @@ from ..utils.dist import is_main_process
 __all__ = [
     "AtomicCheckpointSaver",
     "BestMetricState",
+    "epochs_done",
     "ModelLoader",
     "ResumeLoader",
     "RunSettings",
@@ -70,6 +71,15 @@ def read_checkpoint_dict(path: str, map_location: Any, action: str, hint: str) -
         found = type(content).__name__
         raise RuntimeError(f"cannot {action} {path} (it holds a {found}, not a checkpoint dict). {hint}")
     return content
+
+
+def epochs_done(trainer_state: Any) -> tuple[int, int] | None:
+    """``(epochs done, epochs asked for)`` of the run whose trainer state (ignite's ``state_dict``, as a checkpoint
+    holds it) is ``trainer_state``; None when it is not one."""
+    if not isinstance(trainer_state, Mapping) or not all(
+            k in trainer_state for k in ("iteration", "epoch_length", "max_epochs")):
+        return None
+    return trainer_state["iteration"] // max(1, trainer_state["epoch_length"]), trainer_state["max_epochs"]
 
 
 def keep_previous(path: str) -> str | None:
@@ -546,10 +556,7 @@ class ResumeLoader:
         """``(epochs done, epochs asked for)`` by the run that wrote ``checkpoint``; None when it holds no trainer
         state. ``engine``'s own entry of ``load_dict`` holds the trainer's state (ignite's ``state_dict``)."""
         key = next((k for k, v in self.load_dict.items() if v is engine), None)
-        state = checkpoint.get(key) if key is not None else None
-        if not isinstance(state, Mapping) or not all(k in state for k in ("iteration", "epoch_length", "max_epochs")):
-            return None
-        return state["iteration"] // max(1, state["epoch_length"]), state["max_epochs"]
+        return epochs_done(checkpoint.get(key)) if key is not None else None
 
     def _nothing_left_to_train(self, engine: Engine, checkpoint: Mapping[str, Any]) -> bool:
         """Whether the checkpoint's run has done as many epochs as this run asks for, or more (logged)."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 
+import torch
 import torch.nn as nn
 
 from ..networks.encoder_transfer import TransferReport, load_mae_encoder
 from ..utils.dist import is_main_process
+from .checkpoint import epochs_done
 
 __all__ = ["MAEEncoderLoader"]
 
@@ -25,11 +29,17 @@ class MAEEncoderLoader:
 
     An empty ``load_path`` means training from scratch: nothing is loaded and a warning says so.
 
+    The pre-training writes its MAE every epoch, so the file may be that of a pre-training that was stopped; given
+    the pre-training's own checkpoint (``pretraining_checkpoint``, e.g. the ``mae_checkpoint.pt`` beside a bundle's
+    ``mae.pt``), the handler says how many of its epochs the MAE had, with a warning when it had not finished.
+
     Args:
         load_path: the MAE checkpoint, or "" for none.
         network: the ``UNETR`` or ``ViT`` (a DDP-wrapped one works too).
         strict: see :func:`load_mae_encoder`.
         source_grid: see :func:`load_mae_encoder`.
+        pretraining_checkpoint: the training checkpoint of the pre-training that wrote ``load_path``; "" or a
+            missing file: not checked.
     """
 
     def __init__(
@@ -38,11 +48,13 @@ class MAEEncoderLoader:
         network: nn.Module,
         strict: bool = True,
         source_grid: tuple[int, ...] | None = None,
+        pretraining_checkpoint: str = "",
     ) -> None:
         self.load_path = load_path
         self.network = network
         self.strict = strict
         self.source_grid = source_grid
+        self.pretraining_checkpoint = pretraining_checkpoint
         self.report: TransferReport | None = None
 
     def attach(self, engine) -> None:
@@ -55,3 +67,27 @@ class MAEEncoderLoader:
         network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
         self.report = load_mae_encoder(network, self.load_path, strict=self.strict, source_grid=self.source_grid)
         log.info(f"MAE encoder from {self.load_path}: {self.report.summary()}")
+        if is_main_process():
+            self.say_how_far_pretrained(log)
+
+    def say_how_far_pretrained(self, log: logging.Logger) -> None:
+        """Log the epochs of the pre-training (``pretraining_checkpoint``), warning when it had not finished."""
+        if not self.pretraining_checkpoint or not os.path.isfile(self.pretraining_checkpoint):
+            return
+        try:
+            checkpoint = torch.load(self.pretraining_checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # the encoder is loaded already: an unreadable checkpoint only means no check
+            log.warning(f"could not read {self.pretraining_checkpoint} to tell how far the MAE was pre-trained "
+                        f"({type(e).__name__})")
+            return
+        progress = epochs_done(checkpoint.get("trainer")) if isinstance(checkpoint, Mapping) else None
+        if progress is None:
+            return
+        done, asked = progress
+        if done < asked:
+            log.warning(
+                f"{self.load_path} is the MAE of a pre-training that stopped after {done} of its {asked} epochs "
+                f"({self.pretraining_checkpoint}): this fine-tuning starts from an unfinished pre-training. Run the "
+                "pre-training again with the same command to finish it first, or go on knowingly.")
+        else:
+            log.info(f"{self.load_path}: the MAE of a finished pre-training ({done} epochs)")
