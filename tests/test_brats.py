@@ -181,6 +181,10 @@ def test_a_hand_made_brats2021_datalist_gets_the_network_s_contrast_order(tmp_pa
     hand_made = {"training": [{**saved["training"][0], "image": [flair, t1ce, t1, t2]}], "validation": []}
     cache.write_text(json.dumps(hand_made))
     assert brats_datalist(str(root), "brats2021", str(cache))["training"] == built["training"]
+    four_d = {**saved["training"][0], "image": "BraTS2021_00001/all_four.nii.gz"}  # one 4-D file: taken as it is
+    cache.write_text(json.dumps({"training": [four_d], "validation": []}))
+    assert brats_datalist(str(root), "brats2021", str(cache))["training"][0]["image"] == str(
+        root / "BraTS2021_00001" / "all_four.nii.gz")
     hand_made["training"][0]["image"] = [flair, t1ce, t2]
     cache.write_text(json.dumps(hand_made))
     with pytest.raises(ValueError, match=rf"{cache} \(training item 0\): a BraTS 2021 case is its four contrast"):

@@ -322,12 +322,23 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
 
 
 def test_a_folder_search_finds_dicom_files_named_by_their_uid_and_follows_linked_folders(tmp_path):
-    """PACS exports name DICOM files by their UID (dots, no DICOM extension): found by their header; a linked folder
-    is searched once, also when a link points back up the tree."""
+    """PACS exports name DICOM files by their UID (dots, no DICOM extension): found by their header, those without an
+    image (a presentation state) left out; a linked folder is searched once, also when a link points back up."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
     stored = np.arange(200, dtype=np.uint16).reshape(10, 20)
     inputs, elsewhere = tmp_path / "inputs", tmp_path / "elsewhere"
     inputs.mkdir(), elsewhere.mkdir()
     write_dicom(inputs / "CR.1.2.840.113619.2.55", stored, "MONOCHROME2")
+    state = Dataset()
+    state.file_meta = FileMetaDataset()
+    state.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # grayscale softcopy presentation state
+    state.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    state.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    state.SOPClassUID, state.Modality = state.file_meta.MediaStorageSOPClassUID, "PR"
+    state.save_as(str(inputs / "PR.1.2.840.113619.2.56"), enforce_file_format=True)
+    state.save_as(str(inputs / "state.dcm"), enforce_file_format=True)
     (inputs / "notes.v1.txt").write_text("not an image")
     Image.fromarray(stored.astype(np.uint8)).save(elsewhere / "linked.png")
     (inputs / "linked").symlink_to(elsewhere, target_is_directory=True)

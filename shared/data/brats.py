@@ -284,7 +284,8 @@ def brats_datalist(
     relative to ``dataset_dir``, so ``monai.data.load_decathlon_datalist(datalist_file, True, "training",
     base_dir=dataset_dir)`` reads it too) and rebuilt when the layout, the split settings or the case listing
     change; a datalist file written by hand (without a fingerprint) is used as it is (see
-    :func:`cached_datalist`).
+    :func:`cached_datalist`), except that the contrast files of its BraTS 2021 cases are put in the order FLAIR, T1,
+    T1ce, T2 (:func:`in_contrast_order`).
 
     Args:
         dataset_dir: BraTS 2021: the folder of case folders (``TrainingData``); MSD: ``Task01_BrainTumour``.
@@ -325,10 +326,10 @@ def brats_datalist(
 
 def _contrasts_of_listed_case(case: dict, where: str) -> list[str]:
     """The ``image`` of a datalist's BraTS 2021 case in the network's contrast order (:func:`in_contrast_order`);
-    an error naming ``where`` when it is not four contrast files."""
+    one 4-D file is taken as it is. An error naming ``where`` when a list is not four contrast files."""
     image = case.get("image")
     if not isinstance(image, list):
-        raise ValueError(f"{where}: a BraTS 2021 case's image is the list of its four contrast files, got {image!r}.")
+        return image
     try:
         return in_contrast_order(image)
     except ValueError as e:
@@ -408,8 +409,8 @@ def _given_case(entry: str | Sequence[str], layout: BratsLayout) -> str | list[s
 
 def in_contrast_order(files: Sequence[str]) -> list[str]:
     """The four contrast files of a BraTS 2021 case in the order FLAIR, T1, T1ce, T2, by their names' suffixes
-    (``_flair``, ...) when they have them, else in the order given (the public ``brats21_folds.json``, for one,
-    lists FLAIR, T1ce, T1, T2).
+    (``_flair``, ...) when they have them (the public ``brats21_folds.json``, for one, lists FLAIR, T1ce, T1, T2),
+    else in the order given.
 
     Raises:
         ValueError: not four files, or suffixes that are not one of each.

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..utils.config import as_bool
+from ..utils.dist import is_main_process
 from .datalist_cache import cached_datalist, file_stamp
 from .splits import split_validation
 
@@ -43,6 +44,7 @@ __all__ = [
     "split_patients",
     "build_datalist",
     "prepare_datalist",
+    "report_left_out",
 ]
 
 logger = logging.getLogger(__name__)
@@ -356,7 +358,9 @@ def _nothing_usable(dataset_dir: str, csv_path: str, lists: dict[str, list[str]]
 
 def report_left_out(dataset_dir: str, stats: dict) -> None:
     """Warn, per official list, of the listed images left out (no file, or no row in the CSV): every run that
-    uses the datalist says so, e.g. an evaluation on an incomplete test set."""
+    uses the datalist says so, e.g. an evaluation on an incomplete test set. Rank 0 only."""
+    if not is_main_process():
+        return
     for key, name in (("train_val", TRAIN_VAL_LIST), ("test", TEST_LIST)):
         counts = stats.get("lists", {}).get(key)
         if counts and (counts["missing_files"] or counts["not_in_csv"]):

@@ -279,7 +279,7 @@ class _Reporting(TorchDataset):
             return {"__failed__": [source, str(reason)]}
 
 
-def _collate_successes(items: Sequence[Any]) -> tuple[Any, list[list[str]]]:
+def _collate_reporting_failures(items: Sequence[Any]) -> tuple[Any, list[list[str]]]:
     """``(batch of the inputs that succeeded, or None; [source, reason] of each that failed)``."""
     failed = [item["__failed__"] for item in items if isinstance(item, dict) and "__failed__" in item]
     done = [item for item in items if not (isinstance(item, dict) and "__failed__" in item)]
@@ -304,7 +304,7 @@ class SkipFailedInputs:
     def __init__(self, dataset: Sequence, num_workers: int = 0, batch_size: int = 1) -> None:
         self.dataset = dataset
         self.loader = DataLoader(_Reporting(dataset), batch_size=int(batch_size), shuffle=False,
-                                 num_workers=num_workers, collate_fn=_collate_successes)
+                                 num_workers=num_workers, collate_fn=_collate_reporting_failures)
         self.failures: list[tuple[str, str]] = []
 
     def __iter__(self) -> Iterator[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,7 +13,9 @@ from .inputs import as_list, image_datalist, non_empty
 
 __all__ = ["is_dicom", "read_xray", "xray_datalist", "list_xray_files"]
 
-_XRAY_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+_PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+logger = logging.getLogger(__name__)
 
 
 def is_dicom(path: str) -> bool:
@@ -166,16 +169,37 @@ def _walk_following_links(input_dir: str) -> Iterator[tuple[str, list[str]]]:
         yield root, names
 
 
+def _dicom_without_image(path: str) -> bool:
+    """A DICOM file whose header reads and holds no image (no ``Rows``): a presentation state, a structured report,
+    a ``DICOMDIR``. An unreadable file is not one: it is listed, and its failure reported."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows"])
+    except Exception:  # pydicom raises several types for files it cannot parse
+        return False
+    return "Rows" not in header
+
+
 def list_xray_files(input_dir: str) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every PNG, JPEG and DICOM file under ``input_dir`` (searched recursively, linked
+    """``[{"image": path}]`` for every PNG, JPEG and DICOM image under ``input_dir`` (searched recursively, linked
     folders included), sorted. PNG and JPEG are found by their extension; DICOM by ``.dcm``/``.dicom`` or, whatever
-    the name, by its header (PACS exports often name files by their UID, e.g. ``CR.1.2.840.113619.2.55``)."""
-    found = []
+    the name, by its header (PACS exports often name files by their UID, e.g. ``CR.1.2.840.113619.2.55``); DICOM
+    files that hold no image (presentation states, reports, ``DICOMDIR``) are left out, and counted in the log."""
+    found, without_image = [], 0
     for root, names in _walk_following_links(input_dir):
         for name in names:
             path = os.path.join(root, name)
-            if name.lower().endswith(_XRAY_EXTENSIONS) or is_dicom(path):
+            if name.lower().endswith(_PICTURE_EXTENSIONS):
                 found.append(path)
+            elif is_dicom(path):
+                if _dicom_without_image(path):
+                    without_image += 1
+                else:
+                    found.append(path)
+    if without_image:
+        logger.info(f"{without_image} DICOM files under {input_dir} hold no image (e.g. presentation states, reports): "
+                    "left out")
     return [{"image": p} for p in sorted(found)]
 
 

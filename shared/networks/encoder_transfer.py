@@ -61,14 +61,13 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file; the package is needed only for such files (not in a bundle's
-    required packages)."""
+def _require_safetensors(path: str) -> None:
+    """The safetensors package is needed only for ``.safetensors`` files (it is not among a bundle's required
+    packages): an ``ImportError`` naming ``path`` when it is missing."""
     try:
-        from safetensors.torch import load_file
+        import safetensors.torch  # noqa: F401
     except ImportError as e:
         raise ImportError(f"reading {path} needs the safetensors package: pip install safetensors") from e
-    return load_file(path)
 
 
 def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -88,13 +87,15 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
             raise FileNotFoundError(f"MAE checkpoint {source!r} does not exist.")
         if os.path.getsize(source) == 0:
             raise ValueError(f"MAE checkpoint {source!r} is empty (0 bytes): an interrupted copy or download?")
+        if source.endswith(".safetensors"):
+            _require_safetensors(source)
         try:
             if source.endswith(".safetensors"):
-                state = _load_safetensors(source)
+                from safetensors.torch import load_file
+
+                state = load_file(source)
             else:
                 state = torch.load(source, map_location="cpu", weights_only=True)
-        except ImportError:
-            raise
         except Exception as e:  # torch and safetensors raise several types for corrupt or unsafe files
             raise ValueError(f"Cannot read MAE checkpoint {source!r} ({type(e).__name__}: {e})") from e
         if not isinstance(state, Mapping):
