@@ -33,6 +33,8 @@
 #   MONAILABEL_VENV          venv path (default <repo>/.venv-monailabel)
 #   MONAILABEL_VERSION       monailabel version to install (default 0.8.5)
 #   MONAILABEL_WORKDIR       work folder (default: a new /tmp/monailabel_it.XXXXXX)
+#                            its apps/ and studies/ are replaced only when an earlier run made them (they hold
+#                            .monailabel_integration); a user's own non-empty apps/ or studies/ there is refused
 #   MONAILABEL_PORT          server port (default: a free port)
 #   MONAILABEL_DEVICE        inference device sent with each request (default cpu)
 #   MONAILABEL_TIMEOUT       seconds to wait for /info/ (default 900)
@@ -83,6 +85,26 @@ import monai, monailabel, torch
 print(f"[monailabel-it] monailabel {monailabel.__version__}, monai {monai.__version__}, torch {torch.__version__}, "
       f"cuda available: {torch.cuda.is_available()}")
 EOF
+}
+
+# ------------------------------------------------------------------------------------------------ work folders
+MARKER=".monailabel_integration"
+
+replace_marked_dir() {  # dir -> a new, empty folder holding only $MARKER
+    # Deletes a folder only when this script made it (it holds $MARKER), so that MONAILABEL_WORKDIR=. or =/data
+    # never wipes a user's own apps/ or studies/.
+    local dir="$1"
+    if [ -e "$dir" ] && [ ! -d "$dir" ]; then
+        die "$dir is a file, not a folder; set MONAILABEL_WORKDIR to another work folder"
+    fi
+    if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
+        [ -f "$dir/$MARKER" ] || die "$dir is not empty and this script did not make it (it has no $MARKER): \
+the script replaces only its own folders; set MONAILABEL_WORKDIR to another work folder, or move $dir away"
+        rm -rf "$dir"
+    fi
+    mkdir -p "$dir"
+    printf 'written by tools/zoo/monailabel_integration.sh; its next run with this work folder replaces this folder\n' \
+        > "$dir/$MARKER"
 }
 
 # ------------------------------------------------------------------------------------------------ bundles
@@ -169,8 +191,8 @@ main() {
     ensure_venv
 
     local apps="$WORK/apps" studies="$WORK/studies"
-    rm -rf "$apps" "$studies"
-    mkdir -p "$apps" "$studies"
+    replace_marked_dir "$apps"
+    replace_marked_dir "$studies"
     monailabel apps --download --name monaibundle --output "$apps" > "$WORK/apps.log" 2>&1 ||
         { cat "$WORK/apps.log"; die "monailabel apps --download failed"; }
     local app="$apps/monaibundle"
