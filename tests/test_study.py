@@ -31,7 +31,7 @@ from tools.study.study import (
     save_runs,
 )
 from tools.study.tasks import TASKS
-from tools.study.tune import grid_points, held_out_split, load_tuning
+from tools.study.tune import grid_points, held_out_split, load_tuning, tune
 from tools.zoo.package_bundles import json_format_errors
 
 
@@ -104,7 +104,7 @@ def test_tuning_scores_held_out_training_cases_only_pretrains_once_and_chooses_p
     evaluation = [{"image": f"eval{i}"} for i in range(4)]
     task = replace(TASKS["btcv"], full_labelled_sizes=(3, "all"))
     monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: (training, evaluation))
-    monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out)
+    monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out.mkdir() or out)
     best = {"scratch": 1.0, "mae": 0.5}  # the learning rate at which each arm scores highest
     studies = []
 
@@ -159,6 +159,35 @@ def test_a_study_replaces_only_an_output_folder_a_study_wrote(tmp_path):
     (out / "report.md").write_text("an earlier report")
     assert replace_output_folder(out) == out and [p.name for p in out.iterdir()] == [OUTPUT_MARKER]
     assert replace_output_folder(foreign / "imagesTr" / "empty_after_all", foreign).is_dir() is True
+
+
+def test_a_bad_option_leaves_an_earlier_study_s_output_as_it_was(tmp_path, monkeypatch):
+    """The options are checked on the data before the output folder is replaced: a mistyped ``--dataset_dir``, a
+    labelled size above the training cases (of a given or a synthetic data set) or a tuning's held-out count too
+    large leave the earlier report, and no staging folder, behind."""
+    out = replace_output_folder(tmp_path / "study")
+    (out / "report.md").write_text("an earlier report")
+    data = tmp_path / "data"
+    data.mkdir()
+    task = TASKS["btcv"]
+    monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: ([{"image": "a"}, {"image": "b"}],
+                                                                                [{"image": "c"}]))
+    monkeypatch.setattr(type(task), "make_synthetic", lambda self, out, seed, **changes: out.mkdir() or out)
+    attempts = [
+        (lambda: run_study(task, StudyOptions(output_dir=out, dataset_dir=tmp_path / "nonexistent")),
+         "nonexistent is not a folder"),
+        (lambda: run_study(task, StudyOptions(output_dir=out, dataset_dir=data, labelled_sizes=[2, 5])),
+         r"labelled sizes \[5\] are not between 1 and the 2 training cases"),
+        (lambda: run_study(task, StudyOptions(output_dir=out, labelled_sizes=[3])), r"labelled sizes \[3\]"),
+        (lambda: tune(task, StudyOptions(output_dir=out, dataset_dir=data), {"base_learning_rate": [1.0]}, 2),
+         "cannot hold out 2 of 2 training cases"),
+    ]
+    for attempt, problem in attempts:
+        with pytest.raises((ValueError, FileNotFoundError), match=problem):
+            attempt()
+        assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "report.md"]
+        assert (out / "report.md").read_text() == "an earlier report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "study"]
 
 
 def test_a_study_refuses_a_seed_given_twice(tmp_path):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,10 @@ from tools.study.progress import PlannedStage, StageProgress, StudyClock, format
 from tools.study.tasks import Task
 from tools.study.workers import default_workers, study_executor
 
-__all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets", "plan",
-           "run_study", "score_network", "stage_overrides", "finetune_and_score", "positive_control", "pretrain",
-           "SUPERVISED_DATA_SEED_OFFSET", "OUTPUT_MARKER", "replace_output_folder"]
+__all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets",
+           "check_labelled_sizes", "plan", "run_study", "score_network", "stage_overrides", "finetune_and_score",
+           "positive_control", "pretrain", "SUPERVISED_DATA_SEED_OFFSET", "OUTPUT_MARKER", "check_output_folder",
+           "replace_output_folder", "replace_output_after_checks"]
 
 OUTPUT_MARKER = ".study_output"
 """The file that marks a folder as a study's (or a tuning's) output, which the next run into it may replace."""
@@ -186,15 +188,20 @@ class StudyResult:
     wall_seconds: float
 
 
+def check_labelled_sizes(sizes: Sequence[int], num_cases: int) -> None:
+    """Raises ValueError when a labelled size is not between 1 and the ``num_cases`` training cases."""
+    bad = [n for n in sizes if not 1 <= n <= num_cases]
+    if bad:
+        raise ValueError(f"labelled sizes {bad} are not between 1 and the {num_cases} training cases.")
+
+
 def labelled_subsets(cases: Sequence[dict], sizes: Sequence[int], seed: int) -> dict[int, list[dict]]:
     """Nested labelled sets: the first ``n`` cases of one :func:`shared.data.splits.seeded_order`, for every ``n``.
 
     Raises:
         ValueError: a size is not between 1 and the number of cases.
     """
-    bad = [n for n in sizes if not 1 <= n <= len(cases)]
-    if bad:
-        raise ValueError(f"labelled sizes {bad} are not between 1 and the {len(cases)} training cases.")
+    check_labelled_sizes(sizes, len(cases))
     order = seeded_order(len(cases), seed)
     return {n: [cases[i] for i in order[:n]] for n in sizes}
 
@@ -367,6 +374,30 @@ def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir:
     return run
 
 
+def _foreign_output_message(out: Path) -> str:
+    return (f"the output folder {out} is not empty and no study wrote it (it has no {OUTPUT_MARKER}): a study "
+            "replaces its output folder, so it writes only into a new or empty folder or an earlier study's; choose "
+            "another --output_dir or empty it.")
+
+
+def check_output_folder(out: Path, dataset_dir: Path | None = None) -> Path:
+    """Check, deleting nothing, that :func:`replace_output_folder` may replace ``out``; returns it resolved.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or holds files and no :data:`OUTPUT_MARKER`, naming the folder.
+        ValueError: ``dataset_dir`` lies inside ``out``, which replacing it would delete.
+    """
+    out = out.resolve()
+    if dataset_dir is not None and dataset_dir.resolve().is_relative_to(out):
+        raise ValueError(f"the output folder {out} holds the data set {dataset_dir.resolve()}, which the study would "
+                         "delete when it replaces its output folder: choose another --output_dir.")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"the output folder {out} is a file, not a folder: choose another --output_dir.")
+    if out.is_dir() and any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file():
+        raise FileExistsError(_foreign_output_message(out))
+    return out
+
+
 def replace_output_folder(out: Path, dataset_dir: Path | None = None) -> Path:
     """Make ``out`` an empty output folder holding only :data:`OUTPUT_MARKER`; returns it resolved.
 
@@ -377,16 +408,50 @@ def replace_output_folder(out: Path, dataset_dir: Path | None = None) -> Path:
         FileExistsError: ``out`` holds files and no marker, naming the folder.
         ValueError: ``dataset_dir`` lies inside ``out``, which replacing it would delete.
     """
-    out = out.resolve()
-    if dataset_dir is not None and dataset_dir.resolve().is_relative_to(out):
-        raise ValueError(f"the output folder {out} holds the data set {dataset_dir.resolve()}, which the study would "
-                         "delete when it replaces its output folder: choose another --output_dir.")
+    out = check_output_folder(out, dataset_dir)
     return replace_marked_folder(
         out, OUTPUT_MARKER, "written by python -m tools.run_experiment; the next study or tuning run into this "
-        "folder replaces it.\n",
-        f"the output folder {out} is not empty and no study wrote it (it has no {OUTPUT_MARKER}): a study replaces "
-        "its output folder, so it writes only into a new or empty folder or an earlier study's; choose another "
-        "--output_dir or empty it.")
+        "folder replaces it.\n", _foreign_output_message(out))
+
+
+def replace_output_after_checks(task: Task, options: StudyOptions,
+                                check: Callable[[list[dict], list[dict]], Any]) -> tuple[Path, Path]:
+    """Check a study's (or a tuning's) options on its data, and only then replace its output folder, so that a
+    mistyped option never deletes an earlier study's report.
+
+    The data set is ``options.dataset_dir``, or the task's synthetic one, generated first in a staging folder beside
+    the output folder and moved to ``<output_dir>/data`` once the checks passed. The cases ``check`` gets are
+    ``options.cases`` or the task's, listed into the staging folder (the caller lists them again into its output).
+
+    Args:
+        task: the task studied.
+        options: the study's options.
+        check: called with ``(training, evaluation)`` cases; raises when the options do not fit them.
+
+    Returns:
+        ``(output folder, dataset_dir)``, both resolved.
+
+    Raises:
+        FileExistsError, ValueError: the output folder cannot be replaced (see :func:`check_output_folder`).
+        FileNotFoundError: ``options.dataset_dir`` is not a folder.
+    """
+    out = check_output_folder(options.output_dir, options.dataset_dir)
+    if options.dataset_dir is not None and not options.dataset_dir.is_dir():
+        raise FileNotFoundError(f"--dataset_dir {options.dataset_dir} is not a folder.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.staging-", dir=out.parent) as staging:
+        staging = Path(staging)
+        if options.dataset_dir is None:
+            print(f"generating the synthetic {task.name} data set (seed {options.data_seed})", flush=True)
+            dataset_dir = task.make_synthetic(staging / "data", options.data_seed, **options.synthetic).resolve()
+        else:
+            dataset_dir = options.dataset_dir.resolve()
+        check(*(options.cases or task.cases(dataset_dir, staging / "datalists")))
+        replace_output_folder(out, options.dataset_dir)
+        if options.dataset_dir is None:
+            (staging / "data").rename(out / "data")
+            dataset_dir = out / "data" / dataset_dir.relative_to(staging / "data")
+    return out, dataset_dir
 
 
 def _check_seeds(seeds: Sequence[int]) -> None:
@@ -409,12 +474,11 @@ def run_study(task: Task, options: StudyOptions) -> StudyResult:
     """
     start = time.perf_counter()
     _check_seeds(options.seeds)
-    out = replace_output_folder(options.output_dir, options.dataset_dir)
-    if options.dataset_dir is None:
-        print(f"generating the synthetic {task.name} data set (seed {options.data_seed})", flush=True)
-        dataset_dir = task.make_synthetic(out / "data", options.data_seed, **options.synthetic)
-    else:
-        dataset_dir = options.dataset_dir.resolve()
+
+    def check(training: list[dict], evaluation: list[dict]) -> None:
+        check_labelled_sizes(plan(task, options, len(training))[0], len(training))
+
+    out, dataset_dir = replace_output_after_checks(task, options, check)
     training, evaluation = options.cases or task.cases(dataset_dir, out / "datalists")
     sizes, pretrain_epochs, steps = plan(task, options, len(training))
     arms = [arm for arm in ARM_NAMES if arm in options.arms]

@@ -25,7 +25,7 @@ from shared.utils.errors import InputError
 from shared.utils.files import read_json
 from tools.study.arms import ARM_NAMES
 from tools.study.stats import mean_sd
-from tools.study.study import StudyOptions, plan, replace_output_folder, run_study
+from tools.study.study import StudyOptions, check_labelled_sizes, plan, replace_output_after_checks, run_study
 from tools.study.tasks import Task
 
 __all__ = ["held_out_split", "grid_points", "tune", "load_tuning"]
@@ -51,12 +51,15 @@ def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out
     Returns:
         ``{"task", "grid", "held_out", "results": [{"point", "mae": [...], "scratch": [...]}], "chosen": {arm: point}}``
     """
-    out = replace_output_folder(options.output_dir, options.dataset_dir)
-    dataset_dir = options.dataset_dir or task.make_synthetic(out / "data", options.data_seed, **options.synthetic)
-    training, _ = task.cases(Path(dataset_dir), out / "datalists")
+    def check(training: list[dict], evaluation: list[dict]) -> None:
+        tune_training, _ = held_out_split(training, held_out, options.data_seed)
+        check_labelled_sizes([min(plan(task, options, len(tune_training))[0])], len(tune_training))
+
+    out, dataset_dir = replace_output_after_checks(task, options, check)
+    training, _ = task.cases(dataset_dir, out / "datalists")
     tune_training, tune_evaluation = held_out_split(training, held_out, options.data_seed)
     sizes = [min(plan(task, options, len(tune_training))[0])]  # the study's smallest labelled size
-    base = replace(options, dataset_dir=Path(dataset_dir), labelled_sizes=sizes, cases=(tune_training, tune_evaluation))
+    base = replace(options, dataset_dir=dataset_dir, labelled_sizes=sizes, cases=(tune_training, tune_evaluation))
     arms = list(options.arms)
     results, encoders = [], {}
     for i, point in enumerate(grid_points(grid)):
