@@ -350,6 +350,23 @@ def test_a_generator_writes_only_into_an_empty_folder_or_one_it_wrote(make, tmp_
     assert _files(Path(make(tmp_path / "empty"))) == first
 
 
+@pytest.mark.parametrize("make, bad_argument", [
+    (sd.make_btcv, {"shape": (8, 8, 8)}),
+    (sd.make_brats, {"layout": "MSD"}),
+    (sd.make_brats, {"layout": "brats2021", "num_test": 1}),
+    (sd.make_cxr14, {"size": 0}),
+])
+def test_a_bad_argument_leaves_an_earlier_set_as_it_was(make, bad_argument, tmp_path):
+    """The arguments are checked before an earlier generation's folder is emptied."""
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / sd.SYNTHETIC_MARKER).write_text("an earlier generation")
+    (earlier / "dataset.json").write_text("{}")
+    with pytest.raises(ValueError):
+        make(str(earlier), **bad_argument)
+    assert sorted(p.name for p in earlier.iterdir()) == [sd.SYNTHETIC_MARKER, "dataset.json"]
+
+
 def test_btcv_case_independent_of_set_size(btcv_dir, tmp_path):
     single = sd.make_btcv(str(tmp_path), num_train=1, num_val=0, num_test=0, shape=BTCV_SHAPE, seed=0)
     for name in ("imagesTr/img0001.nii.gz", "labelsTr/label0001.nii.gz"):

@@ -229,20 +229,25 @@ def make_brats(
     Returns:
         ``out_dir`` as a string.
     """
-    out = prepare_output_folder(out_dir)
     shape = as_shape(shape, 3)
+    _check_layout(layout, num_test)
+    out = prepare_output_folder(out_dir)  # after the checks: a bad argument leaves an earlier set as it was
     if layout == "brats2021":
-        if num_test:
-            raise ValueError("the BraTS 2021 training layout has no unlabelled test cases; use num_test=None.")
         for index in range(num_cases):
             _write_brats2021_case(out, index, shape, seed)
-    elif layout == "msd":
+    else:
         num_test = 2 if num_test is None else int(num_test)
         for index in range(1, num_cases + 1):
             _write_msd_case(out, index, shape, seed, labelled=True)
         for index in range(num_cases + 1, num_cases + num_test + 1):
             _write_msd_case(out, index, shape, seed, labelled=False)
         write_json(_msd_dataset_json(num_cases, num_test), out / "dataset.json")
-    else:
-        raise ValueError(f"layout must be 'brats2021' or 'msd', got {layout!r}.")
     return str(out)
+
+
+def _check_layout(layout: str, num_test: int | None) -> None:
+    """Raises ValueError for a layout other than ``"brats2021"`` or ``"msd"``, or test cases in ``"brats2021"``."""
+    if layout not in ("brats2021", "msd"):
+        raise ValueError(f"layout must be 'brats2021' or 'msd', got {layout!r}.")
+    if layout == "brats2021" and num_test:
+        raise ValueError("the BraTS 2021 training layout has no unlabelled test cases; use num_test=None.")

@@ -364,7 +364,8 @@ def make_btcv(
     Returns:
         ``out_dir`` as a string.
     """
-    out = prepare_output_folder(out_dir)
+    shape = as_shape(shape, 3)
+    out = prepare_output_folder(out_dir)  # after the checks: a bad argument leaves an earlier set as it was
     labelled, test = _btcv_ids(num_train + num_val, num_test)
     entries = []
     for case_id in labelled:

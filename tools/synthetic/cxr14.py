@@ -434,7 +434,9 @@ def make_cxr14(
         num_patients = max(1, int(round(num_images / 1.6)))
     if not 1 <= num_patients <= num_images:
         raise ValueError(f"need 1 <= num_patients <= num_images, got {num_patients} and {num_images}.")
-    out = prepare_output_folder(out_dir)
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"size must be a whole number of pixels, at least 1, got {size!r}.")
+    out = prepare_output_folder(out_dir)  # after the checks: a bad argument leaves an earlier set as it was
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = case_rng(seed, STREAM_CXR14, 0)
     cases = _assign_follow_ups(rng, num_images, num_patients)
