@@ -381,6 +381,33 @@ def test_the_command_line_reads_labelled_sizes_with_all_and_a_confirmatory_run_t
     assert plans == [(PLANS / "btcv_confirm.json", Path("out"), {"workers": 2, "threads_per_run": 1})]
 
 
+def test_a_confirmatory_run_refuses_a_plan_in_its_output_folder_and_keeps_the_bytes_it_hashed(tmp_path, monkeypatch):
+    """The study replaces its output folder, so a plan there is refused before anything runs; the plan.json of the
+    output is the file as it was read and hashed, whatever happens to the file during the run."""
+    import tools.run_experiment as run_experiment
+
+    committed = (PLANS / "btcv_confirm.json").read_bytes()
+    out = replace_output_folder(tmp_path / "confirm")
+    (out / "plan.json").write_bytes(committed)
+    studies = []
+
+    def fake_study(task, options):  # replaces the output folder as a study does; the plan file changes meanwhile
+        studies.append(options)
+        replace_output_folder(options.output_dir)
+        (tmp_path / "plan.json").write_text("edited during the run")
+        return type("Result", (), {"output_dir": options.output_dir})()
+
+    monkeypatch.setattr(run_experiment, "run_study", fake_study)
+    monkeypatch.setattr(run_experiment, "_write_outputs", lambda task, result, digest: None)
+    with pytest.raises(ValueError, match=f"the plan file {out / 'plan.json'} lies inside the output folder"):
+        run_experiment.study("btcv", output_dir=str(out), confirm=True, plan_file=str(out / "plan.json"))
+    assert studies == [] and (out / "plan.json").read_bytes() == committed
+
+    (tmp_path / "plan.json").write_bytes(committed)
+    run_experiment.study("btcv", output_dir=str(out), confirm=True, plan_file=str(tmp_path / "plan.json"))
+    assert len(studies) == 1 and (out / "plan.json").read_bytes() == committed
+
+
 @pytest.mark.parametrize("task_name", ["btcv", "brats"])
 def test_the_segmentation_studies_fine_tune_the_linear_head_vit_on_the_mae_s_patches(task_name):
     """The network every arm fine-tunes and is evaluated with is the linear-head ViT (its decoder cannot learn the

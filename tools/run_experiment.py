@@ -35,7 +35,7 @@ import fire
 from shared.utils.atomic import write_text_atomically
 from tools.study import report
 from tools.study.arms import ARM_NAMES
-from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan
+from tools.study.plan import PLANS, check_plan, options_from_plan, read_plan
 from tools.study.study import StudyOptions, StudyResult, run_study, save_runs
 from tools.study.tasks import TASKS
 from tools.study.tune import load_tuning
@@ -167,15 +167,24 @@ def _names(value) -> list[str] | None:
 
 def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
     """The confirmatory run: the plan's settings only, checked against what the run resolves, its hash reported;
-    ``parallel``: how its jobs run (``workers``, ``threads_per_run``)."""
-    content, digest = load_plan(plan_path)
+    ``parallel``: how its jobs run (``workers``, ``threads_per_run``).
+
+    Raises:
+        ValueError: the plan file lies inside the output folder (the study replaces that folder), or is another
+            task's plan.
+    """
+    if plan_path.resolve().is_relative_to(output_dir.resolve()):
+        raise ValueError(f"the plan file {plan_path} lies inside the output folder {output_dir}, which the study "
+                         "replaces before it runs: keep the plan elsewhere (it is copied into the output as plan.json) "
+                         "or choose another --output_dir.")
+    content, digest, raw = read_plan(plan_path)
     if content["task"] != task.name:
         raise ValueError(f"plan {plan_path} is for task {content['task']!r}, not {task.name!r}.")
     options = replace(options_from_plan(content, output_dir), **parallel)
     resolved = check_plan(task, options, content)
     print(f"confirmatory run of {plan_path} (sha256 {digest})", flush=True)
     result = run_study(task, options)
-    (result.output_dir / "plan.json").write_bytes(plan_path.read_bytes())
+    (result.output_dir / "plan.json").write_bytes(raw)
     write_text_atomically(json.dumps(resolved, indent=2) + "\n", result.output_dir / "resolved_plan.json")
     _write_outputs(task, result, digest)
 
