@@ -130,6 +130,30 @@ def test_tuning_scores_held_out_training_cases_only_pretrains_once_and_chooses_p
     assert load_tuning(tmp_path / "tuning" / "tuning.json", task) == tuning["chosen"]
 
 
+def test_a_tuning_grid_is_checked_against_the_fine_tuning_config_before_anything_is_deleted(tmp_path, monkeypatch):
+    """A misspelled id (a new, unused config entry), an id the study sets itself on every run, or a value that is not
+    a non-empty list is refused, naming it, before the earlier output is replaced or anything runs."""
+    from tools.study import tune as tune_module
+
+    out = replace_output_folder(tmp_path / "tuning")
+    (out / "tuning.md").write_text("an earlier tuning")
+    data = tmp_path / "data"
+    data.mkdir()
+    task = TASKS["btcv"]
+    monkeypatch.setattr(type(task), "cases", lambda self, dataset_dir, workdir: ([{"image": str(i)} for i in range(8)],
+                                                                                []))
+    monkeypatch.setattr(tune_module, "run_study", lambda task, options: pytest.fail("a study ran"))
+    options = StudyOptions(output_dir=out, dataset_dir=data)
+    for grid, problem in [({"base_learnng_rate": [0.5]}, r"\['base_learnng_rate'\]: not ids of the btcv fine-tuning"),
+                          ({"base_learning_rate": 0.5}, "'base_learning_rate': its values must be a non-empty list"),
+                          ({"layer_decay": []}, "'layer_decay': its values must be a non-empty list"),
+                          ({"epochs": [5]}, r"\['epochs'\]: the study sets these itself")]:
+        with pytest.raises(ValueError, match=problem):
+            tune_module.tune(task, options, grid, held_out=3)
+        assert (out / "tuning.md").read_text() == "an earlier tuning"
+    tune_module.check_grid(task, options, {"base_learning_rate": [0.5], "network_def#patch_size": [4]})
+
+
 def test_a_tuning_file_is_checked_and_its_errors_name_it(tmp_path):
     path = tmp_path / "tuning.json"
     for content, problem in [("{", "not valid JSON"), ('{"task": "btcv"}', "no 'chosen' table"),

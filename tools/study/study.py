@@ -37,8 +37,8 @@ from tools.study.workers import default_workers, study_executor
 
 __all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets",
            "check_labelled_sizes", "plan", "run_study", "score_network", "stage_overrides", "finetune_and_score",
-           "positive_control", "pretrain", "SUPERVISED_DATA_SEED_OFFSET", "OUTPUT_MARKER", "check_output_folder",
-           "replace_output_folder", "replace_output_after_checks"]
+           "run_settings", "positive_control", "pretrain", "SUPERVISED_DATA_SEED_OFFSET", "OUTPUT_MARKER",
+           "check_output_folder", "replace_output_folder", "replace_output_after_checks"]
 
 OUTPUT_MARKER = ".study_output"
 """The file that marks a folder as a study's (or a tuning's) output, which the next run into it may replace."""
@@ -347,6 +347,17 @@ def score_network(task: Task, options: StudyOptions, dataset_dir: Path, datalist
     return task.scores(root / "eval")
 
 
+def run_settings(task: Task, dataset_dir: Path, datalist: Path, epochs: int, encoder: str,
+                 seed: int) -> dict[str, Any]:
+    """The overrides the study sets on every fine-tuning run after the stage's and the arm's (so an arm override of
+    one of these ids, from ``--hyperparameters`` or a tuning grid, would never reach the run): the data, the budget,
+    the encoder and the seed."""
+    return {
+        **task.data_overrides(dataset_dir, datalist), "epochs": epochs, "warmup_epochs": max(1, epochs // 10),
+        "val_interval": epochs + 1, "resume": False, "pretrained_encoder": encoder, "initialize": _determinism(seed),
+    }
+
+
 def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir: Path, datalist: Path,
                        encoder: str, stage: PlannedStage) -> Run:
     """Fine-tune one run of the study from ``encoder`` ("" for scratch) for its whole budget and score its last model
@@ -358,9 +369,7 @@ def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir:
     start = time.perf_counter()
     overrides = {
         **stage_overrides(task, "finetune", options), **arm_overrides(task, options, run.arm),
-        **task.data_overrides(dataset_dir, datalist), "epochs": stage.epochs,
-        "warmup_epochs": max(1, stage.epochs // 10), "val_interval": stage.epochs + 1, "resume": False,
-        "pretrained_encoder": encoder, "initialize": _determinism(run.seed),
+        **run_settings(task, dataset_dir, datalist, stage.epochs, encoder, run.seed),
     }
     log_file = options.output_dir.resolve() / "logs" / f"{run.name}.log"
     progress = StageProgress(StudyClock([stage]), stage, f"fine-tuning {run.name}", max_lines=0)

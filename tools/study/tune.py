@@ -19,16 +19,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from monai.bundle import ConfigParser
+
 from shared.data.splits import split_by_seed
 from shared.utils.atomic import write_json_atomically, write_text_atomically
 from shared.utils.errors import InputError
 from shared.utils.files import read_json
 from tools.study.arms import ARM_NAMES
 from tools.study.stats import mean_sd
-from tools.study.study import StudyOptions, check_labelled_sizes, plan, replace_output_after_checks, run_study
+from tools.study.study import (
+    StudyOptions,
+    check_labelled_sizes,
+    plan,
+    replace_output_after_checks,
+    run_settings,
+    run_study,
+    stage_overrides,
+)
 from tools.study.tasks import Task
 
-__all__ = ["held_out_split", "grid_points", "tune", "load_tuning"]
+__all__ = ["held_out_split", "grid_points", "check_grid", "tune", "load_tuning"]
 
 
 def held_out_split(cases: list[dict], held_out: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -45,12 +55,43 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+def check_grid(task: Task, options: StudyOptions, grid: Any) -> None:
+    """Check a tuning grid against what a fine-tuning run of the study takes: every value a non-empty list, every key
+    an id of the task's fine-tuning configs (with the stage's overrides) that the study does not set itself on each
+    run (:func:`tools.study.study.run_settings`). A misspelled id would otherwise become a new, unused config entry.
+
+    Raises:
+        ValueError: naming ``--grid`` and the key, with what is wrong.
+    """
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"--grid must be a table of config ids and lists of values, e.g. "
+                         f"'{{\"base_learning_rate\": [0.5, 1.0]}}'; got {grid!r}.")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"--grid {key!r}: its values must be a non-empty list, e.g. [0.5, 1.0]; got {values!r}.")
+    parser = ConfigParser()
+    parser.read_config([str(c) for c in task.finetune.configs])
+    parser.update(stage_overrides(task, "finetune", options))
+    unknown = [key for key in grid if key not in parser]
+    if unknown:
+        raise ValueError(f"--grid {unknown}: not ids of the {task.name} fine-tuning config "
+                         f"({', '.join(c.name for c in task.finetune.configs)} of {task.finetune.configs[0].parent}).")
+    fixed = sorted(set(grid) & set(run_settings(task, Path(), Path(), 1, "", 0)))
+    if fixed:
+        raise ValueError(f"--grid {fixed}: the study sets these itself on every fine-tuning run; tune other ids.")
+
+
 def tune(task: Task, options: StudyOptions, grid: dict[str, list[Any]], held_out: int) -> dict[str, Any]:
     """Run the grid on held-out training cases; write ``tuning.json`` and ``tuning.md`` under ``options.output_dir``.
 
     Returns:
         ``{"task", "grid", "held_out", "results": [{"point", "mae": [...], "scratch": [...]}], "chosen": {arm: point}}``
+
+    Raises:
+        ValueError: a grid :func:`check_grid` refuses (before anything is written or deleted).
     """
+    check_grid(task, options, grid)
+
     def check(training: list[dict], evaluation: list[dict]) -> None:
         tune_training, _ = held_out_split(training, held_out, options.data_seed)
         check_labelled_sizes([min(plan(task, options, len(tune_training))[0])], len(tune_training))
