@@ -247,8 +247,38 @@ def test_package_large_weights_go_to_large_files_yml(staged_bundle: tuple[str, P
     assert f'hash_val: "{hashlib.sha256(weights.read_bytes()).hexdigest()}"' in text
     assert 'hash_type: "sha256"' in text
     (bundles_dir / name / "models" / "mae.pt").write_bytes(os.urandom(3 * 2**20))  # pre-training's weights, 3 MB
-    result = package_bundles.package_bundle(name, tmp_path, bundles_dir, "https://host/w/{name}_v{version}.pt", 1.0)
+    result = package_bundles.package_bundle(name, tmp_path, bundles_dir, "https://host/w/{name}_v{version}.pt", 1.0,
+                                            overwrite=True)
     assert [note.split(" (")[0] for note in result.notes] == ["models/mae.pt included in the zip"]
+
+
+def test_a_packaged_version_is_not_replaced_by_other_content(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    """The same sources packaged again pass quietly (same bytes); other content under the same version, which may
+    have been published, is refused (by its zip, or by its entry in model_info.json once the zip is gone), leaving
+    the zip, model_info.json and no temporary behind, unless ``overwrite``."""
+    name, bundles_dir = staged_bundle
+    dist = tmp_path / "dist"
+    (first,) = package_bundles.package(name, str(dist), bundles_dir=str(bundles_dir), quiet=True)
+    published, info = first.zip_path.read_bytes(), (dist / "model_info.json").read_text()
+    (again,) = package_bundles.package(name, str(dist), bundles_dir=str(bundles_dir), quiet=True)
+    assert again.checksum == first.checksum and first.zip_path.read_bytes() == published
+
+    (bundles_dir / name / "docs").mkdir(exist_ok=True)
+    (bundles_dir / name / "docs" / "note.md").write_text("changed after publishing")
+    with pytest.raises(ValueError, match=f"version already packaged with other content: {first.zip_path} "
+                                         f"\\(sha1 {first.checksum}, now [0-9a-f]{{40}}\\).*--overwrite"):
+        package_bundles.package(name, str(dist), bundles_dir=str(bundles_dir), quiet=True)
+    assert first.zip_path.read_bytes() == published and (dist / "model_info.json").read_text() == info
+    assert sorted(p.name for p in dist.iterdir()) == sorted([first.zip_path.name, "model_info.json"])
+
+    first.zip_path.unlink()
+    with pytest.raises(ValueError, match="version already packaged with other content"):
+        package_bundles.package_bundle(name, dist, bundles_dir)
+    assert not first.zip_path.exists()
+    (changed,) = package_bundles.package(name, str(dist), bundles_dir=str(bundles_dir), quiet=True, overwrite=True)
+    assert changed.checksum != first.checksum == json.loads(info)[f"{name}_v{first.version}"]["checksum"]
+    assert json.loads((dist / "model_info.json").read_text())[f"{name}_v{first.version}"]["checksum"] == _sha1(
+        changed.zip_path) == changed.checksum
 
 
 def test_package_rejects_unlisted_version_and_bad_json(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:

@@ -33,8 +33,8 @@
 #   MONAILABEL_VENV          venv path (default <repo>/.venv-monailabel)
 #   MONAILABEL_VERSION       monailabel version to install (default 0.8.5)
 #   MONAILABEL_WORKDIR       work folder (default: a new /tmp/monailabel_it.XXXXXX)
-#                            its apps/ and studies/ are replaced only when an earlier run made them (they hold
-#                            .monailabel_integration); a user's own non-empty apps/ or studies/ there is refused
+#                            its apps/, studies/ and dist/ are replaced only when an earlier run made them (they hold
+#                            .monailabel_integration); a user's own non-empty folder of that name there is refused
 #   MONAILABEL_PORT          server port (default: a free port)
 #   MONAILABEL_DEVICE        inference device sent with each request (default cpu)
 #   MONAILABEL_TIMEOUT       seconds to wait for /info/ (default 900)
@@ -193,6 +193,7 @@ main() {
     local apps="$WORK/apps" studies="$WORK/studies"
     replace_marked_dir "$apps"
     replace_marked_dir "$studies"
+    replace_marked_dir "$WORK/dist"  # fresh zips: the packaging refuses a same-version zip of other content
     monailabel apps --download --name monaibundle --output "$apps" > "$WORK/apps.log" 2>&1 ||
         { cat "$WORK/apps.log"; die "monailabel apps --download failed"; }
     local app="$apps/monaibundle"

@@ -5,7 +5,10 @@ For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json
 of the shared code that its configs use copied in as the bundle's ``scripts/`` (in the repository
 ``bundles/<name>/scripts`` is a symbolic link to ``shared/``; the zip holds real files), and without test, cache or
 run-output files (see ``EXCLUDED_DIRS`` and the other ``EXCLUDED_*`` constants). Zips are deterministic (fixed
-timestamps and permissions, sorted entries), so the same sources always give the same checksum.
+timestamps and permissions, sorted entries), so the same sources always give the same checksum: packaging a version
+again from unchanged sources rewrites the same bytes, while a zip of the same version with other content (or another
+checksum in ``model_info.json``), which may have been published, is refused unless ``--overwrite`` is given (bump
+the version instead). The zips and ``model_info.json`` are written atomically.
 ``<dist_dir>/model_info.json`` is then updated in the zoo's format::
 
     {"<name>_v<version>": {"checksum": "<sha1 of the zip>", "source": "<base_url>/<name>_v<version>.zip"}}
@@ -41,12 +44,15 @@ import os
 import re
 import sys
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import fire
+
+from shared.utils.atomic import atomic_path, naming_failures, write_text_atomically
 
 __all__ = [
     "REPO_ROOT",
@@ -62,6 +68,7 @@ __all__ = [
     "collect_files",
     "write_deterministic_zip",
     "package_bundle",
+    "check_same_version",
     "update_model_info",
     "package",
 ]
@@ -457,8 +464,9 @@ def package_bundle(
     bundles_dir: str | os.PathLike = BUNDLES_DIR,
     weights_url: str | Mapping[str, str] | None = None,
     large_file_threshold_mb: float = LARGE_FILE_THRESHOLD_MB,
+    overwrite: bool = False,
 ) -> PackageResult:
-    """Check one bundle and write ``<dist_dir>/<name>_v<version>.zip``.
+    """Check one bundle and write ``<dist_dir>/<name>_v<version>.zip`` (atomically).
 
     Args:
         name: bundle folder name under ``bundles_dir``.
@@ -467,10 +475,68 @@ def package_bundle(
         weights_url: URL (template with ``{name}``/``{version}``, or ``{name: url}``) where ``models/model.pt``
             will be downloadable; only used when the file is larger than ``large_file_threshold_mb``.
         large_file_threshold_mb: size above which weights go to ``large_files.yml`` (the zoo's 1 MB limit).
+        overwrite: replace a zip of the same version whose content differs (see :func:`check_same_version`).
 
     Raises:
-        ValueError: version not in changelog, badly formatted JSON, missing ``scripts/__init__.py``, bad URL.
+        ValueError: version not in changelog, badly formatted JSON, missing ``scripts/__init__.py``, bad URL, or a
+            zip of the same version with other content (without ``overwrite``).
     """
+    with _zip_written(name, dist_dir, bundles_dir, weights_url, large_file_threshold_mb) as result:
+        check_same_version([result], dist_dir, overwrite)
+    return result
+
+
+def check_same_version(results: Sequence[PackageResult], dist_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to replace a packaged version with other content: a zip of the same name (or the version's entry in
+    ``<dist_dir>/model_info.json``) with another checksum may have been published already. The packaging is
+    deterministic, so the same sources give the same checksum and pass quietly.
+
+    Raises:
+        ValueError: without ``overwrite``, naming every zip whose content would change.
+    """
+    if overwrite:
+        return
+    info_path = Path(dist_dir) / "model_info.json"
+    info = _read_model_info(info_path) if info_path.is_file() else {}
+    changed = []
+    for result in results:
+        earlier = {info.get(result.key, {}).get("checksum")}
+        if result.zip_path.is_file():
+            earlier.add(_file_digest(result.zip_path, "sha1"))
+        earlier -= {None, result.checksum}
+        if earlier:
+            changed.append(f"{result.zip_path} (sha1 {', '.join(sorted(earlier))}, now {result.checksum})")
+    if changed:
+        raise ValueError(f"version already packaged with other content: {'; '.join(changed)}. A published version "
+                         "must not change: bump the version (and its changelog) in configs/metadata.json, or pass "
+                         "--overwrite to replace it.")
+
+
+def _read_model_info(info_path: Path) -> dict:
+    """The content of ``model_info.json``.
+
+    Raises:
+        ValueError: naming the file, when it is not a JSON object.
+    """
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{info_path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path} is not a JSON object of {{'<name>_v<version>': {{...}}}}.")
+    return info
+
+
+@contextmanager
+def _zip_written(
+    name: str,
+    dist_dir: str | os.PathLike,
+    bundles_dir: str | os.PathLike,
+    weights_url: str | Mapping[str, str] | None,
+    large_file_threshold_mb: float,
+) -> Iterator[PackageResult]:
+    """Check one bundle and write its zip to a temporary file beside ``<dist_dir>/<name>_v<version>.zip``, which
+    replaces that zip when the block ends without an error (and is removed otherwise); yields what will be written."""
     bundle_dir = Path(bundles_dir) / name
     version = check_version(read_metadata(bundle_dir), name)
     check_json_format(bundle_dir)
@@ -482,8 +548,10 @@ def package_bundle(
     entries: dict[str, bytes | os.PathLike] = {f"{name}/{arc}": src for arc, src in files.items()}
     entries.update({f"{name}/{arc}": data for arc, data in extra.items()})
     zip_path = Path(dist_dir) / f"{name}_v{version}.zip"
-    checksum = write_deterministic_zip(zip_path, entries)
-    return PackageResult(name, version, zip_path, checksum, weights, tuple(notes))
+    with atomic_path(zip_path, ".zip") as tmp:
+        with naming_failures(zip_path):
+            checksum = write_deterministic_zip(tmp, entries)
+        yield PackageResult(name, version, zip_path, checksum, weights, tuple(notes))
 
 
 def update_model_info(
@@ -500,7 +568,7 @@ def update_model_info(
         the path of ``model_info.json``.
     """
     info_path = Path(dist_dir) / "model_info.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info = _read_model_info(info_path) if info_path.is_file() else {}
     for result in results:
         previous = info.get(result.key, {}).get("checksum")
         if previous not in (None, result.checksum):
@@ -511,7 +579,7 @@ def update_model_info(
         else:
             source = result.zip_path.resolve().as_uri()
         info[result.key] = {"checksum": result.checksum, "source": source}
-    info_path.write_text(json.dumps(dict(sorted(info.items())), indent=4) + "\n", encoding="utf-8")
+    write_text_atomically(json.dumps(dict(sorted(info.items())), indent=4) + "\n", info_path)
     return info_path
 
 
@@ -523,6 +591,7 @@ def package(
     large_file_threshold_mb: float = LARGE_FILE_THRESHOLD_MB,
     bundles_dir: str = str(BUNDLES_DIR),
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> list[PackageResult]:
     """Package the bundles (all, or the ones named) into ``dist_dir`` and update its ``model_info.json``.
 
@@ -535,6 +604,8 @@ def package(
         large_file_threshold_mb: weights larger than this go to ``large_files.yml`` when a URL is known.
         bundles_dir: folder holding the bundles (default ``<repo>/bundles``).
         quiet: do not print the summary.
+        overwrite: replace zips of the same version whose content differs; without it they are refused (a version
+            may have been published already), see :func:`check_same_version`.
 
     Returns:
         one :class:`PackageResult` per bundle. Nothing is written when any bundle fails its checks.
@@ -544,9 +615,10 @@ def package(
         bundle_dir = Path(bundles_dir) / name
         check_version(read_metadata(bundle_dir), name)
         check_json_format(bundle_dir)
-    results = [
-        package_bundle(name, dist_dir, bundles_dir, weights_url, large_file_threshold_mb) for name in names
-    ]
+    with ExitStack() as written:  # every zip is replaced only when none of them is refused
+        results = [written.enter_context(_zip_written(name, dist_dir, bundles_dir, weights_url,
+                                                      large_file_threshold_mb)) for name in names]
+        check_same_version(results, dist_dir, overwrite)
     info_path = update_model_info(dist_dir, results, base_url)
     if not quiet:
         for r in results:
