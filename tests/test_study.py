@@ -348,6 +348,18 @@ def test_every_task_defines_its_stages_and_metric():
         assert task.epochs_for(task.labelled_sizes[0], task.finetune_steps) >= 1
 
 
+def test_the_cxr14_cases_of_a_data_set_reached_through_a_link_are_relative_to_it(tmp_path):
+    """``--dataset_dir`` may be a symbolic link: the cases are the same, relative to the data set's folder."""
+    from tools import synthetic
+
+    data = Path(synthetic.make_cxr14(str(tmp_path / "cxr14"), num_images=6, size=32))
+    (tmp_path / "link").symlink_to(data, target_is_directory=True)
+    direct = TASKS["cxr14"].cases(data, tmp_path / "direct")
+    linked = TASKS["cxr14"].cases(tmp_path / "link", tmp_path / "linked")
+    assert linked == direct and all(not Path(case["image"]).is_absolute() for case in direct[0] + direct[1])
+    assert direct[0] and direct[1]
+
+
 def test_a_stage_s_overrides_follow_the_size():
     """The small size's overrides are the stage's own, the paper configuration's its ``full_<stage>``; the study adds
     its own on top."""

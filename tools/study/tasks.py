@@ -327,8 +327,8 @@ class Cxr14Task(Task):
         return Path(synthetic.make_cxr14(str(out_dir), seed=seed, **{**self.synthetic, **changes}))
 
     def cases(self, dataset_dir: Path, workdir: Path) -> tuple[list[dict], list[dict]]:
-        split = prepare_datalist(str(dataset_dir), str(workdir / "bundle_split.json"))
-        root = dataset_dir.resolve()
+        root = dataset_dir.resolve()  # one form for both: a link's path and its target's do not relate
+        split = prepare_datalist(str(root), str(workdir / "bundle_split.json"))
         relative = [{"image": str(Path(i["image"]).relative_to(root)), "label": i["label"]} for i in split["training"]]
         test = [{"image": str(Path(i["image"]).relative_to(root)), "label": i["label"]} for i in split["test"]]
         return relative, test
