@@ -25,6 +25,7 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import fire
 from monai.apps.utils import HashCheckError, download_url, extractall
@@ -33,31 +34,70 @@ from monai.bundle import download_large_files
 __all__ = ["published_entry", "download_bundle", "main"]
 
 
+URL_SCHEMES = ("http", "https", "ftp", "file")
+"""The schemes a ``--model_info`` URL may have; anything else is taken for a local path."""
+
+
 def _read_json(location: str) -> dict:
-    if os.path.isfile(location):
-        return json.loads(Path(location).read_text())
-    with urllib.request.urlopen(location, timeout=60) as response:  # noqa: S310 (an http(s) URL given by the user)
-        return json.loads(response.read().decode())
+    """The JSON object in the file or at the URL ``location`` (a ``model_info.json``).
+
+    Raises:
+        ValueError: naming ``location``: no such file (and not a URL), it cannot be read or fetched, it is not valid
+            JSON, or it is not a JSON object.
+    """
+    try:
+        if os.path.isfile(location):
+            text = Path(location).read_text()
+        elif urlparse(location).scheme in URL_SCHEMES:
+            with urllib.request.urlopen(location, timeout=60) as response:  # noqa: S310 (a URL given by the user)
+                text = response.read().decode()
+        else:
+            raise ValueError(f"--model_info {location}: no such file (nor an http(s) URL).")
+    except (OSError, UnicodeDecodeError) as e:  # urllib's URLError and HTTPError are OSErrors
+        raise ValueError(f"--model_info {location}: cannot be read ({e}).") from e
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model_info {location}: not valid JSON: {e.msg} at line {e.lineno}, column "
+                         f"{e.colno}.") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"--model_info {location}: not a model_info.json (a JSON object of "
+                         "{\"<name>_v<version>\": {\"checksum\": ..., \"source\": ...}}).")
+    return content
 
 
 def _version_key(version: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in version.replace("-", ".").split("."))
 
 
-def published_entry(model_info: dict, name: str, version: str | None = None) -> tuple[str, str, str]:
+def published_entry(model_info: dict, name: str, version: str | None = None,
+                    location: str = "model_info.json") -> tuple[str, str, str]:
     """``(version, source url, sha1)`` of ``name`` in a ``model_info.json`` dict (the newest version by default).
+
+    Args:
+        model_info: the content of a ``model_info.json``.
+        name: the bundle.
+        version: the version; default the newest listed.
+        location: where ``model_info`` was read from, for the messages.
 
     Raises:
         KeyError: the bundle (or that version of it) is not listed.
+        ValueError: naming ``location`` and the entry: it has no ``source`` or ``checksum`` string.
     """
     versions = {key[len(name) + 2:]: entry for key, entry in model_info.items() if key.startswith(f"{name}_v")}
     if not versions:
-        raise KeyError(f"{name} is not in model_info.json (it lists {sorted(model_info)}).")
+        raise KeyError(f"{name} is not in {location} (it lists {sorted(model_info)}).")
     if version is None:
         version = max(versions, key=_version_key)
     if version not in versions:
-        raise KeyError(f"{name} version {version} is not in model_info.json (versions: {sorted(versions)}).")
-    return version, versions[version]["source"], versions[version]["checksum"]
+        raise KeyError(f"{name} version {version} is not in {location} (versions: {sorted(versions)}).")
+    entry = versions[version]
+    missing = [field for field in ("source", "checksum")
+               if not isinstance(entry, dict) or not isinstance(entry.get(field), str) or not entry[field]]
+    if missing:
+        raise ValueError(f"{location}: the entry {name}_v{version} has no {' and no '.join(missing)} (each entry is "
+                         '{"checksum": "<sha1 of the zip>", "source": "<url of the zip>"}).')
+    return version, entry["source"], entry["checksum"]
 
 
 def download_bundle(
@@ -81,11 +121,12 @@ def download_bundle(
         large_files: also download the files of the bundle's ``large_files.yml``.
 
     Raises:
-        ValueError: neither ``model_info`` nor ``url`` and ``sha1`` given, or a zip without a ``<name>/`` folder.
+        ValueError: neither ``model_info`` nor ``url`` and ``sha1`` given, a ``model_info`` that cannot be read or
+            lacks the bundle's checksum or source (naming it), or a zip without a ``<name>/`` folder.
         RuntimeError: the checksum differs (nothing is extracted).
     """
     if model_info:
-        version, url, sha1 = published_entry(_read_json(model_info), name, version)
+        version, url, sha1 = published_entry(_read_json(model_info), name, version, model_info)
     if not url or not sha1:
         raise ValueError("give --model_info, or --url with --sha1: a bundle is only extracted after its checksum.")
     target = Path(bundle_dir) / name
