@@ -9,6 +9,7 @@ embedding, pre-norm blocks, LayerNorm eps 1e-6) to check that the converted netw
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -335,6 +336,24 @@ def test_checkpoint_file_is_read_safely_and_written_atomically(tmp_path):
     assert config["network"] == "shared.networks.mae.MaskedAutoencoderViT"
     assert config["network_kwargs"]["qkv_bias"] is True
     assert not [p for p in dst.parent.iterdir() if p.name.startswith(".tmp_")]
+
+
+def test_an_existing_output_is_kept_as_a_previous_file(tmp_path, caplog):
+    """Converting into a bundle's trained ``models/model.pt`` keeps that model (and its ``.json``) beside it, and the
+    log says where, as a training run does."""
+    src = tmp_path / "checkpoint_0799.pth.tar"
+    torch.save({"state_dict": official_mae3d_state()}, src)
+    dst = tmp_path / "models" / "model.pt"
+    dst.parent.mkdir()
+    dst.write_bytes(b"a trained best model")
+    dst.with_suffix(".json").write_text('{"earlier": true}')
+    with caplog.at_level(logging.WARNING, logger="convert_selfmedmae"):
+        convert_checkpoint(src, dst, num_heads=HEADS, decoder_num_heads=DHEADS)
+    (kept,) = dst.parent.glob("model.previous-*.pt")
+    (kept_json,) = dst.parent.glob("model.previous-*.json")
+    assert kept.read_bytes() == b"a trained best model" and kept_json.read_text() == '{"earlier": true}'
+    assert isinstance(torch.load(dst, weights_only=True), dict)
+    assert f"{dst} exists: the earlier file is kept as {kept}" in caplog.text
 
 
 def _rewrite_pickle(path: Path, old: bytes, new: bytes) -> None:

@@ -87,7 +87,10 @@ Python::
     result = convert_checkpoint("checkpoint_0799.pth.tar", "mae.pt")
     net = MaskedAutoencoderViT(**result.network_kwargs); net.load_state_dict(torch.load("mae.pt"))
 
-Next to the weights a ``<name>.json`` records the network class, its constructor arguments and the notes.
+Next to the weights a ``<name>.json`` records the network class, its constructor arguments and the notes. An existing
+output (e.g. a bundle's trained ``models/model.pt``) and its ``.json`` are not lost: each is kept beside it as
+``<name>.previous-<date><ext>`` (as a training run keeps the model it replaces; packaging leaves these out), and the
+log names it.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from shared.handlers.checkpoint import keep_previous
 from shared.networks.encoder_transfer import isotropic_grid, sincos_patch_grid
 from shared.networks.mae import MaskedAutoencoderViT
 from shared.utils.atomic import save_atomically, write_json_atomically
@@ -699,7 +703,8 @@ def convert_checkpoint(
 
     Args:
         src: official ``.pth.tar`` (or a bare state dict file).
-        dst: output ``.pt``; the plain state dict is written atomically. None: convert only.
+        dst: output ``.pt``; the plain state dict is written atomically. None: convert only. An existing ``dst``
+            (and ``<dst stem>.json``) is kept beside it as ``<name>.previous-<date><ext>``, and the log says so.
         kind: ``"auto"``, ``"mae3d"`` or ``"unetr3d"``.
         num_heads, decoder_num_heads, img_size, qkv_bias, keep_cls_token: see :func:`convert_mae3d_state_dict` and
             :func:`convert_unetr3d_state_dict`.
@@ -718,10 +723,21 @@ def convert_checkpoint(
     result.meta = meta
     if dst is not None:
         dst = os.fspath(dst)
+        _keep_earlier(dst)
         save_atomically(result.state_dict, dst)
         if write_config:
+            _keep_earlier(Path(dst).with_suffix(".json"))
             write_json_atomically(result.config(), Path(dst).with_suffix(".json"))
     return result
+
+
+def _keep_earlier(path: str | os.PathLike) -> None:
+    """Keep an existing ``path`` (e.g. a bundle's trained ``models/model.pt``) as ``<name>.previous-<date><ext>``
+    beside it, as a training run does with the model it replaces (:func:`shared.handlers.checkpoint.keep_previous`),
+    and log where."""
+    kept = keep_previous(os.fspath(path))
+    if kept:
+        logger.warning(f"{path} exists: the earlier file is kept as {kept}")
 
 
 def main(
