@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -358,6 +359,24 @@ def test_the_cxr14_cases_of_a_data_set_reached_through_a_link_are_relative_to_it
     linked = TASKS["cxr14"].cases(tmp_path / "link", tmp_path / "linked")
     assert linked == direct and all(not Path(case["image"]).is_absolute() for case in direct[0] + direct[1])
     assert direct[0] and direct[1]
+
+
+def test_the_brats_study_says_it_reads_the_msd_layout_only(tmp_path):
+    """A BraTS 2021 folder given to the brats study is refused with the layout the study reads, not with a hint to a
+    ``dataset_layout`` option that the study does not have."""
+    (tmp_path / "BraTS2021_00000").mkdir()
+    with pytest.raises(FileNotFoundError, match="the brats study reads the MSD Task01_BrainTumour layout only"):
+        TASKS["brats"].cases(tmp_path, tmp_path / "work")
+
+
+def test_a_task_without_a_committed_plan_names_the_plans_there_are(tmp_path):
+    import tools.run_experiment as run_experiment
+
+    committed = sorted(p.name for p in PLANS.glob("*.json"))
+    assert "btcv_confirm.json" in committed and "brats_confirm.json" not in committed
+    with pytest.raises(FileNotFoundError, match=re.escape(f"the committed confirmatory plans are {committed}")):
+        run_experiment.study("brats", output_dir=str(tmp_path / "confirm"), confirm=True)
+    assert not (tmp_path / "confirm").exists()
 
 
 def test_a_stage_s_overrides_follow_the_size():

@@ -14,13 +14,14 @@ on, and writes ``report.md``, ``summary.json``, ``metric_vs_labelled.png``, ``lo
     python -m tools.run_experiment btcv --seed 10          # seeds 10, 11, 12 and synthetic data of seed 10
 
 Options: ``--output_dir`` (default ``runs/study_<task>``; a folder an earlier study wrote is replaced, any other
-non-empty folder refused), ``--dataset_dir`` (a data set in the task's public layout; synthetic data is generated when
-absent), ``--full_size`` (the bundles' paper configuration), ``--num_seeds`` (the task's: 3, 8 for brats) or
-``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the synthetic data), ``--labelled_sizes "[2,8]"`` (``all``:
-every training case), ``--steps`` (fine-tuning iterations per run), ``--pretrain_epochs``, ``--hyperparameters
-tuning.json`` (per-arm overrides chosen by ``--tune``), ``--workers`` and ``--threads_per_run`` (how many jobs run at
-once, and their threads; see ``tools/study/workers.py``). With ``--tune --grid '{"layer_decay": [0.5, 0.75]}'`` it
-chooses hyper-parameters on held-out training cases instead (see ``tools/study/tune.py``).
+non-empty folder refused), ``--dataset_dir`` (a data set in the task's public layout, for brats the MSD Task01 layout
+only; synthetic data is generated when absent), ``--full_size`` (the bundles' paper configuration), ``--num_seeds`` (the
+task's: 3, 8 for brats) or ``--seeds "[0,1,2]"``, ``--seed`` (shifts the seeds and the synthetic data),
+``--labelled_sizes "[2,8]"`` (``all``: every training case), ``--steps`` (fine-tuning iterations per run),
+``--pretrain_epochs``, ``--hyperparameters tuning.json`` (per-arm overrides chosen by ``--tune``), ``--workers`` and
+``--threads_per_run`` (how many jobs run at once, and their threads; see ``tools/study/workers.py``). With ``--tune
+--grid '{"layer_decay": [0.5, 0.75]}'`` it chooses hyper-parameters on held-out training cases instead (see
+``tools/study/tune.py``).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def study(
     Args:
         task: ``btcv``, ``brats`` or ``cxr14``.
         output_dir: where the report goes (default ``runs/study_<task>``, ``runs/tuning_<task>`` with ``tune``).
-        dataset_dir: a data set in the task's public layout; synthetic data is generated when absent.
+        dataset_dir: a data set in the task's public layout (brats: the MSD Task01 layout only); synthetic data is
+            generated when absent.
         full_size: the bundles' paper configuration instead of the CPU-sized one.
         seeds: the seeds, e.g. ``"[0,1,2]"``; default ``seed, seed + 1, ...`` (``num_seeds`` of them).
         num_seeds: how many seeds when ``seeds`` is not given (default: the task's, ``Task.num_seeds``).
@@ -170,9 +172,14 @@ def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
     ``parallel``: how its jobs run (``workers``, ``threads_per_run``).
 
     Raises:
+        FileNotFoundError: no plan file ``plan_path`` (e.g. a task without a committed plan), listing those there are.
         ValueError: the plan file lies inside the output folder (the study replaces that folder), or is another
             task's plan.
     """
+    if not plan_path.is_file():
+        committed = sorted(p.name for p in PLANS.glob("*.json"))
+        raise FileNotFoundError(f"no plan file {plan_path}: the committed confirmatory plans are {committed} (in "
+                                f"{PLANS}); give another plan with --plan_file.")
     if plan_path.resolve().is_relative_to(output_dir.resolve()):
         raise ValueError(f"the plan file {plan_path} lies inside the output folder {output_dir}, which the study "
                          "replaces before it runs: keep the plan elsewhere (it is copied into the output as plan.json) "

@@ -279,6 +279,16 @@ class BratsTask(Task):
         return Path(synthetic.make_brats(str(out_dir), layout="msd", seed=seed, **{**self.synthetic, **changes}))
 
     def cases(self, dataset_dir: Path, workdir: Path) -> tuple[list[dict], list[dict]]:
+        """The cases of an MSD Task01 folder, the only layout the study reads.
+
+        Raises:
+            FileNotFoundError: ``dataset_dir`` has no ``dataset.json`` (e.g. a BraTS 2021 folder), saying so.
+        """
+        if not (dataset_dir / "dataset.json").is_file():
+            raise FileNotFoundError(
+                f"--dataset_dir {dataset_dir} has no dataset.json: the brats study reads the MSD Task01_BrainTumour "
+                "layout only (dataset.json, imagesTr/, labelsTr/). A BraTS 2021 folder of case folders is read by the "
+                "unetr_brats_seg bundle itself (its dataset_layout 'brats2021'), not by the study.")
         split = brats_datalist(str(dataset_dir), "msd", str(workdir / "bundle_split.json"))
         return split["training"], split["validation"]
 

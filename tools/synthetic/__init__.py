@@ -6,7 +6,8 @@ of this repository be trained, evaluated and tested end to end without access to
 The images are phantoms, not patients: anatomy is drawn from ellipsoids, tubes and smooth random fields with
 per-case jitter of position, size, shape and intensity, so that a model has something consistent to learn.
 
-Layouts written (see ``shared/reference/dataset_layouts.md``):
+Layouts written (the "Data" section of the repository's README.md; ``shared/data/brats.py`` and
+``shared/data/cxr14.py`` read them):
 
 - ``btcv``: ``imagesTr/img0001.nii.gz``, ``labelsTr/label0001.nii.gz``, ``imagesTs/img0061.nii.gz`` and
   ``dataset_0.json`` with the keys of the MONAI/UNETR BTCV datalist. int16 Hounsfield units, uint8 labels 0-13
