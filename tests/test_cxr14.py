@@ -583,6 +583,17 @@ def stretched(pixels: np.ndarray) -> np.ndarray:
     return np.rint((pixels.astype(np.float64) - low) * 255.0 / (high - low)).astype(np.uint8)
 
 
+def test_the_bit_depth_measurement_writes_only_into_a_folder_of_its_own(tmp_path):
+    """It replaces its output folder whole (stale held-out images of other settings were reused): a folder it did not
+    write is refused before any work, naming it and keeping its files."""
+    from tools.measure import measure_bit_depth
+
+    (tmp_path / "notes.txt").write_text("a user's file")
+    with pytest.raises(FileExistsError, match=f"{tmp_path} is not empty and this tool did not write it"):
+        measure_bit_depth.measure(str(tmp_path))
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
 def test_a_16_bit_png_is_scored_as_its_8_bit_version_stretched_to_its_own_minimum_and_maximum(tmp_path):
     """What the bundle's docs state (section "Bit depth"): an 8-bit PNG is read as value / 255, a 16-bit PNG by its
     own minimum and maximum. The same picture at 16 bits (value x 257) therefore scores as its 8-bit version

@@ -24,9 +24,14 @@ import numpy as np
 from PIL import Image
 
 from shared.data.cxr14 import prepare_datalist
+from shared.utils.atomic import write_json_atomically
+from shared.utils.files import replace_marked_folder
 from tools import synthetic
 from tools.bundle_runner import run_bundle_process
 from tools.study.tasks import cxr14
+
+OUTPUT_MARKER = ".bit_depth_output"
+"""The file that marks a folder as this tool's output, which its next run may replace."""
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "vit_cxr14_cls" / "configs"
 
@@ -91,10 +96,17 @@ def train(data: Path, root: Path, steps: int, overrides: Mapping[str, Any]) -> N
 
 def measure(out_dir: str = "runs/bit_depth", num_images: int = 800, size: int = 128, steps: int = 400,
             seed: int = 0) -> dict[str, Any]:
-    """Train, score the held-out images at both depths; the figures, also written to ``<out_dir>/summary.json``."""
-    out = Path(out_dir).resolve()
+    """Train, score the held-out images at both depths; the figures, also written to ``<out_dir>/summary.json``.
+
+    ``out_dir`` is replaced whole (nothing of an earlier run with other settings is reused): it must be new, empty or
+    written by an earlier run of this tool (marked by :data:`OUTPUT_MARKER`).
+    """
+    out = replace_marked_folder(
+        Path(out_dir).resolve(), OUTPUT_MARKER, "written by python -m tools.measure.measure_bit_depth; its next run "
+        "into this folder replaces it.\n", f"{out_dir} is not empty and this tool did not write it (no "
+        f"{OUTPUT_MARKER}): choose another --out_dir or empty it.")
     root = out / "bundle"
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir()
     data = Path(synthetic.make_cxr14(str(out / "data"), num_images=num_images, size=size, seed=seed))
     overrides = {k: v for k, v in cxr14.finetune.overrides.items() if k != "val_cache_rate"}
     train(data, root, steps, overrides)
@@ -107,7 +119,7 @@ def measure(out_dir: str = "runs/bit_depth", num_images: int = 800, size: int = 
     write_both_depths([full_range(held_out[0], out / f"full_{held_out[0].name}")], control)
     result["full_range_control"] = differences(scores(root, control / "8bit", out / "control_8bit", overrides),
                                                scores(root, control / "16bit", out / "control_16bit", overrides))
-    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    write_json_atomically(result, out / "summary.json")
     return result
 
 
