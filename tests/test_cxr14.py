@@ -553,6 +553,7 @@ def test_evaluate_writes_per_finding_auc_with_names(trained, data):
     summary = json.loads((trained / "eval" / "auc.json").read_text())
     test_items = json.loads((trained / "runs" / "datalist.json").read_text())["test"]
     assert summary["num_images"] == len(test_items) and list(summary["auc"]) == list(FINDINGS)
+    assert summary["listed_images"] == len((data / "test_list.txt").read_text().split())  # every listed image found
     with open(trained / "eval" / "predictions.csv") as f:
         predictions = list(csv.DictReader(f))
     assert len(predictions) == len(test_items) and list(predictions[0])[2:] == list(FINDINGS)
@@ -625,6 +626,23 @@ def test_results_saver_without_labels_writes_only_predictions(tmp_path):
     engine.run([0], max_epochs=1)
     assert (tmp_path / "predictions.csv").read_text().splitlines()[1].endswith("0.200000,0.700000")
     assert not (tmp_path / "auc.csv").exists()
+
+
+def test_results_saver_records_the_listed_images_and_warns_when_some_were_not_evaluated(tmp_path, caplog):
+    """evaluate.json gives the official test list's length: auc.json records it beside the images scored."""
+    saver = MultiLabelResultsSaver(str(tmp_path), ["A", "B"], listed_images=3)
+    outputs = [{"pred": torch.tensor([0.2, 0.7]), "label": torch.tensor([0.0, 1.0])},
+               {"pred": torch.tensor([0.6, 0.1]), "label": torch.tensor([1.0, 0.0])}]
+    engine = Engine(lambda e, b: outputs)
+    saver.attach(engine)
+    with caplog.at_level(logging.WARNING):
+        engine.run([0], max_epochs=1)
+    summary = json.loads((tmp_path / "auc.json").read_text())
+    assert (summary["num_images"], summary["listed_images"]) == (2, 3)
+    assert "the AUCs are over 2 of the 3 listed images" in caplog.text
+    assert cxr14.listed_images({"stats": {"lists": {"test": {"listed": 3}}}}, "test") == 3
+    assert cxr14.listed_images({"stats": {"lists": {"test": {"listed": 3}}}}, "validation") is None
+    assert cxr14.listed_images({"test": []}, "test") is None  # a hand-made datalist
 
 
 def test_metadata_names_the_findings_and_the_input_channels():

@@ -44,6 +44,7 @@ __all__ = [
     "split_patients",
     "build_datalist",
     "prepare_datalist",
+    "listed_images",
     "report_left_out",
 ]
 
@@ -354,6 +355,15 @@ def _nothing_usable(dataset_dir: str, csv_path: str, lists: dict[str, list[str]]
                 f"{csv_path} (first: {names[0]!r}): the lists hold bare file names, e.g. '00000001_000.png'.")
     return (f"None of the listed images was found under {dataset_dir} (searched {_image_folders(dataset_dir)}; "
             f"{len(files)} files there, {stats['missing_files']} listed names without a file).")
+
+
+def listed_images(datalist: dict, split: str) -> int | None:
+    """How many images the official list of ``split`` names (``test``: ``test_list.txt``); None for a split no list
+    gives alone (``training``, ``validation``) or a datalist without the counts (hand-made, or of an earlier
+    version)."""
+    if split != "test":
+        return None
+    return datalist.get("stats", {}).get("lists", {}).get("test", {}).get("listed")
 
 
 def report_left_out(dataset_dir: str, stats: dict) -> None:

@@ -25,7 +25,8 @@ class MultiLabelResultsSaver:
       probabilities after a sigmoid), one row per image, and ``predictions.json`` (a list of
       ``{"image", "path", "probabilities": {class: p}, "labels": {class: 0/1}}``);
     - with labels: ``<output_dir>/auc.csv`` (``finding, auc, positives, negatives`` and a ``mean`` row) and
-      ``auc.json`` (``{"num_images", "mean_auc", "auc": {class: value or null}, "positives", "negatives"}``).
+      ``auc.json`` (``{"num_images", "mean_auc", "auc": {class: value or null}, "positives", "negatives"}``, and
+      ``"listed_images"`` when given: then fewer images than listed is a warning).
 
     Reads the decollated ``pred`` (``(C,)``), ``label`` (optional) and the image's ``filename_or_obj``. Under
     ``torch.distributed`` rank 0 writes every rank's images.
@@ -36,6 +37,7 @@ class MultiLabelResultsSaver:
         pred_key: key of the scores in the engine output.
         label_key: key of the labels; ignored when absent.
         image_key: key of the image (its metadata names the file).
+        listed_images: how many images the evaluated set should have (e.g. the official test list's), when known.
     """
 
     def __init__(
@@ -45,8 +47,10 @@ class MultiLabelResultsSaver:
         pred_key: str = "pred",
         label_key: str = "label",
         image_key: str = "image",
+        listed_images: int | None = None,
     ) -> None:
         self.output_dir = output_dir
+        self.listed_images = listed_images
         self.class_names = list(class_names)
         self.pred_key, self.label_key, self.image_key = pred_key, label_key, image_key
         self.records: list[tuple[str, list[float], list[float] | None]] = []
@@ -108,6 +112,11 @@ class MultiLabelResultsSaver:
             "positives": positives,
             "negatives": negatives,
         }
+        if self.listed_images is not None:
+            summary["listed_images"] = self.listed_images
+            if len(labelled) < self.listed_images:
+                engine.logger.warning(f"the AUCs are over {len(labelled)} of the {self.listed_images} listed images: "
+                                      "the others have no file (or no row in the CSV)")
         write_json_atomically(summary, os.path.join(self.output_dir, "auc.json"))
         table = ", ".join(f"{k} {v:.3f}" for k, v in self.auc.items())
         engine.logger.info(
