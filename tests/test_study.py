@@ -490,7 +490,7 @@ def test_the_segmentation_studies_fine_tune_the_linear_head_vit_on_the_mae_s_pat
 def test_the_committed_confirmatory_plan_is_what_a_confirm_run_resolves():
     """``--confirm`` runs exactly the committed plan: every setting it resolves from the task's code and the plan's
     options equals the plan's, and the plan fixes what a confirmatory run needs before it runs."""
-    content, digest = load_plan(PLANS / "btcv_confirm.json")
+    content, digest, _ = load_plan(PLANS / "btcv_confirm.json")
     task = TASKS[content["task"]]
     options = options_from_plan(content, Path("unused"))
     resolved = check_plan(task, options, content)
@@ -502,7 +502,7 @@ def test_the_committed_confirmatory_plan_is_what_a_confirm_run_resolves():
 
 
 def test_a_run_that_is_not_the_plan_is_refused(tmp_path):
-    content, _ = load_plan(PLANS / "btcv_confirm.json")
+    content, _, _ = load_plan(PLANS / "btcv_confirm.json")
     task = TASKS[content["task"]]
     changed = replace(options_from_plan(content, tmp_path), steps=content["finetune_steps"] + 1,
                       arm_overrides={"mae": {"layer_decay": 0.5}})

@@ -36,7 +36,7 @@ import fire
 from shared.utils.atomic import write_text_atomically
 from tools.study import report
 from tools.study.arms import ARM_NAMES
-from tools.study.plan import PLANS, check_plan, options_from_plan, read_plan
+from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan
 from tools.study.study import StudyOptions, StudyResult, run_study, save_runs
 from tools.study.tasks import TASKS
 from tools.study.tune import load_tuning
@@ -184,7 +184,7 @@ def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
         raise ValueError(f"the plan file {plan_path} lies inside the output folder {output_dir}, which the study "
                          "replaces before it runs: keep the plan elsewhere (it is copied into the output as plan.json) "
                          "or choose another --output_dir.")
-    content, digest, raw = read_plan(plan_path)
+    content, digest, raw = load_plan(plan_path)
     if content["task"] != task.name:
         raise ValueError(f"plan {plan_path} is for task {content['task']!r}, not {task.name!r}.")
     options = replace(options_from_plan(content, output_dir), **parallel)

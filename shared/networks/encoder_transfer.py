@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -61,13 +63,17 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def _require_safetensors(path: str) -> None:
-    """The safetensors package is needed only for ``.safetensors`` files (it is not among a bundle's required
-    packages): an ``ImportError`` naming ``path`` when it is missing."""
+def _state_dict_reader(path: str) -> Callable[[str], Any]:
+    """What reads the file ``path``: safetensors' ``load_file`` for a ``.safetensors`` file (the package is needed
+    only then: it is not among a bundle's required packages, and its absence is an ``ImportError`` naming ``path``),
+    else ``torch.load`` with ``weights_only=True``."""
+    if not path.endswith(".safetensors"):
+        return partial(torch.load, map_location="cpu", weights_only=True)
     try:
-        import safetensors.torch  # noqa: F401
+        from safetensors.torch import load_file
     except ImportError as e:
         raise ImportError(f"reading {path} needs the safetensors package: pip install safetensors") from e
+    return load_file
 
 
 def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -87,15 +93,9 @@ def read_state_dict(checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) 
             raise FileNotFoundError(f"MAE checkpoint {source!r} does not exist.")
         if os.path.getsize(source) == 0:
             raise ValueError(f"MAE checkpoint {source!r} is empty (0 bytes): an interrupted copy or download?")
-        if source.endswith(".safetensors"):
-            _require_safetensors(source)
+        read = _state_dict_reader(source)
         try:
-            if source.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                state = load_file(source)
-            else:
-                state = torch.load(source, map_location="cpu", weights_only=True)
+            state = read(source)
         except Exception as e:  # torch and safetensors raise several types for corrupt or unsafe files
             raise ValueError(f"Cannot read MAE checkpoint {source!r} ({type(e).__name__}: {e})") from e
         if not isinstance(state, Mapping):

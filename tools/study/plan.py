@@ -18,7 +18,7 @@ from typing import Any
 from tools.study.study import StudyOptions, arm_overrides, plan, stage_overrides
 from tools.study.tasks import Task
 
-__all__ = ["PLANS", "RESOLVED_KEYS", "load_plan", "read_plan", "options_from_plan", "resolved_settings", "check_plan"]
+__all__ = ["PLANS", "RESOLVED_KEYS", "load_plan", "options_from_plan", "resolved_settings", "check_plan"]
 
 PLANS = Path(__file__).resolve().parent / "plans"
 RESOLVED_KEYS = ("task", "data_seed", "seeds", "labelled_sizes", "finetune_steps", "pretrain_epochs",
@@ -26,17 +26,7 @@ RESOLVED_KEYS = ("task", "data_seed", "seeds", "labelled_sizes", "finetune_steps
 """The settings of a plan that a run resolves from the task and its options; they must all be equal."""
 
 
-def load_plan(path: str | Path) -> tuple[dict[str, Any], str]:
-    """The plan and the sha256 of its file's bytes.
-
-    Raises:
-        ValueError: the file is not valid JSON or lacks a setting of ``RESOLVED_KEYS``.
-    """
-    content, digest, _ = read_plan(path)
-    return content, digest
-
-
-def read_plan(path: str | Path) -> tuple[dict[str, Any], str, bytes]:
+def load_plan(path: str | Path) -> tuple[dict[str, Any], str, bytes]:
     """The plan, the sha256 of its file's bytes and the bytes themselves (what a confirmatory run copies into its
     output: the file the hash was taken of, even if it changes during the run).
 
