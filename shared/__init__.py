@@ -7,7 +7,7 @@ its modules eagerly: a config names what it uses by its full path, e.g. ``script
 
 - ``networks``: the masked autoencoder (2D and 3D) and its patch helpers, MAE encoder -> UNETR/ViT
   (``encoder_transfer``), the logits-only ViT classifier, UNETR with 8- or 4-voxel patches, the ViT with a linear
-  head per token (the study's segmenter).
+  head per token (the study's segmenter), when attention may take the fused kernel (``attention``).
 - ``transforms``: MAE patch masking, random resized crop, loading (errors naming the file) and saving, X-ray loading,
   BraTS labels <-> regions, input checks, the label map in the original grid (``invert``), DICOM SEG output,
   ``Spacingd`` for MONAI Label's inputs.

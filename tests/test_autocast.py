@@ -36,6 +36,7 @@ def test_network_runs_under_autocast_and_outputs_are_float32():
     assert seen == [True, False] and out["logits"].dtype == torch.bfloat16
     with pytest.raises(ValueError, match="bfloat16 or float16"):
         AutocastInferer(dtype="float32")
+    assert AutocastInferer(dtype="torch.bfloat16").dtype == torch.bfloat16  # as needs_grad_scaler reads it
 
 
 @pytest.mark.parametrize("enabled", [True, False])

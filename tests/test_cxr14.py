@@ -428,6 +428,10 @@ def test_vit_classifier_returns_logits_and_is_a_plain_vit():
     flash = ViTClassifier(num_classes=14, use_flash_attention=True, **kwargs).eval()
     flash.load_state_dict(net.state_dict())
     torch.testing.assert_close(flash(x), logits, atol=1e-5, rtol=1e-4)
+    with_dropout = ViTClassifier(num_classes=14, use_flash_attention=True, dropout_rate=0.3, **kwargs).eval()
+    torch.testing.assert_close(with_dropout(x), with_dropout(x), rtol=0, atol=0)  # fused attention drops in eval
+    with pytest.raises(ValueError, match="save_attn"):
+        ViTClassifier(num_classes=14, use_flash_attention=True, save_attn=True, **kwargs)
 
 
 def test_random_resized_crop_covers_the_scale_range():

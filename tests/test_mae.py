@@ -115,6 +115,29 @@ def test_backward_reaches_encoder_and_decoder():
     assert not net.encoder.patch_embedding.position_embeddings.requires_grad  # fixed sin-cos
 
 
+def test_the_class_token_goes_through_the_decoder():
+    """As in the reference MAE the class token is decoded with the patches (its prediction dropped after): the loss
+    reaches the encoder's last output at the class token, which a ViT classifier reads (it was cut before the
+    decoder, so pre-training never trained that output)."""
+    net = tiny_mae(img_size=32, cls_token=True)
+    images = torch.rand(2, 1, 32, 32, 32)
+    mask = net.random_masking(2, "cpu")
+    latent = net.forward_encoder(images, mask).detach().requires_grad_()
+    pred = net.forward_decoder(latent, mask)
+    assert pred.shape == (2, net.num_patches, 16**3)
+    net.forward_loss(images, pred, mask).backward()
+    assert latent.grad[:, 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("cls_token", [False, True])
+def test_evaluation_is_deterministic_with_dropout(cls_token):
+    """MONAI's fused attention drops attention weights in eval() too; with dropout the unfused path is taken."""
+    net = tiny_mae(img_size=32, dropout_rate=0.3, cls_token=cls_token).eval()
+    assert not any(b.attn.use_flash_attention for b in [*net.encoder.blocks, *net.decoder_blocks])
+    x, mask = torch.rand(2, 1, 32, 32, 32), net.random_masking(2, "cpu")
+    torch.testing.assert_close(net(x, mask)["pred"], net(x, mask)["pred"], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_runs_under_bf16_autocast(spatial_dims):
     """MONAI's MaskedAutoEncoderViT fails here ("Index put requires the source and destination dtypes match")."""

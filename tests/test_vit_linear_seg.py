@@ -26,6 +26,8 @@ def test_output_has_the_input_size(roi, patch):
 def test_2d_output_and_a_bad_size_is_refused():
     net = ViTLinearSeg(1, 2, (32, 48), patch_size=8, num_layers=2, spatial_dims=2, **TINY_ENCODER)
     assert net(torch.rand(1, 1, 32, 48)).shape == (1, 2, 32, 48)
+    anisotropic = ViTLinearSeg(1, 2, (16, 48), patch_size=(8, 16), num_layers=2, spatial_dims=2, **TINY_ENCODER)
+    assert anisotropic(torch.rand(1, 1, 16, 48)).shape == (1, 2, 16, 48)
     with pytest.raises(ValueError, match="must divide img_size"):
         tiny_linear_seg((24, 24, 22))
 

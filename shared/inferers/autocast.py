@@ -100,7 +100,7 @@ class AutocastInferer(Inferer):
         super().__init__()
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.enabled = as_bool(enabled, "amp")
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.dtype = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
         if self.dtype not in (torch.bfloat16, torch.float16):
             raise ValueError(f"autocast dtype must be bfloat16 or float16, got {dtype}.")
 

@@ -21,6 +21,7 @@ from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 from monai.utils import ensure_tuple_rep
 
+from .attention import fused_attention
 from .patches import expand_patch_mask, grid_size, num_masked_patches, patchify, unpatchify
 
 __all__ = ["MAEEncoder", "MaskedAutoencoderViT", "MAEReconstructionNet", "mae_loss"]
@@ -44,7 +45,8 @@ class MAEEncoder(nn.Module):
         qkv_bias: bias in the attention's qkv projection (``ViT``/``UNETR`` default: False).
         dropout_rate: dropout in the embedding and the blocks.
         spatial_dims: 2 or 3.
-        use_flash_attention: attention through ``torch.nn.functional.scaled_dot_product_attention``.
+        use_flash_attention: attention through ``torch.nn.functional.scaled_dot_product_attention``; not taken with
+            dropout (see :func:`fused_attention`).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class MAEEncoder(nn.Module):
         use_flash_attention: bool = True,
     ) -> None:
         super().__init__()
+        use_flash_attention = fused_attention(use_flash_attention, dropout_rate)
         self.patch_embedding = PatchEmbeddingBlock(
             in_channels=in_channels,
             img_size=img_size,
@@ -75,7 +78,12 @@ class MAEEncoder(nn.Module):
         )
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias, use_flash_attention=use_flash_attention
+                hidden_size=hidden_size,
+                mlp_dim=mlp_dim,
+                num_heads=num_heads,
+                dropout_rate=dropout_rate,
+                qkv_bias=qkv_bias,
+                use_flash_attention=use_flash_attention,
             )
             for _ in range(num_layers)
         )
@@ -109,14 +117,18 @@ class MaskedAutoencoderViT(nn.Module):
         decoder_num_heads: decoder attention heads.
         mask_ratio: fraction of the patches hidden from the encoder; ``round(mask_ratio * N)`` patches are hidden.
         norm_pix_loss: score the reconstruction against targets normalised per patch and per channel (zero mean,
-            unit variance), as the reference MAE's ``norm_pix_loss``.
+            unit variance; biased variance, eps 1e-6, as SelfMedMAE's LayerNorm). He et al.'s ``norm_pix_loss``
+            normalises all channels of a patch together with the unbiased variance: the same for one channel up to
+            a scale of ``sqrt((P - 1) / P)`` over ``P`` pixels per patch; per channel keeps one MRI contrast's
+            brightness from setting another's target.
         cls_token: prepend a learnable class token to the encoder sequence. Use it when the downstream network is a
             ``ViT`` classifier (which has one); leave it off for ``UNETR`` (which has none).
         qkv_bias: bias in the attention's qkv projection; must match the downstream network (``ViT``/``UNETR``
             default: False).
         dropout_rate: dropout in the encoder and decoder.
         spatial_dims: 2 or 3.
-        use_flash_attention: attention through ``torch.nn.functional.scaled_dot_product_attention``.
+        use_flash_attention: attention through ``torch.nn.functional.scaled_dot_product_attention``; not taken with
+            dropout (see :func:`fused_attention`).
 
     Example::
 
@@ -150,6 +162,7 @@ class MaskedAutoencoderViT(nn.Module):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        use_flash_attention = fused_attention(use_flash_attention, dropout_rate)
         self.img_size = ensure_tuple_rep(img_size, spatial_dims)
         self.patch_size = ensure_tuple_rep(patch_size, spatial_dims)
         self.grid_size = grid_size(self.img_size, self.patch_size)
@@ -160,17 +173,17 @@ class MaskedAutoencoderViT(nn.Module):
         self.in_channels = in_channels
 
         self.encoder = MAEEncoder(
-            in_channels,
-            self.img_size,
-            self.patch_size,
-            hidden_size,
-            mlp_dim,
-            num_layers,
-            num_heads,
-            qkv_bias,
-            dropout_rate,
-            spatial_dims,
-            use_flash_attention,
+            in_channels=in_channels,
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            hidden_size=hidden_size,
+            mlp_dim=mlp_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            dropout_rate=dropout_rate,
+            spatial_dims=spatial_dims,
+            use_flash_attention=use_flash_attention,
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if cls_token else None
 
@@ -182,11 +195,11 @@ class MaskedAutoencoderViT(nn.Module):
         )
         self.decoder_blocks = nn.ModuleList(
             TransformerBlock(
-                decoder_hidden_size,
-                decoder_mlp_dim,
-                decoder_num_heads,
-                dropout_rate,
-                qkv_bias,
+                hidden_size=decoder_hidden_size,
+                mlp_dim=decoder_mlp_dim,
+                num_heads=decoder_num_heads,
+                dropout_rate=dropout_rate,
+                qkv_bias=qkv_bias,
                 use_flash_attention=use_flash_attention,
             )
             for _ in range(decoder_num_layers)
@@ -245,6 +258,10 @@ class MaskedAutoencoderViT(nn.Module):
     def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Put mask tokens at the hidden positions and predict the pixels of every patch.
 
+        The class token, when the network has one, goes through the decoder in front of the patches (without a
+        position embedding) and its prediction is dropped after it, as in the reference MAE: the reconstruction
+        loss then reaches the encoder's last block at the class token too, which a ``ViT`` classifier reads.
+
         Args:
             latent: encoder output of :meth:`forward_encoder`.
             mask: ``(B, N)`` bool, True where hidden.
@@ -253,17 +270,17 @@ class MaskedAutoencoderViT(nn.Module):
             ``(B, N, C * prod(patch_size))`` predicted patches, in the order of :func:`patchify`.
         """
         tokens = self.decoder_embed(latent)
-        if self.cls_token is not None:
-            tokens = tokens[:, 1:]
+        num_cls = 0 if self.cls_token is None else 1
+        cls, tokens = tokens[:, :num_cls], tokens[:, num_cls:]
         mask_tokens = self.mask_token.to(tokens.dtype).expand(tokens.shape[0], self.num_masked, -1)
         tokens = torch.cat([tokens, mask_tokens], dim=1)
         # tokens are [visible..., hidden...]; put each back at its grid position
         restore_ids = torch.argsort(self.shuffle_ids(mask), dim=1)
         tokens = torch.gather(tokens, 1, restore_ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        tokens = tokens + self.decoder_pos_embed.to(tokens.dtype)
+        tokens = torch.cat([cls, tokens + self.decoder_pos_embed.to(tokens.dtype)], dim=1)
         for block in self.decoder_blocks:
             tokens = block(tokens)
-        return self.decoder_pred(self.decoder_norm(tokens))
+        return self.decoder_pred(self.decoder_norm(tokens))[:, num_cls:]
 
     def forward_loss(self, images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error over the hidden patches only (visible patches do not count).

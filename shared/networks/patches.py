@@ -39,7 +39,9 @@ def num_masked_patches(num_patches: int, mask_ratio: float) -> int:
     """The number of hidden patches: ``round(mask_ratio * num_patches)``.
 
     ``mask_ratio`` is the fraction of patches that are hidden from the encoder (0.75 hides three patches in four).
-    The network and the masking transform both use this function, so they always agree.
+    The network and the masking transform both use this function, so they always agree. The reference MAEs hide
+    ``N - int(N * (1 - mask_ratio))``, which differs by one patch only where ``mask_ratio * N`` is not a whole number
+    (never for the bundles' 0.75 of 196, 216 or 512 patches).
 
     Raises:
         ValueError: when no patch, or every patch, would be hidden.

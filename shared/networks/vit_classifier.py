@@ -14,6 +14,7 @@ import torch
 from monai.networks.nets import ViT
 from monai.utils import ensure_tuple_rep
 
+from .attention import fused_attention
 from .patches import grid_size
 
 __all__ = ["ViTClassifier"]
@@ -25,7 +26,9 @@ class ViTClassifier(ViT):
 
     Args:
         post_activation: None (default) gives raw logits, for ``BCEWithLogitsLoss``; ``"Tanh"`` as in ``ViT``.
-        use_flash_attention: compute attention with ``scaled_dot_product_attention`` (same weights, same result).
+        use_flash_attention: compute attention with ``scaled_dot_product_attention`` (same weights, same result);
+            not taken with dropout (see :func:`fused_attention`), refused with ``save_attn`` (the fused kernel keeps
+            no attention map).
     """
 
     def __init__(
@@ -39,6 +42,9 @@ class ViTClassifier(ViT):
         **kwargs,
     ) -> None:
         kwargs.pop("classification", None)
+        if use_flash_attention and kwargs.get("save_attn", False):
+            raise ValueError("save_attn needs the attention map, which use_flash_attention does not keep; "
+                             "set use_flash_attention to False.")
         super().__init__(
             in_channels, img_size, patch_size, classification=True, num_classes=num_classes,
             post_activation=post_activation, **kwargs,
@@ -46,7 +52,7 @@ class ViTClassifier(ViT):
         spatial_dims = kwargs.get("spatial_dims", 3)
         # the token grid, as in MONAI's UNETR: load_mae_encoder compares it with the pre-training grid
         self.feat_size = grid_size(ensure_tuple_rep(img_size, spatial_dims), ensure_tuple_rep(patch_size, spatial_dims))
-        if use_flash_attention:
+        if fused_attention(use_flash_attention, kwargs.get("dropout_rate", 0.0)):
             for block in self.blocks:
                 block.attn.use_flash_attention = True
 

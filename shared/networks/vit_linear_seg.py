@@ -9,6 +9,7 @@ every arm, is what limits the budget (``tools/study/tasks.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,7 +39,7 @@ class ViTLinearSeg(nn.Module):
         in_channels: number of input channels.
         out_channels: number of classes ``K``.
         img_size: spatial size of the input; every side a multiple of ``patch_size``.
-        patch_size: side of the cubic (square) patches. Defaults to 16.
+        patch_size: spatial size of a patch (one side for cubic or square patches). Defaults to 16.
         hidden_size: token width. Defaults to 768.
         mlp_dim: transformer MLP width. Defaults to 3072.
         num_layers: transformer blocks. Defaults to 12.
@@ -61,7 +62,7 @@ class ViTLinearSeg(nn.Module):
         in_channels: int,
         out_channels: int,
         img_size: Sequence[int] | int,
-        patch_size: int = 16,
+        patch_size: Sequence[int] | int = 16,
         hidden_size: int = 768,
         mlp_dim: int = 3072,
         num_layers: int = 12,
@@ -90,7 +91,7 @@ class ViTLinearSeg(nn.Module):
             spatial_dims=spatial_dims,
             qkv_bias=qkv_bias,
         )
-        self.head = nn.Linear(hidden_size, out_channels * patch_size**spatial_dims)
+        self.head = nn.Linear(hidden_size, out_channels * math.prod(self.patch_size))
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         """
