@@ -1,6 +1,6 @@
 """The inputs of a run, checked before any work: lists that are not empty, files that exist and outputs that
-overwrite neither each other nor an input; and an inference loader that processes every good input and reports the
-bad ones.
+overwrite neither each other nor an input; and an inference loader and postprocessing that process every good input
+and report the bad ones.
 
 Every inference writer (:class:`scripts.transforms.io.SaveImaged`) names its file with :func:`output_path`, and
 :func:`check_outputs` applies the same rule to all the inputs of a run before the first is read.
@@ -34,6 +34,7 @@ __all__ = [
     "check_outputs",
     "image_datalist",
     "SkipFailedInputs",
+    "SkipFailedPostprocessing",
     "InputFailures",
 ]
 
@@ -258,6 +259,13 @@ class InputFailures(RuntimeError):
     """Some inputs of an inference run could not be processed; the others were."""
 
 
+def failure_reason(error: BaseException) -> str:
+    """What went wrong with one input, for the run's report: the problem an :class:`InputError` names, else the
+    root cause's type and message."""
+    cause = root_cause(error)
+    return str(getattr(cause, "problem", None) or f"{type(cause).__name__}: {cause}")
+
+
 class _Reporting(TorchDataset):
     """``dataset`` whose items that fail to load or transform become ``{"__failed__": [source, reason]}``."""
 
@@ -274,9 +282,7 @@ class _Reporting(TorchDataset):
             items = getattr(self.dataset, "data", None)
             item = items[index] if items is not None else index
             source = describe_source(item.get("image", item) if isinstance(item, dict) else item)
-            cause = root_cause(e)
-            reason = getattr(cause, "problem", None) or f"{type(cause).__name__}: {cause}"
-            return {"__failed__": [source, str(reason)]}
+            return {"__failed__": [source, failure_reason(e)]}
 
 
 def _collate_reporting_failures(items: Sequence[Any]) -> tuple[Any, list[list[str]]]:
@@ -311,10 +317,14 @@ class SkipFailedInputs:
         self.failures = []
         for batch, failures in self.loader:
             for source, reason in failures:
-                self.failures.append((str(source), str(reason)))
-                logger.error(f"skipped {source}: {reason}")
+                self.record_failure(source, reason)
             if batch is not None:
                 yield batch
+
+    def record_failure(self, source: object, reason: str) -> None:
+        """Log an input that failed, and list it in the report at the end of the run."""
+        self.failures.append((str(source), str(reason)))
+        logger.error(f"skipped {source}: {reason}")
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self.report)
@@ -324,3 +334,35 @@ class SkipFailedInputs:
             done = len(self.dataset) - len(self.failures)
             lines = "\n".join(f"  {source}: {reason}" for source, reason in self.failures)
             raise InputFailures(f"{len(self.failures)} of {len(self.dataset)} inputs failed ({done} done):\n{lines}")
+
+
+class SkipFailedPostprocessing:
+    """The postprocessing of an inference run that, for an input it fails on, reports the input and goes on.
+
+    An input can fail after the network has run: its label map cannot be put back in its original grid, or cannot
+    be written (e.g. a DICOM SEG whose geometry the source series does not match). The failure is logged and
+    listed by ``inputs``, which raises :class:`InputFailures` when the run ends, and the other inputs are written.
+    The failed input's data goes on as it came (nothing is written for it).
+
+    Args:
+        transform: the postprocessing of one input (e.g. a ``Compose``).
+        inputs: the run's :class:`SkipFailedInputs`, which reports every failed input when the run ends.
+        source_key: the key whose metadata names the input (``filename_or_obj``).
+    """
+
+    def __init__(self, transform: Callable[[Any], Any], inputs: SkipFailedInputs, source_key: str = "image") -> None:
+        self.transform = transform
+        self.inputs = inputs
+        self.source_key = source_key
+
+    def __call__(self, data: Mapping[str, Any]) -> Any:
+        try:
+            return self.transform(data)
+        except Exception as e:  # one input's failure is reported, the run goes on with the others
+            self.inputs.record_failure(self.source_of(data), failure_reason(e))
+            return data
+
+    def source_of(self, data: Mapping[str, Any]) -> str:
+        """The file (or files) the input was read from, as its metadata names it."""
+        meta = getattr(data.get(self.source_key), "meta", {})
+        return describe_source(meta.get("filename_or_obj", "an input"))
