@@ -14,13 +14,20 @@ __all__ = ["reconstruction_panel"]
 
 
 def _slices(volume: torch.Tensor, num_slices: int) -> list[torch.Tensor]:
-    """2D pictures of a ``(*spatial)`` tensor: itself in 2D, ``num_slices`` evenly spaced planes of the last axis
-    (axial for RAS volumes) in 3D."""
+    """2D pictures of a ``(*spatial)`` tensor: itself in 2D (``(H, W)``, as the X-ray bundle loads images); in 3D,
+    ``num_slices`` evenly spaced planes of the last axis of an RAS volume (axial), each shown as radiologists view
+    axial slices: anterior at the top, the patient's right on the left."""
     if volume.dim() == 2:
         return [volume]
     depth = volume.shape[-1]
     positions = np.linspace(0, depth - 1, num_slices + 2)[1:-1].round().astype(int)
-    return [volume[..., p] for p in positions]
+    return [_radiological(volume[..., p]) for p in positions]
+
+
+def _radiological(axial: torch.Tensor) -> torch.Tensor:
+    """An RAS axial plane ``(x: left -> right, y: posterior -> anterior)`` as a picture ``(rows: anterior ->
+    posterior, columns: right -> left)``."""
+    return axial.T.flip(0, 1)
 
 
 def _to_uint8(picture: torch.Tensor, low: float, high: float) -> np.ndarray:
