@@ -41,12 +41,12 @@ def test_no_weight_decay_on_biases_norms_tokens_and_position_embeddings():
 
 
 def test_mae_pretraining_groups_skip_frozen_position_embeddings_and_keep_one_scale():
-    net = tiny_mae(img_size=32)
+    net = tiny_mae(img_size=32, cls_token=True)  # the X-ray MAE's class token, as its mask token, is not decayed
     groups = param_groups(net, lr=1e-3, weight_decay=0.05)
     assert all(g["lr_scale"] == 1.0 for g in groups)
     params = [p for g in groups for p in g["params"]]
     assert not any(p is net.decoder_pos_embed for p in params)
-    assert _decay_of(groups, net.mask_token) == 0.0
+    assert _decay_of(groups, net.mask_token) == 0.0 and _decay_of(groups, net.cls_token) == 0.0
 
 
 def test_warmup_cosine_schedule_keeps_the_per_layer_ratio():
