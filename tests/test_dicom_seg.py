@@ -202,8 +202,9 @@ def test_require_dicom_series_takes_series_folders_only(series):
 def test_packaged_segmentation_bundles_carry_the_dicom_seg_modules():
     for name in ("unetr_btcv_seg", "unetr_brats_seg"):
         files = package_bundles.scripts_files(package_bundles.BUNDLES_DIR / name)
-        assert {"scripts/data/dicom_seg.py", "scripts/transforms/dicom_seg.py", "scripts/transforms/checks.py",
-                "scripts/utils/atomic.py", "scripts/utils/errors.py"} <= set(files), name
+        assert {"scripts/data/dicom_seg.py", "scripts/data/dicom_series.py", "scripts/transforms/dicom_seg.py",
+                "scripts/transforms/checks.py", "scripts/utils/atomic.py",
+                "scripts/utils/errors.py"} <= set(files), name
 
 
 # ---------------------------------------------------------------------------------------------------------------

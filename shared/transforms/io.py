@@ -4,9 +4,10 @@ MONAI reports a truncated ``.nii.gz`` as ``EOFError: Compressed file ended befor
 reached`` without saying which file, stacks the files of a multi-file input (the four contrasts of a BraTS 2021
 case) without checking that they share one voxel grid, and allocates whatever a NIfTI header declares (a corrupt one
 can declare terabytes, or a zero voxel size that resampling divides by). This ``LoadImaged`` (same arguments, same
-output) checks NIfTI headers first (:func:`check_nifti_header`), refuses a DICOM folder of several series (MONAI
-reads one of them silently; :func:`check_one_series`), and raises an :class:`InputError` naming the file and the
-problem in each case.
+output) checks NIfTI headers first (:func:`check_nifti_header`), refuses a DICOM folder that ITK would read in part
+or with slices out of place (several series, one series ITK splits, a missing or repeated slice, a gantry tilt:
+:func:`..data.dicom_series.check_series_folder`; MONAI reads them with a warning at most), and raises an
+:class:`InputError` naming the file and the problem in each case.
 
 MONAI's ``SaveImaged`` writes in place (a killed write leaves a truncated file under the final name), falls back to
 the next writer when one fails (ITK, on a full disk, writes an empty file and raises nothing), and squeezes trailing
@@ -28,11 +29,12 @@ from monai.transforms import LoadImaged as MonaiLoadImaged
 from monai.transforms import SaveImaged as MonaiSaveImaged
 from monai.utils import ImageMetaKey
 
+from ..data.dicom_series import check_series_folder
 from ..data.inputs import output_path, output_stem
 from ..utils.atomic import atomic_path
 from ..utils.errors import InputError, describe_source
 
-__all__ = ["LoadImaged", "SaveImaged", "check_nifti_header", "check_one_series", "check_same_grid"]
+__all__ = ["LoadImaged", "SaveImaged", "check_nifti_header", "check_same_grid"]
 
 _NIFTI = (".nii", ".nii.gz")
 MAX_VOXELS = 2**31  # a 1290^3 volume, 8 GiB as float32: far beyond any CT or MRI, and far below a corrupt header
@@ -90,33 +92,6 @@ def check_same_grid(files: Sequence[str], atol: float = 1e-3) -> None:
             raise InputError(paths, f"the channels of this case do not share one voxel grid ({grids})")
 
 
-def check_one_series(folder: str) -> None:
-    """Refuse a DICOM folder that holds images of more than one series: MONAI's reader loads one of them (the
-    lowest series UID) without a word, e.g. a DICOM SEG written into the folder instead of the CT.
-
-    Raises:
-        InputError: naming the folder and its series (UID, modality, images).
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    series: dict[str, list[str]] = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "Modality", "Rows"])
-        except (InvalidDicomError, OSError, ValueError):
-            continue
-        if "Rows" in ds:  # an image (not e.g. a DICOMDIR or a report)
-            series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(str(ds.get("Modality", "?")))
-    if len(series) > 1:
-        found = "; ".join(f"{uid}: {modality[0]}, {len(modality)} of the files" for uid, modality in series.items())
-        raise InputError(folder, f"holds {len(series)} DICOM series ({found}), and only one would be read, without a "
-                                 "word: give each series its own folder.")
-
-
 class _NamingLoader:
     """Wraps MONAI's ``LoadImage`` so that any failure names the file(s) it was loading."""
 
@@ -141,7 +116,7 @@ class _NamingLoader:
             if isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(_NIFTI):
                 check_nifti_header(os.fspath(path))
             elif isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
-                check_one_series(os.fspath(path))
+                check_series_folder(os.fspath(path))
         if isinstance(filename, (list, tuple)):
             check_same_grid(filename)
         try:
