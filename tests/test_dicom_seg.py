@@ -26,7 +26,14 @@ from monai.data import MetaTensor
 from monai.networks.nets import UNETR
 
 from shared.data.brats import get_layout
-from shared.data.dicom_seg import SEGMENT_CODES, check_output_format, require_dicom_series, write_segmentation
+from shared.data.dicom_seg import (
+    SEGMENT_CODES,
+    check_output_format,
+    match_slices,
+    read_series_headers,
+    require_dicom_series,
+    write_segmentation,
+)
 from shared.transforms.dicom_seg import SaveDicomSegd
 from shared.transforms.io import LoadImaged
 from shared.utils.errors import InputError, root_cause
@@ -356,6 +363,37 @@ def test_slices_are_matched_by_position_not_by_file_name_or_instance_number(tmp_
     by_position = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in folder.glob("*.dcm")),
                          key=lambda ds: float(ds.ImagePositionPatient[2]))
     np.testing.assert_array_equal(_seg_label_map(tmp_path / "out" / "case_seg.dcm", by_position), label)
+
+
+def test_a_series_with_positions_rounded_to_a_tenth_of_a_mm_gets_its_seg(tmp_path):
+    """Slices 3.125 mm apart, positions written to 0.1 mm: on the grid ITK reads, the label map's slices lie up to
+    0.08 mm from their images (0.01 mm was refused: "no image at the position of slice 1"), each at its own image."""
+    affine = np.array([[-2.0, 0, 0, 0], [0, -2.0, 0, 0], [0, 0, 3.125, -50.03], [0, 0, 0, 1]])
+    folder = tmp_path / "case"
+    write_dicom_series(np.zeros((8, 6, 6), np.int16), affine, folder)
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [round(float(v), 1) for v in ds.ImagePositionPatient]
+        ds.save_as(path)
+    image = LoadImaged("image", image_only=True)({"image": str(folder)})["image"]
+    label = _every_class((8, 6, 6), [1, 2])  # differs from slice to slice
+    path = SaveDicomSegd("pred", tmp_path / "out", ["spleen", "right kidney"], "x").save(
+        _label(label, image.affine, folder))
+    np.testing.assert_array_equal(_seg_label_map(path, _headers(folder)), label)
+
+
+def test_two_slices_never_reference_one_image(tmp_path):
+    """With a tolerance of 2.4 mm, images at 0, 6, 12 and 20 mm would serve the slices at 0, 4, 8 and 12 mm with
+    the image at 6 mm twice (and the one at 20 mm never): refused."""
+    affine = np.diag([-2.0, -2.0, 4.0, 1.0])
+    folder = tmp_path / "case"
+    write_dicom_series(np.zeros((8, 6, 4), np.int16), affine, folder)
+    for path, z in zip(sorted(folder.iterdir()), (0.0, 6.0, 12.0, 20.0)):
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]
+        ds.save_as(path)
+    with pytest.raises(InputError, match=r"slices \[1, 2\] all lie at the image at \[-?0.0, -?0.0, 6.0\] mm"):
+        match_slices(read_series_headers(folder), affine, (8, 6, 4), str(folder), tolerance_mm=2.4)
 
 
 def test_a_series_of_another_pixel_spacing_is_refused(tmp_path):

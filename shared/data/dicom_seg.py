@@ -302,11 +302,15 @@ def _fit_series(instances: Sequence[Any], positions: np.ndarray, orientation: np
     missed = np.flatnonzero(distance[np.arange(len(positions)), nearest] > tolerance_mm)
     if missed.size:
         return f"no image at the position of slice {int(missed[0])} ({np.round(positions[missed[0]], 3).tolist()} mm)"
+    reused = np.flatnonzero(np.bincount(nearest, minlength=len(fitting)) > 1)
+    if reused.size:
+        slices = np.flatnonzero(nearest == reused[0]).tolist()
+        return f"slices {slices} all lie at the image at {np.round(stack[reused[0]], 3).tolist()} mm"
     return [fitting[i] for i in nearest]
 
 
 def match_slices(headers: Sequence[Any], affine: np.ndarray, shape: Sequence[int], source: str,
-                 tolerance_mm: float = 0.01) -> list[Any]:
+                 tolerance_mm: float | None = None) -> list[Any]:
     """The source image of every slice of a ``(X, Y, Z)`` label map on a DICOM series' grid.
 
     The label map must cover the whole series: slice ``k`` (array axis 2) must be an image of the series at the
@@ -319,16 +323,20 @@ def match_slices(headers: Sequence[Any], affine: np.ndarray, shape: Sequence[int
         affine: the label map's RAS affine (``4 x 4``).
         shape: the label map's spatial shape ``(X, Y, Z)``.
         source: the series' path, for messages.
-        tolerance_mm: largest distance between a slice and its image's ``ImagePositionPatient``.
+        tolerance_mm: largest distance between a slice and its image's ``ImagePositionPatient``; None: a tenth of
+            the slice spacing, at least 0.01 mm (series that write positions rounded to 0.1 mm still match, and no
+            image is within reach of two slices).
 
     Returns:
         the ``Z`` headers, in slice order.
 
     Raises:
         InputError: no series of the folder has the label map's grid (not inverted to the source geometry, or a
-            series of several orientations), or several have.
+            series of several orientations), or several have; two slices would reference one image.
     """
     positions, orientation, spacing = _slice_geometry(affine, shape)
+    if tolerance_mm is None:
+        tolerance_mm = max(0.01, 0.1 * float(spacing[2]))
     by_series: dict[str, list[Any]] = {}
     for ds in headers:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
