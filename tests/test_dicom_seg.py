@@ -156,6 +156,25 @@ def test_dicom_seg_of_a_nifti_input_fails_naming_the_file(series, bundle, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_series_whose_seg_cannot_be_made_does_not_stop_the_others(series, bundle, tmp_path):
+    """A series without FrameOfReferenceUID fails after the network (its SEG cannot reference one): it is reported
+    and the run goes on to the next series, then exits non-zero naming it."""
+    folder, _ = series
+    unreferenced = tmp_path / "no_frame_of_reference"
+    shutil.copytree(folder, unreferenced)
+    for path in unreferenced.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    output = bundle_run([SEG / "inference.json"], {
+        "bundle_root": str(bundle), "input_files": [str(unreferenced), str(folder)],
+        "output_dir": str(tmp_path / "out"), "output_format": "dicom_seg", **SMALL, **TINY_UNETR}, expect_failure=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["series_1_seg.dcm"]
+    tail = output[output.rindex("error: InputFailures"):]
+    assert "1 of 2 inputs failed (1 done)" in tail
+    assert f"{unreferenced}: the series has no FrameOfReferenceUID" in tail
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the configs: output_format checked before any work, in both bundles
 # ---------------------------------------------------------------------------------------------------------------

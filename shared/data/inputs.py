@@ -19,7 +19,7 @@ from monai.data import DataLoader, list_data_collate, load_decathlon_datalist
 from torch.utils.data import Dataset as TorchDataset
 
 from ..utils.config import as_bool
-from ..utils.errors import InputError, describe_source, root_cause
+from ..utils.errors import InputError, describe_source, exception_chain, root_cause
 from ..utils.files import read_json
 
 __all__ = [
@@ -339,10 +339,11 @@ class SkipFailedInputs:
 class SkipFailedPostprocessing:
     """The postprocessing of an inference run that, for an input it fails on, reports the input and goes on.
 
-    An input can fail after the network has run: its label map cannot be put back in its original grid, or cannot
-    be written (e.g. a DICOM SEG whose geometry the source series does not match). The failure is logged and
-    listed by ``inputs``, which raises :class:`InputFailures` when the run ends, and the other inputs are written.
-    The failed input's data goes on as it came (nothing is written for it).
+    An input can fail after the network has run: its label map cannot be put back in its original grid, or its
+    DICOM SEG cannot be made (e.g. a series without the ``FrameOfReferenceUID`` a SEG must reference). The failure is
+    logged and listed by ``inputs``, which raises :class:`InputFailures` when the run ends, and the other inputs are
+    written; the failed input's data goes on as it came. A write that fails (full disk, read-only folder: an
+    ``OSError``) stops the run as before, naming the input and the output: it would fail for every input.
 
     Args:
         transform: the postprocessing of one input (e.g. a ``Compose``).
@@ -359,6 +360,9 @@ class SkipFailedPostprocessing:
         try:
             return self.transform(data)
         except Exception as e:  # one input's failure is reported, the run goes on with the others
+            if any(isinstance(error, OSError) for error in exception_chain(e)):
+                raise
+            logger.debug("postprocessing failed", exc_info=True)
             self.inputs.record_failure(self.source_of(data), failure_reason(e))
             return data
 
