@@ -39,14 +39,14 @@ AFFINES["oblique"][:3, :3] = (
 AFFINES["oblique"][:3, 3] = (40.0, 30.0, -20.0)
 
 
-def preprocessed(affine: np.ndarray, folder, shape=(61, 47, 23), extra=None) -> tuple[Compose, dict]:
+def preprocessed(affine: np.ndarray, folder, shape=(61, 47, 23), extra=None, **crop) -> tuple[Compose, dict]:
     """A NIfTI volume with a foreground box that touches one border, through the bundle's spatial preprocessing."""
     volume = np.zeros(shape, dtype=np.float32)
     volume[5:50, :40, 3:20] = 1.0 + np.random.default_rng(0).random((45, 40, 17))
     nib.save(nib.Nifti1Image(volume, affine), folder / "case.nii.gz")
     transforms = [LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
                   Orientationd("image", axcodes="RAS"), Spacingd("image", pixdim=(1.5, 1.5, 2.0), mode="bilinear"),
-                  CropForegroundd("image", "image"), *(extra or [])]
+                  CropForegroundd("image", "image", **crop), *(extra or [])]
     preprocessing = Compose(transforms)
     return preprocessing, preprocessing({"image": str(folder / "case.nii.gz")})
 
@@ -58,9 +58,11 @@ def probabilities(image: MetaTensor, classes: int = 5) -> MetaTensor:
     return pred
 
 
-@pytest.mark.parametrize("orientation", sorted(AFFINES))
-def test_equals_invertd_then_argmax(orientation, tmp_path):
-    preprocessing, data = preprocessed(AFFINES[orientation], tmp_path)
+@pytest.mark.parametrize("orientation, crop", [*((name, {}) for name in sorted(AFFINES)),
+                                               ("LPS", {"margin": 8}), ("permuted", {"k_divisible": 16})])
+def test_equals_invertd_then_argmax(orientation, crop, tmp_path):
+    """Every orientation; and crop boxes that reach beyond the image, which the foreground crop pads."""
+    preprocessing, data = preprocessed(AFFINES[orientation], tmp_path, **crop)
     pred = probabilities(data["image"])
     reference = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)(
         {"pred": pred, "image": data["image"]})["pred"]

@@ -92,7 +92,11 @@ def axis_maps(image: MetaTensor) -> tuple[list[AxisMap], tuple[int, ...], np.nda
     operations = _operations(image)
     original_affine, original_shape = original_geometry(image, operations)
     size = tuple(int(s) for s in image.shape[1:])
-    cropped = operations.get("CropForeground", {}).get("extra_info", {}).get("cropped", [0] * 2 * len(size))
+    crop = operations.get("CropForeground", {}).get("extra_info", {})
+    cropped = crop.get("cropped", [0] * 2 * len(size))
+    # a crop box reaching beyond the image (CropForegroundd's margin or k_divisible) is padded: the padded voxels
+    # lie outside the spaced grid, so its border moves into the network grid by as many voxels
+    padded = crop.get("pad_info", {}).get("extra_info", {}).get("padded", [(0, 0)] * (len(size) + 1))[1:]
     # the final affine alone places the network grid in the original one: the resampled grid's origin need not be
     # the original's (MONAI centres it when a float32 NIfTI affine is not exactly orthogonal, as oblique ones are)
     affine = np.asarray(image.affine, dtype=np.float64)
@@ -104,7 +108,8 @@ def axis_maps(image: MetaTensor) -> tuple[list[AxisMap], tuple[int, ...], np.nda
         if np.sum(np.abs(column) > 1e-6 * np.abs(column[source])) != 1:
             raise ValueError(f"the network grid of {image.meta.get('filename_or_obj', 'the image')} is not "
                              "axis-aligned with its original grid: use Invertd and AsDiscreted instead.")
-        before, after = cropped[2 * source], cropped[2 * source + 1]
+        before = cropped[2 * source] - padded[source][0]
+        after = cropped[2 * source + 1] - padded[source][1]
         maps.append(AxisMap(source, float(column[source]), float(to_source[source, 3]), float(-before),
                             float(size[source] + after - 1), size[source]))
     if sorted(m.source for m in maps) != list(range(len(size))):
