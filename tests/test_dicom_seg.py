@@ -384,10 +384,11 @@ def test_slices_are_matched_by_position_not_by_file_name_or_instance_number(tmp_
     np.testing.assert_array_equal(_seg_label_map(tmp_path / "out" / "case_seg.dcm", by_position), label)
 
 
-def test_a_series_with_positions_rounded_to_a_tenth_of_a_mm_gets_its_seg(tmp_path):
-    """Slices 3.125 mm apart, positions written to 0.1 mm: on the grid ITK reads, the label map's slices lie up to
-    0.08 mm from their images (0.01 mm was refused: "no image at the position of slice 1"), each at its own image."""
-    affine = np.array([[-2.0, 0, 0, 0], [0, -2.0, 0, 0], [0, 0, 3.125, -50.03], [0, 0, 0, 1]])
+@pytest.mark.parametrize("spacing", [3.125, 0.625])
+def test_a_series_with_positions_rounded_to_a_tenth_of_a_mm_gets_its_seg(spacing, tmp_path):
+    """Positions written to 0.1 mm: on the grid ITK reads, the label map's slices lie up to 0.1 mm from their images
+    (0.01 mm was refused: "no image at the position of slice 1"; a tenth of 0.625 mm too), each at its own image."""
+    affine = np.array([[-2.0, 0, 0, 0], [0, -2.0, 0, 0], [0, 0, spacing, -50.03], [0, 0, 0, 1]])
     folder = tmp_path / "case"
     write_dicom_series(np.zeros((8, 6, 6), np.int16), affine, folder)
     for path in folder.iterdir():

@@ -64,6 +64,21 @@ def _round_positions(decimals: int) -> Callable[[object, int], None]:
     return edit
 
 
+@pytest.mark.parametrize("spacing", [3.125, 0.75, 0.625])
+def test_thin_slices_with_positions_rounded_to_a_tenth_of_a_mm_are_read(spacing, tmp_path):
+    """Rounded to 0.1 mm, 0.625 mm slices have gaps of 0.6 and 0.7 mm (a gap 0.1 mm from the median was refused for
+    most first positions); a slice lost from them is still refused."""
+    for start in (-50.03, -50.01, -49.96, -49.92, -50.08):
+        affine = AFFINE.copy()
+        affine[2, 2:] = spacing, start
+        folder = _series(tmp_path / f"from{start}", slices=40, affine=affine)
+        _edit(folder, _round_positions(1))
+        assert _load(folder) == (8, 6, 40)
+    (folder / "slice020.dcm").unlink()
+    with pytest.raises(InputError, match="a missing slice?"):
+        _load(folder)
+
+
 def test_a_series_with_a_missing_slice_is_refused(tmp_path):
     """ITK reads 25 slices of 26 at 4.167 mm, one slice lost, with only a note on stderr."""
     thin = AFFINE.copy()

@@ -45,8 +45,10 @@ _HEADER_TAGS = ["SeriesInstanceUID", "Modality", *SERIES_DETAILS, *_GEOMETRY]
 SAME_POSITION_MM = 0.01
 """Slices closer than this along their normal are at the same position (positions are written to 0.01 mm or finer
 for slices thin enough to matter)."""
-MIN_TOLERANCE_MM = 0.1
-"""The smallest tolerance on slice positions: some series write them rounded to 0.1 mm."""
+MIN_TOLERANCE_MM = 0.15
+"""The smallest tolerance on slice positions: series that write positions rounded to 0.1 mm put a slice up to 0.1 mm
+from the line ITK draws through the first and last (each off by up to 0.05 mm), and a missing slice moves one by at
+least half the spacing."""
 
 
 def read_image_headers(folder: str) -> list[Any]:
@@ -178,19 +180,19 @@ def _check_no_repeats(folder: str, heights: np.ndarray) -> None:
 
 
 def _check_even_spacing(folder: str, heights: np.ndarray, tolerance_mm: float) -> None:
-    """Refuse sorted slice ``heights`` (mm along the slice normal) whose gaps differ from their median by more
-    than ``tolerance_mm``."""
+    """Refuse sorted slice ``heights`` (mm along the slice normal) that ITK would misplace by more than
+    ``tolerance_mm``: it puts slice ``k`` at ``first + k * (last - first) / (n - 1)``."""
     gaps = np.diff(heights)
-    median = float(np.median(gaps))
-    uneven = np.flatnonzero(np.abs(gaps - median) > tolerance_mm)
-    if uneven.size:
-        i = int(uneven[0])
+    spacing = (heights[-1] - heights[0]) / len(gaps)
+    misplaced = np.abs(heights - (heights[0] + spacing * np.arange(len(heights))))
+    if misplaced.max() > tolerance_mm:
+        median = float(np.median(gaps))
+        i = int(np.argmax(np.abs(gaps - median)))
         hint = ": a missing slice?" if gaps[i] > median else "."
         between = f"between {_mm([heights[i]])} and {_mm([heights[i + 1]])} mm along the slice normal"
         raise InputError(folder, f"uneven slice spacing: gaps of {_mm([median])} and {_mm([gaps[i]])} mm ({between})"
-                                 f"{hint} ITK would read it at one spacing of "
-                                 f"{_mm([(heights[-1] - heights[0]) / len(gaps)])} mm, putting slices at the wrong "
-                                 "positions.")
+                                 f"{hint} ITK would read it at one spacing of {_mm([spacing])} mm, putting a slice "
+                                 f"{_mm([misplaced.max()])} mm from its position.")
 
 
 def _check_stacked_along_normal(folder: str, positions: np.ndarray, normal: np.ndarray, tolerance_mm: float) -> None:
@@ -216,8 +218,8 @@ def check_slice_geometry(folder: str, headers: Sequence[Any], tolerance: float =
     Args:
         folder: the folder, for the messages.
         headers: its images' headers (:func:`read_image_headers`), of one series part (:func:`series_parts`).
-        tolerance: the largest deviation of a gap from the median gap, and of a slice from the normal through the
-            first, as a fraction of the median gap (at least :data:`MIN_TOLERANCE_MM`).
+        tolerance: the largest distance of a slice from where ITK puts it, and from the normal through the first,
+            as a fraction of the median gap (at least :data:`MIN_TOLERANCE_MM`).
 
     Raises:
         InputError: naming the folder and what is wrong, with the positions (mm along the slice normal) or sizes.
