@@ -70,7 +70,7 @@ class ReconstructionSnapshotHandler:
         image, reconstruction, mask = self._first_sample(engine.state.output)
         panel = reconstruction_panel(image, reconstruction, mask, self.patch_size, self.num_slices)
         picture = Image.fromarray(panel)
-        zoom = max(1, -(-self.min_tile_size // image.shape[1]))  # small crops are shown enlarged
+        zoom = max(1, -(-self.min_tile_size // min(image.shape[1:3])))  # small crops are shown enlarged
         picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
         path = os.path.join(self.output_dir, f"reconstruction_epoch{engine.state.epoch:04d}.png")
         with naming_failures(path), atomic_path(path, suffix=".png") as tmp:

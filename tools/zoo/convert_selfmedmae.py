@@ -52,11 +52,11 @@ Differences the conversion takes care of, or that the user must know about:
   pre-training grid is read from it, here and by the encoder transfer). The official
   UNETR3D ``pos_embed`` is learnable with a class-token slot in front; the slot is dropped.
 - **Class token.** The official encoder always prepends a class token (with a zero position embedding). For the MAE it
-  is kept (build ``MaskedAutoencoderViT(cls_token=True)``; ``keep_cls_token=False`` drops it). The official MAE
-  decoder also runs the class token through its blocks, which this project's decoder does not: decoder outputs are
-  close but not identical. MONAI's ``UNETR`` has no class token, so it is dropped from UNETR3D checkpoints although
-  it took part in the official encoder's attention: the converted UNETR's outputs differ slightly from the official
-  model's (a short fine-tune, or an evaluation, tells by how much).
+  is kept (build ``MaskedAutoencoderViT(cls_token=True)``; ``keep_cls_token=False`` drops it); both decoders run it
+  through their blocks without a position embedding and drop its prediction. MONAI's ``UNETR`` has no class token,
+  so it is dropped from UNETR3D checkpoints although it took part in the official encoder's attention: the
+  converted UNETR's outputs differ slightly from the official model's (a short fine-tune, or an evaluation, tells by
+  how much).
 - **Patch flattening order.** The official 3D patchify flattens a patch channels-last, ``(p1, p2, p3, C)``; this
   project flattens ``(C, p1, p2, p3)`` (``shared/patches.py``). The decoder's output layer rows are permuted
   accordingly (a no-op for one channel). The patch-embedding convolution needs no change: the official code reshapes
@@ -581,8 +581,7 @@ def convert_mae3d_state_dict(
         )
     if "cls_token" in out:
         result.notes.append(
-            "build with cls_token=True. The official decoder also passes the class token through its blocks, this "
-            "project's decoder does not: reconstructions are close to, not identical with, the official ones."
+            "build with cls_token=True (the official encoder always has a class token)."
         )
     result.notes.append(
         "num_heads/decoder_num_heads are not stored in the checkpoint; "
