@@ -155,6 +155,47 @@ def test_multi_gpu_runs_end_their_process_group_with_the_shared_helper(config):
     assert not any("barrier" in str(item) or "destroy_process_group" in str(item) for item in finalize)
 
 
+def first_batch_after_seeding(overlay: Path, rank: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
+    """The first batch that ``rank`` (of two) draws after the overlay's ``set_determinism``: random crops, flips and
+    MAE masks of identical volumes (MONAI's data loaders seed the transforms from the global torch generator)."""
+    from monai.data import DataLoader, Dataset, DistributedSampler
+    from monai.transforms import Compose, RandFlipd, RandSpatialCropd
+
+    from shared.transforms.masking import RandPatchMaskd
+
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: rank)
+    parser = ConfigParser()
+    parser.read_config([str(overlay.with_name(overlay.name[len("multi_gpu_"):])), str(overlay)])
+    seeding = [i for i, item in enumerate(parser["initialize"]) if "set_determinism" in item]
+    assert len(seeding) == 1, f"{overlay}: one set_determinism in initialize"
+    parser.get_parsed_content(f"initialize#{seeding[0]}")
+    torch.nn.Linear(4, 4)  # the network's initialisation draws from the generator too
+    volume = torch.arange(16.0**3).reshape(1, 16, 16, 16)
+    transform = Compose([RandSpatialCropd("image", (8, 8, 8), random_size=False),
+                         RandFlipd("image", prob=0.5, spatial_axis=0),
+                         RandPatchMaskd(keys="image", patch_size=4, mask_ratio=0.75)])
+    dataset = Dataset([{"image": volume.clone()} for _ in range(8)], transform)
+    sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True)
+    return next(iter(DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=0)))
+
+
+@pytest.mark.parametrize("overlay", sorted(BUNDLES.glob("*/configs/multi_gpu_*train.json")),
+                         ids=lambda p: p.parents[1].name + "/" + p.name)
+def test_each_rank_draws_its_own_augmentation_and_masks(overlay, monkeypatch):
+    """Every rank seeding alike gave the k-th sample of every rank the same crop, flip and MAE mask (a global batch
+    had as many distinct masks as one rank's batch); the overlays seed each rank by its rank. Their replicas still
+    start alike: DistributedDataParallel broadcasts rank 0's weights, and the splits and the samplers have seeds of
+    their own."""
+    from monai.utils import set_determinism
+
+    try:
+        batches = [first_batch_after_seeding(overlay, rank, monkeypatch) for rank in (0, 1)]
+    finally:
+        set_determinism(None)
+    assert not torch.equal(batches[0]["mask"], batches[1]["mask"])
+    assert not torch.equal(batches[0]["image"], batches[1]["image"])
+
+
 @pytest.mark.parametrize("config", sorted(BUNDLES.glob("*/configs/*train.json")), ids=lambda p: p.parents[1].name +
                          "/" + p.name)
 def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):
