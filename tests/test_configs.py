@@ -196,6 +196,19 @@ def test_each_rank_draws_its_own_augmentation_and_masks(overlay, monkeypatch):
     assert not torch.equal(batches[0]["image"], batches[1]["image"])
 
 
+@pytest.mark.parametrize("config", ["train.json", "pretrain.json"])
+@pytest.mark.parametrize("images, batches", [(100, 1), (300, 2)])
+def test_cxr14_multi_gpu_batches_count_each_ranks_share(config, images, batches):
+    """Whether the last short batch is dropped depends on the images of one rank: 100 images in batches of 64 on 2
+    ranks are 50 a rank, one batch (the whole set counted gave none, and the run stopped); 300 are 150 a rank, two
+    full batches."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / "vit_cxr14_cls" / "configs" / n) for n in (config, f"multi_gpu_{config}")])
+    parser.update({"train#dataset": {"_target_": "Dataset", "data": f"$list(range({images}))"}, "batch_size": 64,
+                   "num_workers": 0, "train#sampler#num_replicas": 2, "train#sampler#rank": 0})
+    assert len(parser.get_parsed_content("train#dataloader")) == batches
+
+
 @pytest.mark.parametrize("config", sorted(BUNDLES.glob("*/configs/*train.json")), ids=lambda p: p.parents[1].name +
                          "/" + p.name)
 def test_training_runs_its_trainer_alone_with_one_run_safety_handler(config):
