@@ -99,3 +99,18 @@ def test_a_rebuilt_split_names_the_training_cases_it_moved_to_validation(tmp_pat
     with caplog.at_level(logging.WARNING):
         cached_datalist(cache, {"cases": 9}, lambda: kept)
     assert "rebuilding it" in caplog.text and "training item" not in caplog.text
+
+
+def test_ranks_above_zero_use_the_datalist_without_writing_it(tmp_path, monkeypatch):
+    """Every rank builds the same seeded split; rank 0 alone writes it (ranks above 0 wrote it too, also in a job
+    refused because another held the bundle's lock)."""
+    import ignite.distributed as idist
+
+    cache = tmp_path / "runs" / "datalist.json"
+    split = {"training": [{"image": "a"}], "validation": [{"image": "b"}]}
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    assert cached_datalist(str(cache), {"cases": 2}, lambda: split)["training"] == split["training"]
+    assert not cache.parent.exists()
+    monkeypatch.setattr(idist, "get_rank", lambda: 0)
+    cached_datalist(str(cache), {"cases": 2}, lambda: split)
+    assert json.loads(cache.read_text())["validation"] == split["validation"]

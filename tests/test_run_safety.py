@@ -442,6 +442,51 @@ def test_of_jobs_started_at_the_same_moment_one_takes_the_lock(tmp_path):
     assert not lock_file.exists()  # released by its holder at exit
 
 
+_RANK = """
+import sys
+import torch.distributed as dist
+from shared.handlers.lock import BundleLock, BundleLockedError
+from shared.utils.dist import end_process_group, gather_objects
+store, rank, lock_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+lock = BundleLock(lock_file)
+try:
+    lock.acquire()
+    lock.acquire()  # a second time, as the trainer's run-safety handler does: no rank waits on the others
+except BundleLockedError as e:
+    print("refused:", e, flush=True)
+else:
+    print("went on", gather_objects(rank), flush=True)
+end_process_group()
+"""
+
+
+def two_ranks_acquire(tmp_path: Path, lock_file: Path) -> list[str]:
+    """What each rank of a two-process gloo job prints after taking ``lock_file``."""
+    ranks = [subprocess.Popen([sys.executable, "-c", _RANK, str(tmp_path / "store"), str(rank), str(lock_file)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+             for rank in (0, 1)]
+    try:
+        outputs = [rank.communicate(timeout=120)[0] for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    assert all(rank.returncode == 0 for rank in ranks), "\n".join(outputs)
+    return [output.strip().splitlines()[-1] for output in outputs]
+
+
+def test_a_refused_job_stops_on_every_rank(live_holder, tmp_path):
+    """Rank 0 takes the lock; its outcome reaches every rank before any of them writes (ranks above 0 went on and
+    wrote the datalist of the job holding the lock)."""
+    holder = live_holder.read_text()
+    refusals = two_ranks_acquire(tmp_path, live_holder)
+    assert refusals[0] == refusals[1] and refusals[0].startswith("refused: ") and "is being trained by" in refusals[0]
+    assert live_holder.read_text() == holder
+    (tmp_path / "free").mkdir()
+    assert two_ranks_acquire(tmp_path / "free", tmp_path / "free" / "models" / ".lock") == ["went on [0, 1]"] * 2
+
+
 def test_a_lock_from_another_host_or_unreadable_is_taken_over_with_a_warning(tmp_path, caplog):
     lock_file = tmp_path / ".lock"
     lock_file.write_text(json.dumps({"pid": 1, "host": "another-node", "started": "earlier"}))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..utils.atomic import atomic_open
+from ..utils.dist import is_main_process
 from ..utils.errors import InputError
 from ..utils.files import read_json
 
@@ -52,7 +53,10 @@ def cached_datalist(
     indent: int | None = 4,
 ) -> dict:
     """The datalist in ``datalist_file`` when it was built from ``fingerprint``, else ``build()``, then written to
-    ``datalist_file`` (atomically, so that concurrent ranks are safe) with the fingerprint.
+    ``datalist_file`` with the fingerprint, atomically (a reader never sees half a file).
+
+    Under ``torch.distributed`` only rank 0 writes the file: every rank builds the same datalist (the split is seeded),
+    and the other ranks use theirs without writing it.
 
     Args:
         datalist_file: the cache (JSON); None builds without caching.
@@ -75,7 +79,7 @@ def cached_datalist(
     if cached is not None and not rebuild and cached[FINGERPRINT_KEY] == fingerprint:
         return cached
     data = {**build(), FINGERPRINT_KEY: fingerprint}
-    if datalist_file:
+    if datalist_file and is_main_process():
         if cached is not None:
             if cached[FINGERPRINT_KEY] == fingerprint:
                 logger.info(f"rebuilding {datalist_file} as asked (rebuild)")

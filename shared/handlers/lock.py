@@ -18,7 +18,7 @@ import time
 from ignite.engine import Engine, Events
 
 from ..utils.atomic import write_text_atomically
-from ..utils.dist import is_main_process
+from ..utils.dist import broadcast_from_main, is_main_process
 from ..utils.errors import at_failed_exit
 
 __all__ = ["BundleLock", "BundleLockedError"]
@@ -78,8 +78,10 @@ class BundleLock:
             return None
 
     def acquire(self) -> None:
-        """Write the lock file; refuse when a live process on this host holds it. Taking a held lock again does
-        nothing.
+        """Take the lock for this job: rank 0 writes the lock file, refusing when a live process on this host holds
+        it. Under ``torch.distributed`` every rank then learns rank 0's outcome (a collective: every rank calls
+        ``acquire``, the training configs in their ``run``), so that a refused job stops on every rank before any of
+        them writes anything (a datalist, say). Taking a held lock again does nothing.
 
         Jobs look at and write the lock one at a time (an exclusive ``flock`` on the lock's folder, which creates no
         file), so that of two jobs started at the same moment one takes the lock and the other sees it held (on a file
@@ -88,10 +90,24 @@ class BundleLock:
         e.g. a restarted container or another node) is taken over with a warning.
 
         Raises:
-            BundleLockedError: naming the holder and how to stop it.
+            BundleLockedError: naming the holder and how to stop it, on every rank.
         """
-        if self.held or not is_main_process():
+        if self.held:
             return
+        failure = None
+        if is_main_process():
+            try:
+                self._write_lock_file()
+            except Exception as e:  # raised below on every rank: the others would otherwise wait for rank 0 forever
+                failure = e
+        failure = broadcast_from_main(failure)
+        if failure is not None:
+            raise failure
+        self.held = True  # by this job (its rank 0): a second acquire of any rank does nothing
+
+    def _write_lock_file(self) -> None:
+        """Rank 0's part of :meth:`acquire`: refuse a live holder, else write this process's lock file, released at
+        exit."""
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         guard = os.open(folder, os.O_RDONLY)
@@ -105,7 +121,6 @@ class BundleLock:
             write_text_atomically(json.dumps(mine), self.path)
         finally:
             os.close(guard)  # releases the flock
-        self.held = True
         atexit.register(self.release)
         at_failed_exit(self.release)
 

@@ -8,7 +8,12 @@ from typing import Any, TypeVar
 import ignite.distributed as idist
 import torch.distributed as dist
 
-__all__ = ["is_main_process", "gather_objects", "end_process_group"]
+__all__ = [
+    "is_main_process",
+    "gather_objects",
+    "broadcast_from_main",
+    "end_process_group",
+]
 
 # How long the main thread waits, without the GIL, after destroying a gloo process group (see end_process_group).
 GLOO_SETTLE_SECONDS = 0.2
@@ -28,6 +33,17 @@ def gather_objects(obj: T) -> list[T]:
     gathered: list[Any] = [None] * idist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_from_main(obj: T) -> T:
+    """Rank 0's ``obj`` (any picklable object) on every rank; ``obj`` in a single process.
+
+    A collective: every rank calls it at the same point of the run (the ranks that do wait for any that does not)."""
+    if idist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def end_process_group() -> None:
