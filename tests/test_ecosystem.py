@@ -68,26 +68,35 @@ def test_mlflow_tracking_logs_the_loss_and_one_learning_rate(config, btcv, tmp_p
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def run_two_nodes(config: Path, overrides: dict, tmp_path: Path, *extra: str) -> tuple[list[int], list[str]]:
+    """Two one-process torchrun "nodes" on this machine, node ``i`` with its own ``bundle_root`` ``tmp_path/node<i>``
+    (so that what rank 1 writes shows); their exit statuses and outputs."""
+    port = free_port()
+    configs = str([str(config / "train.json"), str(config / "multi_gpu_train.json")])
+    processes = []
+    for node in (0, 1):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
+                    "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+        cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", configs,
+               *cli_args({**overrides, "bundle_root": str(tmp_path / f"node{node}")}), *extra]
+        processes.append(subprocess.Popen(cmd, cwd=tmp_path, env={**user_env(), "OMP_NUM_THREADS": "1"},
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    return [p.returncode for p in processes], outputs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config, network", [(SEG, TINY_UNETR), (MAE, {**TINY_MAE, "network_def#num_layers": 2})],
                          ids=["finetuning", "mae_pretraining"])
 def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, btcv, tmp_path):
-    port = free_port()
-    configs = str([str(config / "train.json"), str(config / "multi_gpu_train.json")])
+    """Two nodes train one model and rank 0 alone writes. Nodes that do not share the bundle's folder cannot resume:
+    rank 0 would continue its checkpoint while the other node starts afresh; every rank refuses, naming the file."""
     overrides = {"dataset_dir": str(btcv), "epochs": 2, "batch_size": 1, "num_samples": 1, "warmup_epochs": 1,
                  "val_interval": 1, **SMALL, **network}
     check = "$print('FINAL WEIGHTS', sum(float(p.double().sum()) for p in @network.parameters()), flush=True)"
-    processes = []
-    for node in (0, 1):  # each "node" writes into its own bundle_root, as on machines without a shared disk
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}",
-                    "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
-        cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", configs,
-               *cli_args({**overrides, "bundle_root": str(tmp_path / f"node{node}")}),
-               "--finalize", json.dumps([check, {"_target_": "scripts.utils.dist.end_process_group"}])]
-        processes.append(subprocess.Popen(cmd, cwd=tmp_path, env={**user_env(), "OMP_NUM_THREADS": "1"},
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    assert all(p.returncode == 0 for p in processes), "\n\n".join(o[-3000:] for o in outputs)
+    finalize = json.dumps([check, {"_target_": "scripts.utils.dist.end_process_group"}])
+    statuses, outputs = run_two_nodes(config, overrides, tmp_path, "--finalize", finalize)
+    assert statuses == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
     weights = [float(re.findall(r"FINAL WEIGHTS ([-+.0-9e]+)", o)[-1]) for o in outputs]
     assert weights[0] == pytest.approx(weights[1], rel=1e-6)  # one model, trained by both ranks
     written = {node: sorted(p.relative_to(tmp_path / f"node{node}").as_posix()
@@ -96,6 +105,14 @@ def test_two_nodes_train_one_model_and_only_rank_zero_writes(config, network, bt
     assert "models/model.pt" in written[0]
     assert not written.get(1), f"rank 1 wrote {written[1]}"
     assert "Epoch[1] Complete" in outputs[0] and "Epoch[1] Complete" not in outputs[1]  # ranks > 0 are quiet
+
+    statuses, outputs = run_two_nodes(config, {**overrides, "epochs": 3}, tmp_path)  # resume on unshared folders
+    assert statuses[0] != 0 and statuses[1] != 0, "\n\n".join(o[-3000:] for o in outputs)
+    for node, output in enumerate(outputs):
+        assert re.search(rf"disagree on whether \S*node{node}/models/checkpoint.pt is a file: rank\(s\) 0 \(host "
+                         r"[^)]*\) see one, rank\(s\) 1 \(host [^)]*\) do not", output), output[-3000:]
+        assert re.search(r"^error: RanksDisagreeError: .* a file system that every node shares\.$", output, re.M)
+    assert not (tmp_path / "node1").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

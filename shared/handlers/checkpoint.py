@@ -24,7 +24,7 @@ from ignite.handlers import Checkpoint
 
 from ..utils.atomic import remove_temporaries, save_atomically
 from ..utils.config import as_bool, flatten_settings, plain_value
-from ..utils.dist import is_main_process
+from ..utils.dist import file_exists_on_all_ranks, is_main_process
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -346,6 +346,9 @@ class RunSettings:
 class ResumeLoader:
     """Resume a training run from its checkpoint when ``resume`` is on and the checkpoint exists.
 
+    - Under ``torch.distributed`` every rank resumes, or none: ranks that disagree on whether the checkpoint exists
+      (nodes that do not share the bundle's folder, of which rank 0 alone writes ``models/``) are refused on every
+      rank, naming the file (``file_exists_on_all_ranks`` of ``utils/dist.py``).
     - ``resume`` is read with :func:`as_bool`: ``--resume false`` means False.
     - A checkpoint that cannot be read is an error naming the file and saying how to start over.
     - The run is compared with the one that wrote the checkpoint (its :class:`RunSettings` entry): another network
@@ -408,7 +411,7 @@ class ResumeLoader:
     def attach(self, engine: Engine) -> None:
         if not self.resume:
             engine.logger.info(f"resume is off: training starts from the beginning ({self.load_path} is overwritten)")
-        elif not os.path.isfile(self.load_path):
+        elif not file_exists_on_all_ranks(self.load_path):
             engine.logger.info(f"no checkpoint at {self.load_path}: training starts from the beginning")
         else:
             engine.add_event_handler(Events.STARTED, self)

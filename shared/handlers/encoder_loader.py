@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..networks.encoder_transfer import TransferReport, load_mae_encoder
-from ..utils.dist import is_main_process
+from ..utils.dist import file_exists_on_all_ranks, is_main_process
 from .checkpoint import epochs_done
 
 __all__ = ["MAEEncoderLoader"]
@@ -27,7 +27,9 @@ class MAEEncoderLoader:
         {"_target_": "scripts.handlers.encoder_loader.MAEEncoderLoader", "load_path": "@pretrained_encoder",
          "network": "@network"}
 
-    An empty ``load_path`` means training from scratch: nothing is loaded and a warning says so.
+    An empty ``load_path`` means training from scratch: nothing is loaded and a warning says so. Under
+    ``torch.distributed`` ranks that disagree on whether ``load_path`` exists (nodes that do not share it) are refused
+    on every rank, naming the file.
 
     The pre-training writes its MAE every epoch, so the file may be that of a pre-training that was stopped; given
     the pre-training's own checkpoint (``pretraining_checkpoint``, e.g. the ``mae_checkpoint.pt`` beside a bundle's
@@ -64,6 +66,7 @@ class MAEEncoderLoader:
             if is_main_process():
                 log.warning("no pretrained encoder (pretrained_encoder is empty): the encoder starts from scratch")
             return
+        file_exists_on_all_ranks(self.load_path)  # refuses ranks that disagree: their encoders would differ
         network = getattr(self.network, "module", self.network)  # unwrap DistributedDataParallel
         self.report = load_mae_encoder(network, self.load_path, strict=self.strict, source_grid=self.source_grid)
         log.info(f"MAE encoder from {self.load_path}: {self.report.summary()}")

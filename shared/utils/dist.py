@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any, TypeVar
 
@@ -9,9 +11,11 @@ import ignite.distributed as idist
 import torch.distributed as dist
 
 __all__ = [
+    "RanksDisagreeError",
     "is_main_process",
     "gather_objects",
     "broadcast_from_main",
+    "file_exists_on_all_ranks",
     "end_process_group",
 ]
 
@@ -19,6 +23,10 @@ __all__ = [
 GLOO_SETTLE_SECONDS = 0.2
 
 T = TypeVar("T")
+
+
+class RanksDisagreeError(RuntimeError):
+    """The ranks of a distributed run see different files where they must see the same ones."""
 
 
 def is_main_process() -> bool:
@@ -44,6 +52,31 @@ def broadcast_from_main(obj: T) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def file_exists_on_all_ranks(path: str) -> bool:
+    """Whether ``path`` is a file, on every rank alike: what a run decides on it (resume from a checkpoint, load a
+    pre-trained encoder) it decides the same way on every rank. In a single process, ``os.path.isfile(path)``.
+
+    Only rank 0 writes ``models/``: on nodes that do not share the bundle's folder, rank 0 would resume while the
+    others start afresh, and their replicas would differ without a word. Every rank calls it at the same point of
+    the run (a collective).
+
+    Raises:
+        RanksDisagreeError: on every rank, when some ranks see the file and others do not, naming the file and the
+            ranks (with their hosts) on each side.
+    """
+    seen = gather_objects((os.path.isfile(path), socket.gethostname()))
+    found = [exists for exists, _ in seen]
+    if all(found) or not any(found):
+        return found[0]
+    have, lack = (", ".join(f"{rank} (host {host})" for rank, (exists, host) in enumerate(seen) if exists is side)
+                  for side in (True, False))
+    raise RanksDisagreeError(
+        f"the ranks disagree on whether {path} is a file: rank(s) {have} see one, rank(s) {lack} do not; they would "
+        "start from different weights. A multi-node run needs its bundle_root (and any file it is given to load) on "
+        "a file system that every node shares."
+    )
 
 
 def end_process_group() -> None:
