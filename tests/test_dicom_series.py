@@ -79,6 +79,18 @@ def test_thin_slices_with_positions_rounded_to_a_tenth_of_a_mm_are_read(spacing,
         _load(folder)
 
 
+@pytest.mark.parametrize("spacing", [0.25, 0.3])
+def test_a_slice_lost_from_very_thin_slices_is_refused(spacing, tmp_path):
+    """A lost slice moves one by about half the spacing, under 0.15 mm here: the tolerance stays below it."""
+    affine = AFFINE.copy()
+    affine[2, 2:] = spacing, -50.0
+    folder = _series(tmp_path / "case", slices=100, affine=affine)
+    assert _load(folder) == (8, 6, 100)
+    (folder / "slice050.dcm").unlink()
+    with pytest.raises(InputError, match="a missing slice?"):
+        _load(folder)
+
+
 def test_a_series_with_a_missing_slice_is_refused(tmp_path):
     """ITK reads 25 slices of 26 at 4.167 mm, one slice lost, with only a note on stderr."""
     thin = AFFINE.copy()

@@ -160,6 +160,23 @@ def test_ranks_above_zero_write_nothing_but_resume(tmp_path, monkeypatch):
     assert (models / "checkpoint.pt").read_bytes() == checkpoint
 
 
+def test_only_the_process_that_wrote_the_lock_releases_it(tmp_path, monkeypatch):
+    """Ranks above 0 hold the job's lock too; on other nodes (their own pid namespaces) one may have rank 0's pid,
+    and its release at the end of the run removed rank 0's lock while rank 0 was still writing."""
+    path = tmp_path / "models" / ".lock"
+    mine = BundleLock(str(path))
+    mine.acquire()  # rank 0: writes the file with this process's pid and host
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    other_rank = BundleLock(str(path))
+    other_rank.acquire()
+    assert other_rank.held
+    other_rank.release()
+    assert path.exists()
+    monkeypatch.setattr(idist, "get_rank", lambda: 0)
+    mine.release()
+    assert not path.exists()
+
+
 def test_the_trainer_entry_is_the_handlers_own():
     with pytest.raises(ValueError, match="save_dict must not hold 'trainer'"):
         RunSafetyHandler("checkpoint.pt", {"trainer": Engine(lambda e, b: None)}, lock=".lock")

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..utils.atomic import atomic_open
 from ..utils.errors import InputError
-from .dicom_series import MIN_TOLERANCE_MM
+from .dicom_series import position_tolerance_mm
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -325,9 +325,8 @@ def match_slices(headers: Sequence[Any], affine: np.ndarray, shape: Sequence[int
         shape: the label map's spatial shape ``(X, Y, Z)``.
         source: the series' path, for messages.
         tolerance_mm: largest distance between a slice and its image's ``ImagePositionPatient``; None: as the
-            series check allows (a tenth of the slice spacing, at least
-            ``dicom_series.MIN_TOLERANCE_MM``: series that write positions rounded to 0.1 mm still
-            match); two slices never match one image.
+            series check allows (``dicom_series.position_tolerance_mm``: series that write positions rounded to
+            0.1 mm still match); two slices never match one image.
 
     Returns:
         the ``Z`` headers, in slice order.
@@ -338,7 +337,7 @@ def match_slices(headers: Sequence[Any], affine: np.ndarray, shape: Sequence[int
     """
     positions, orientation, spacing = _slice_geometry(affine, shape)
     if tolerance_mm is None:
-        tolerance_mm = max(MIN_TOLERANCE_MM, 0.1 * float(spacing[2]))
+        tolerance_mm = position_tolerance_mm(float(spacing[2]))
     by_series: dict[str, list[Any]] = {}
     for ds in headers:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)

@@ -33,6 +33,7 @@ __all__ = [
     "check_series_details",
     "check_slice_geometry",
     "check_series_folder",
+    "position_tolerance_mm",
 ]
 
 SERIES_DETAILS = ("SeriesNumber", "SequenceName", "SliceThickness", "Rows", "Columns", "SeriesDate")
@@ -46,9 +47,16 @@ SAME_POSITION_MM = 0.01
 """Slices closer than this along their normal are at the same position (positions are written to 0.01 mm or finer
 for slices thin enough to matter)."""
 MIN_TOLERANCE_MM = 0.15
-"""The smallest tolerance on slice positions: series that write positions rounded to 0.1 mm put a slice up to 0.1 mm
-from the line ITK draws through the first and last (each off by up to 0.05 mm), and a missing slice moves one by at
-least half the spacing."""
+"""The smallest tolerance on slice positions (:func:`position_tolerance_mm`): series that write positions rounded to
+0.1 mm put a slice up to 0.1 mm from the line ITK draws through the first and last (each off by up to 0.05 mm)."""
+
+
+def position_tolerance_mm(spacing: float, fraction: float = 0.1) -> float:
+    """How far a slice may lie from where ITK puts it (and a label map's slice from its image): ``fraction`` of the
+    slice ``spacing``, at least :data:`MIN_TOLERANCE_MM`, and under ``0.4 * spacing`` so that a missing slice, which
+    moves one by about half the spacing, is always caught (slices thinner than 0.375 mm then need positions written
+    finer than to 0.1 mm)."""
+    return min(max(fraction * spacing, MIN_TOLERANCE_MM), 0.4 * spacing)
 
 
 def read_image_headers(folder: str) -> list[Any]:
@@ -219,7 +227,7 @@ def check_slice_geometry(folder: str, headers: Sequence[Any], tolerance: float =
         folder: the folder, for the messages.
         headers: its images' headers (:func:`read_image_headers`), of one series part (:func:`series_parts`).
         tolerance: the largest distance of a slice from where ITK puts it, and from the normal through the first,
-            as a fraction of the median gap (at least :data:`MIN_TOLERANCE_MM`).
+            as a fraction of the median gap (see :func:`position_tolerance_mm`).
 
     Raises:
         InputError: naming the folder and what is wrong, with the positions (mm along the slice normal) or sizes.
@@ -231,7 +239,7 @@ def check_slice_geometry(folder: str, headers: Sequence[Any], tolerance: float =
     positions = positions[np.argsort(positions @ normal, kind="stable")]
     heights = positions @ normal
     _check_no_repeats(folder, heights)
-    tolerance_mm = max(tolerance * float(np.median(np.diff(heights))), MIN_TOLERANCE_MM)
+    tolerance_mm = position_tolerance_mm(float(np.median(np.diff(heights))), tolerance)
     _check_even_spacing(folder, heights, tolerance_mm)
     _check_stacked_along_normal(folder, positions, normal, tolerance_mm)
 

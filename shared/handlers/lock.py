@@ -59,7 +59,8 @@ class BundleLock:
     def __init__(self, path: str, name: str = "") -> None:
         self.path = path
         self.name = name or os.path.dirname(os.path.dirname(os.path.abspath(path)))
-        self.held = False
+        self.held = False  # by this job, on every rank
+        self.wrote_file = False  # this process wrote the lock file (rank 0 of the job)
 
     def attach(self, engine: Engine) -> None:
         """Take the lock (unless already held) and release it when the run completes or the process exits; a killed
@@ -119,6 +120,7 @@ class BundleLock:
                 self._warn_taking_over(holder)
             mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
             write_text_atomically(json.dumps(mine), self.path)
+            self.wrote_file = True
         finally:
             os.close(guard)  # releases the flock
         atexit.register(self.release)
@@ -145,8 +147,8 @@ class BundleLock:
             logger.warning(f"taking over {self.path}: its process {holder['pid']} is gone")
 
     def release(self, engine: Engine | None = None) -> None:
-        if self.held:
+        if self.held and self.wrote_file:  # only the process that wrote it: another rank may have the same pid
             holder = self.holder()
-            if holder is not None and holder.get("pid") == os.getpid():
+            if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
                 os.remove(self.path)
-            self.held = False
+        self.held = self.wrote_file = False
