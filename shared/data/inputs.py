@@ -345,6 +345,10 @@ class SkipFailedPostprocessing:
     written; the failed input's data goes on as it came. A write that fails (full disk, read-only folder: an
     ``OSError``) stops the run as before, naming the input and the output: it would fail for every input.
 
+    In a config it has its own id and the evaluator takes it as an expression, ``"postprocessing":
+    "$@postprocessing_skipping_failures"``: MONAI's bundle property check accepts an expression there, or
+    ``@postprocessing`` itself, which MONAI Label reads as the inference's post transforms.
+
     Args:
         transform: the postprocessing of one input (e.g. a ``Compose``).
         inputs: the run's :class:`SkipFailedInputs`, which reports every failed input when the run ends.
