@@ -27,7 +27,7 @@ import numpy as np
 
 from ..utils.atomic import atomic_open
 from ..utils.errors import InputError
-from .dicom_series import position_tolerance_mm
+from .dicom_series import position_tolerance_mm, read_image_headers
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -253,22 +253,9 @@ def read_series_headers(folder: str | os.PathLike) -> list[Any]:
     Raises:
         InputError: ``folder`` holds no such image; the message names it.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     folder = os.fspath(folder)
-    headers = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError):
-            continue
-        if all(a in ds for a in _GEOMETRY_ATTRIBUTES):
-            ds.filename = path
-            headers.append(ds)
+    images = read_image_headers(folder, tags=None) if os.path.isdir(folder) else []
+    headers = [ds for ds in images if all(a in ds for a in _GEOMETRY_ATTRIBUTES)]
     if not headers:
         raise InputError(folder, "holds no DICOM image with a plane geometry (ImagePositionPatient, ...): a DICOM SEG "
                                  "needs the source series' slices.")

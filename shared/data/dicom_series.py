@@ -59,13 +59,13 @@ def position_tolerance_mm(spacing: float, fraction: float = 0.1) -> float:
     return min(max(fraction * spacing, MIN_TOLERANCE_MM), 0.4 * spacing)
 
 
-def read_image_headers(folder: str) -> list[Any]:
-    """The headers of the DICOM images in ``folder`` (files with ``Rows``), in file-name order, with only the
-    attributes these checks use and no pixel data; other files (not DICOM, a DICOMDIR, a report) and sub-folders
-    are left out, as ITK leaves them out.
+def read_image_headers(folder: str, tags: Sequence[str] | None = tuple(_HEADER_TAGS)) -> list[Any]:
+    """The headers of the DICOM images in ``folder`` (files with ``Rows``), in file-name order, without pixel data;
+    other files (not DICOM, a DICOMDIR, a report) and sub-folders are left out, as ITK leaves them out.
 
     Args:
         folder: a DICOM series folder.
+        tags: the attributes to read (by default those these checks use); None reads every attribute.
 
     Returns:
         pydicom datasets, each with its path as ``filename``.
@@ -79,7 +79,7 @@ def read_image_headers(folder: str) -> list[Any]:
         if not os.path.isfile(path):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=None if tags is None else list(tags))
         except (InvalidDicomError, OSError, ValueError):
             continue
         if "Rows" in ds:
