@@ -178,17 +178,91 @@ def test_a_hand_made_brats2021_datalist_gets_the_network_s_contrast_order(tmp_pa
     built = brats_datalist(str(root), "brats2021", str(cache), val_fraction=0.5)
     saved = json.loads(cache.read_text())
     flair, t1, t1ce, t2 = saved["training"][0]["image"]
-    hand_made = {"training": [{**saved["training"][0], "image": [flair, t1ce, t1, t2]}], "validation": []}
+    hand_made = {"training": [{**saved["training"][0], "image": [flair, t1ce, t1, t2]}],
+                 "validation": saved["validation"]}
     cache.write_text(json.dumps(hand_made))
     assert brats_datalist(str(root), "brats2021", str(cache))["training"] == built["training"]
     four_d = {**saved["training"][0], "image": "BraTS2021_00001/all_four.nii.gz"}  # one 4-D file: taken as it is
-    cache.write_text(json.dumps({"training": [four_d], "validation": []}))
+    (root / "BraTS2021_00001" / "all_four.nii.gz").write_bytes(b"")
+    cache.write_text(json.dumps({"training": [four_d], "validation": saved["validation"]}))
     assert brats_datalist(str(root), "brats2021", str(cache))["training"][0]["image"] == str(
         root / "BraTS2021_00001" / "all_four.nii.gz")
     hand_made["training"][0]["image"] = [flair, t1ce, t2]
     cache.write_text(json.dumps(hand_made))
     with pytest.raises(ValueError, match=rf"{cache} \(training item 0\): a BraTS 2021 case is its four contrast"):
         brats_datalist(str(root), "brats2021", str(cache))
+
+
+def _brats21_folds(tmp_path: Path, num_cases: int = 5) -> tuple[Path, Path, list[dict]]:
+    """Synthetic BraTS 2021 cases in ``<top>/TrainingData`` and a datalist like the public ``brats21_folds.json``:
+    only a training list, items with a ``fold`` (case i in fold i % 3) and paths relative to ``<top>``.
+
+    Returns:
+        ``(top, datalist file, its items)``.
+    """
+    top = tmp_path / "BraTS2021"
+    synthetic.make_brats(str(top / "TrainingData"), layout="brats2021", num_cases=num_cases, shape=(16, 16, 16),
+                         seed=0)
+    names = sorted(p.name for p in (top / "TrainingData").iterdir() if p.is_dir())
+    items = [{"fold": i % 3, "image": [f"TrainingData/{n}/{n}_{s}.nii.gz" for s in ("flair", "t1ce", "t1", "t2")],
+              "label": f"TrainingData/{n}/{n}_seg.nii.gz"} for i, n in enumerate(names)]
+    folds_file = tmp_path / "brats21_folds.json"
+    folds_file.write_text(json.dumps({"training": items}))
+    return top, folds_file, items
+
+
+def _case_names(items: list[dict]) -> list[str]:
+    return [Path(item["label"]).parent.name for item in items]
+
+
+@pytest.mark.parametrize("val_fold", [0, 2])
+def test_a_hand_made_datalist_without_validation_is_split_by_its_folds(tmp_path, val_fold):
+    """brats21_folds.json lists every case under training with its fold: fold val_fold is held out, so pre-training
+    (which reads the training list) never sees a validation case."""
+    top, folds_file, items = _brats21_folds(tmp_path)
+    datalist = brats_datalist(str(top), "brats2021", str(folds_file), val_fold=val_fold)
+    names = _case_names(items)
+    assert _case_names(datalist["validation"]) == [n for i, n in enumerate(names) if i % 3 == val_fold]
+    assert _case_names(datalist["training"]) == [n for i, n in enumerate(names) if i % 3 != val_fold]
+    assert all(Path(p).is_file() for case in datalist["training"] for p in case["image"])
+    folds_file.write_text(json.dumps({"training": items, "validation": []}))  # an empty validation list: the same
+    assert brats_datalist(str(top), "brats2021", str(folds_file), val_fold=val_fold) == datalist
+    assert json.loads(folds_file.read_text()) == {"training": items, "validation": []}  # never rewritten
+
+
+def test_the_bundle_configs_hold_out_val_fold_of_a_hand_made_datalist(tmp_path):
+    top, folds_file, items = _brats21_folds(tmp_path)
+    for name in ("pretrain", "train"):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / f"{name}.json"))
+        parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(top), "dataset_layout": "brats2021",
+                       "datalist_file": str(folds_file), "val_fold": 1})
+        with bundle_importable(BUNDLE):
+            datalist = parser.get_parsed_content("datalist")
+        assert _case_names(datalist["validation"]) == [n for i, n in enumerate(_case_names(items)) if i % 3 == 1]
+
+
+def test_a_hand_made_datalist_without_validation_or_folds_is_refused(tmp_path):
+    top, folds_file, items = _brats21_folds(tmp_path)
+    unfolded = [{k: v for k, v in item.items() if k != "fold"} for item in items]
+    folds_file.write_text(json.dumps({"training": unfolded}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(folds_file))}: .*without a 'validation' list needs a "
+                                         r"'fold' in every training item, but training item 0 has no 'fold'"):
+        brats_datalist(str(top), "brats2021", str(folds_file))
+    folds_file.write_text(json.dumps({"training": items}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(folds_file))}: no training item of fold 5 .*folds are "
+                                         "0, 1, 2"):
+        brats_datalist(str(top), "brats2021", str(folds_file), val_fold=5)
+
+
+def test_a_hand_made_datalist_read_from_the_wrong_folder_names_the_missing_image(tmp_path):
+    """brats21_folds.json's paths start with TrainingData/: dataset_dir is the folder above it."""
+    top, folds_file, items = _brats21_folds(tmp_path)
+    missing = top / "TrainingData" / items[1]["image"][0]  # the first item of fold 1, the first training item
+    expected = (f"{folds_file}: its first image {missing} does not exist: relative paths are read from dataset_dir "
+                f"({top / 'TrainingData'}); for brats21_folds.json that is the folder above TrainingData.")
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        brats_datalist(str(top / "TrainingData"), "brats2021", str(folds_file))
 
 
 def test_folder_of_the_other_layout_gets_a_hint(data):

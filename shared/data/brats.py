@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ..utils.errors import InputError
 from ..utils.files import read_json
-from .datalist_cache import cached_datalist, file_stamp
+from .datalist_cache import FINGERPRINT_KEY, cached_datalist, file_stamp
 from .inputs import as_list, check_outputs
 from .splits import split_validation
 
@@ -275,6 +275,7 @@ def brats_datalist(
     datalist_file: str | None = None,
     val_fraction: float = 0.2,
     seed: int = 12345,
+    val_fold: int = 0,
 ) -> dict[str, list[dict]]:
     """The training/validation datalist of a labelled BraTS 2021 or MSD Task01 folder, cached as JSON.
 
@@ -283,20 +284,33 @@ def brats_datalist(
     cached in ``datalist_file`` in the decathlon format (``{"training": [...], "validation": [...]}``, paths
     relative to ``dataset_dir``, so ``monai.data.load_decathlon_datalist(datalist_file, True, "training",
     base_dir=dataset_dir)`` reads it too) and rebuilt when the layout, the split settings or the case listing
-    change; a datalist file written by hand (without a fingerprint) is used as it is (see
-    :func:`cached_datalist`), except that the contrast files of its BraTS 2021 cases are put in the order FLAIR, T1,
-    T1ce, T2 (:func:`in_contrast_order`).
+    change. A datalist file written by hand (without a fingerprint) is used as it is (see :func:`cached_datalist`),
+    except that:
+
+    - without a (non-empty) ``validation`` list, its training items must each carry a ``fold`` (as in the public
+      ``brats21_folds.json``): those of fold ``val_fold`` are the validation cases, the others the training cases
+      (:func:`_split_hand_made`); without folds either it is refused, as pre-training would see every case;
+    - its first listed image must exist under ``dataset_dir``, which its relative paths are read from;
+    - the contrast files of its BraTS 2021 cases are put in the order FLAIR, T1, T1ce, T2 (:func:`in_contrast_order`).
 
     Args:
-        dataset_dir: BraTS 2021: the folder of case folders (``TrainingData``); MSD: ``Task01_BrainTumour``.
+        dataset_dir: BraTS 2021: the folder of case folders (``TrainingData``); MSD: ``Task01_BrainTumour``. A
+            hand-made datalist's relative paths are read from it (``brats21_folds.json``: the folder above
+            ``TrainingData``).
         layout: ``"brats2021"`` or ``"msd"``.
         datalist_file: where to cache the datalist; not written when None or empty.
         val_fraction: fraction of the labelled cases held out for validation.
         seed: seed of the split.
+        val_fold: the fold held out for validation when a hand-made datalist has folds but no validation list (the
+            paper's: fold 0 of 5).
 
     Returns:
         ``{"training": [...], "validation": [...]}``, each item ``{"image": ..., "label": ...}`` with absolute paths;
         ``image`` is a list of four files (FLAIR, T1, T1ce, T2) for BraTS 2021 and one 4-D file for MSD.
+
+    Raises:
+        InputError: a hand-made datalist with neither a validation list nor a fold in every training item, with no
+            item of fold ``val_fold``, or whose first listed image does not exist (naming the file).
     """
     lay = get_layout(layout)
     root = os.path.abspath(dataset_dir)
@@ -316,12 +330,69 @@ def brats_datalist(
         }
 
     data = cached_datalist(datalist_file or None, _fingerprint(root, lay, val_fraction, seed), build)
+    hand_made = FINGERPRINT_KEY not in data
+    if hand_made:
+        data = _split_hand_made(data, datalist_file, val_fold)
     cases = {s: [_absolute(c, root) for c in data.get(s, [])] for s in ("training", "validation")}
+    if hand_made:
+        _check_first_image(cases, datalist_file, root)
     if lay.name == "brats2021":  # a datalist written by hand may list the contrasts in another order
         for split, items in cases.items():
             for index, case in enumerate(items):
                 case["image"] = _contrasts_of_listed_case(case, f"{datalist_file or root} ({split} item {index})")
     return cases
+
+
+def _split_hand_made(data: dict, datalist_file: str, val_fold: int) -> dict:
+    """The training and validation lists of a hand-made datalist: its own when it has a non-empty validation list,
+    else its training items split by their ``fold``: fold ``val_fold`` for validation, the others for training.
+
+    Args:
+        data: the datalist file's content.
+        datalist_file: the file, for the messages.
+        val_fold: the fold held out for validation.
+
+    Returns:
+        ``{"training": [...], "validation": [...]}``, the items as listed.
+
+    Raises:
+        InputError: no validation list and a training item without a ``fold`` (or no training item), or no item of
+            fold ``val_fold``.
+    """
+    training, validation = data.get("training") or [], data.get("validation") or []
+    if validation:
+        return {"training": training, "validation": validation}
+    unfolded = next((i for i, item in enumerate(training) if not isinstance(item, dict) or "fold" not in item), None)
+    if not training or unfolded is not None:
+        which = "no training items" if not training else f"training item {unfolded} has no 'fold'"
+        raise InputError(datalist_file, f"a hand-made datalist (no {FINGERPRINT_KEY!r} record) without a 'validation' "
+                                        f"list needs a 'fold' in every training item, but {which}: pre-training would "
+                                        "see every case. Add a 'validation' list or the folds, or delete the file to "
+                                        "have the split made from dataset_dir.")
+    held_out = [item for item in training if item["fold"] == val_fold]
+    if not held_out:
+        folds = sorted({str(item["fold"]) for item in training})
+        raise InputError(datalist_file, f"no training item of fold {val_fold!r} (val_fold) to validate on; its folds "
+                                        f"are {', '.join(folds)}.")
+    kept = [item for item in training if item["fold"] != val_fold]
+    logger.info(f"{datalist_file} has no validation list: fold {val_fold} ({len(held_out)} cases) is the validation, "
+                f"the other folds ({len(kept)} cases) the training")
+    return {"training": kept, "validation": held_out}
+
+
+def _check_first_image(cases: Mapping[str, list[dict]], datalist_file: str, root: str) -> None:
+    """Refuse a hand-made datalist whose first listed image (absolute, in ``cases``) does not exist: its relative
+    paths were most likely written for another ``dataset_dir`` (``root``).
+
+    Raises:
+        InputError: naming the datalist file, the missing path and where relative paths are read from.
+    """
+    first = next((case.get("image") for split in ("training", "validation") for case in cases[split]), None)
+    path = first[0] if isinstance(first, list) and first else first
+    if isinstance(path, str) and not os.path.exists(path):
+        raise InputError(datalist_file, f"its first image {path} does not exist: relative paths are read from "
+                                        f"dataset_dir ({root}); for brats21_folds.json that is the folder above "
+                                        "TrainingData.")
 
 
 def _contrasts_of_listed_case(case: dict, where: str) -> list[str]:
