@@ -72,6 +72,18 @@ def test_label_to_region_mapping_is_pinned(layout):
     assert np.array_equal(numpy_regions, regions.numpy())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, np.float32, np.dtype("float32"), "float32", torch.bool, np.bool_])
+def test_region_dtype_may_be_a_torch_or_numpy_dtype_for_either_label_type(dtype):
+    """A torch dtype on a numpy label was ignored (uint8 came back) and a numpy dtype on a tensor raised."""
+    values, _ = PINNED["brats2021"]
+    tensor_regions = labels_to_regions(torch.tensor(values).reshape(1, 4, 1, 1), "brats2021", dtype)
+    numpy_regions = labels_to_regions(np.array(values).reshape(1, 4, 1, 1), "brats2021", dtype)
+    is_bool = dtype in (torch.bool, np.bool_)
+    assert tensor_regions.dtype == (torch.bool if is_bool else torch.float32)
+    assert numpy_regions.dtype == (np.bool_ if is_bool else np.float32)
+    assert np.array_equal(numpy_regions, tensor_regions.numpy())
+
+
 def test_msd_label_2_is_not_enhancing():
     """The copied tutorial transform takes MSD label 2 as ET; per dataset.json 2 is non-enhancing tumour (core)."""
     regions = labels_to_regions(torch.tensor([[2.0]]).reshape(1, 1, 1, 1), "msd").flatten().tolist()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from monai.utils import get_equivalent_dtype
 
 from ..data.brats import BratsLayout, get_layout
 from .checks import source_of
@@ -20,14 +21,15 @@ __all__ = ["labels_to_regions", "regions_to_labels", "ConvertBratsLabelsToRegion
 
 
 def labels_to_regions(
-    label: torch.Tensor | np.ndarray, layout: str | BratsLayout, dtype: torch.dtype | np.dtype = torch.uint8
+    label: torch.Tensor | np.ndarray, layout: str | BratsLayout, dtype: torch.dtype | np.dtype | str = torch.uint8
 ) -> torch.Tensor | np.ndarray:
     """Turn a label map into the three region channels TC, WT, ET, after checking its values.
 
     Args:
         label: ``(1, *spatial)`` or ``(*spatial)`` label map with the layout's values (integer-valued floats are fine).
         layout: ``"brats2021"``, ``"msd"`` or a :class:`BratsLayout`.
-        dtype: dtype of the output (a torch dtype for tensors, a numpy dtype for arrays).
+        dtype: dtype of the output, a torch or a numpy dtype (or its name) for either type of ``label``: it is
+            converted to the equivalent dtype of ``label``'s type.
 
     Returns:
         ``(3, *spatial)`` binary TC, WT, ET of ``label``'s type (a ``MetaTensor`` keeps its metadata).
@@ -57,8 +59,8 @@ def labels_to_regions(
             region = region | (label == value)
         channels.append(region)
     if is_tensor:
-        return torch.stack(channels, dim=0).to(dtype)
-    return np.stack(channels, axis=0).astype(dtype if not isinstance(dtype, torch.dtype) else np.uint8)
+        return torch.stack(channels, dim=0).to(get_equivalent_dtype(dtype, torch.Tensor))
+    return np.stack(channels, axis=0).astype(get_equivalent_dtype(dtype, np.ndarray))
 
 
 def regions_to_labels(regions: torch.Tensor | np.ndarray, layout: str | BratsLayout) -> torch.Tensor | np.ndarray:
@@ -110,7 +112,7 @@ class ConvertBratsLabelsToRegionsd(MapTransform):
         self,
         keys: KeysCollection,
         layout: str,
-        dtype: torch.dtype = torch.uint8,
+        dtype: torch.dtype | np.dtype | str = torch.uint8,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
