@@ -240,14 +240,36 @@ def msd_cases(dataset_dir: str, section: str = "training") -> list[dict]:
 
 
 def _relative(case: dict, root: str) -> dict:
-    def rel(p):
+    """A datalist item with its paths made relative to ``root``, for the cached datalist.
+
+    Args:
+        case: ``{"image": path or list of paths, "label": path}`` with absolute paths.
+        root: the data set folder.
+
+    Returns:
+        the item with every value's paths relative to ``root``.
+    """
+
+    def rel(p: str | list[str]) -> str | list[str]:
+        """One path, or each path of a list, relative to ``root``."""
         return [os.path.relpath(x, root) for x in p] if isinstance(p, list) else os.path.relpath(p, root)
 
     return {k: rel(v) for k, v in case.items()}
 
 
 def _absolute(case: dict, root: str) -> dict:
-    def ab(p):
+    """A datalist item with its ``image`` and ``label`` paths read from ``root``; other keys are kept as they are.
+
+    Args:
+        case: an item of a datalist file, paths relative to ``root`` (absolute paths stay as they are).
+        root: the data set folder.
+
+    Returns:
+        the item with absolute, normalised ``image`` and ``label`` paths.
+    """
+
+    def ab(p: str | list[str]) -> str | list[str]:
+        """One path, or each path of a list, joined to ``root`` and normalised."""
         return [os.path.normpath(os.path.join(root, x)) for x in p] if isinstance(p, list) else os.path.normpath(
             os.path.join(root, p)
         )
@@ -453,8 +475,9 @@ def brats_inference_datalist(
         raise ValueError(f"cases with the same name would overwrite each other's output: {clashes}")
     if output_dir is not None:
         # a BraTS 2021 case folder also holds the case's reference label, under the default output's name
-        labels = [_nifti(os.path.dirname(files[0]), f"{name}_seg") for name, files in names.items()
-                  if lay.name == "brats2021"]
+        labels: list[str | None] = []
+        if lay.name == "brats2021":
+            labels = [_nifti(os.path.dirname(files[0]), f"{name}_seg") for name, files in names.items()]
         check_outputs([case["image"] for case in cases], output_dir, [output_postfix], name_of=case_name,
                       protected=[label for label in labels if label is not None])
     return cases

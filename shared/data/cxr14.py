@@ -114,6 +114,14 @@ def find_data_entry_csv(dataset_dir: str) -> str:
 
 
 def _finding_key(label: str) -> str:
+    """The spelling findings are matched by: ``" Pleural Thickening"`` -> ``"pleural_thickening"``.
+
+    Args:
+        label: a finding's name as written in the CSV or in :data:`FINDINGS`.
+
+    Returns:
+        the name stripped, with underscores for spaces, in lower case.
+    """
     return label.strip().replace(" ", "_").lower()
 
 
@@ -262,6 +270,14 @@ def find_images(dataset_dir: str) -> dict[str, str]:
 
 
 def _patient_sort_key(patient: str) -> tuple[int, int | str]:
+    """Sort key of a patient ID: numeric IDs first, by value (``"2"`` before ``"10"``), then the others by name.
+
+    Args:
+        patient: the CSV's ``Patient ID``.
+
+    Returns:
+        ``(0, number)`` for a numeric ID, ``(1, ID)`` otherwise.
+    """
     return (0, int(patient)) if patient.isdigit() else (1, patient)
 
 

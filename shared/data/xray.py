@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .inputs import as_list, image_datalist, non_empty
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 __all__ = ["is_dicom", "read_xray", "xray_datalist", "list_xray_files"]
 
@@ -31,20 +34,28 @@ def is_dicom(path: str) -> bool:
 
 
 def _minmax(array: np.ndarray) -> np.ndarray:
+    """``array`` scaled from its own minimum and maximum to ``[0, 1]``.
+
+    Args:
+        array: image values.
+
+    Returns:
+        float32 array of ``array``'s shape; all zeros when ``array`` is constant.
+    """
     low, high = float(array.min()), float(array.max())
     if high <= low:
         return np.zeros(array.shape, np.float32)
     return ((array - low) / (high - low)).astype(np.float32)
 
 
-def _first(value) -> float:
+def _first(value: Any) -> float:
     """First value of a possibly multi-valued DICOM element."""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         value = value[0]
     return float(value)
 
 
-def _has_voi(ds) -> bool:
+def _has_voi(ds: Dataset) -> bool:
     """Whether ``ds`` has a VOI LUT table, or a first window of positive width."""
     if ds.get("VOILUTSequence"):
         return True
@@ -62,7 +73,7 @@ def _pydicom_luts() -> tuple[Any, Any]:
     return apply_modality_lut, apply_voi_lut
 
 
-def _apply_voi(values: np.ndarray, ds) -> np.ndarray:
+def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
     """The first VOI transform of ``ds`` (its VOI LUT table, else its first window) applied to modality ``values``,
     scaled from the transform's output range to ``[0, 1]``.
 
@@ -87,6 +98,21 @@ def _apply_voi(values: np.ndarray, ds) -> np.ndarray:
 
 
 def _read_dicom(path: str, use_window: bool) -> np.ndarray:
+    """A grey DICOM X-ray in ``[0, 1]``, bright = dense: its modality LUT, then its first VOI transform (or its
+    own minimum and maximum), inverted for ``MONOCHROME1``; a colour DICOM is averaged over its channels and the
+    first frame of a multi-frame file is read.
+
+    Args:
+        path: the DICOM file.
+        use_window: apply the file's VOI LUT or window when it has one.
+
+    Returns:
+        ``(H, W)`` float32 array.
+
+    Raises:
+        RuntimeError: the pixels cannot be decoded (naming the file and its transfer syntax).
+        ValueError: the VOI transform cannot be applied (naming the file).
+    """
     import pydicom
 
     apply_modality_lut, _ = _pydicom_luts()
@@ -112,6 +138,15 @@ def _read_dicom(path: str, use_window: bool) -> np.ndarray:
 
 
 def _read_picture(path: str) -> np.ndarray:
+    """A PNG or JPEG X-ray in ``[0, 1]``, EXIF orientation applied: 8-bit (colour converted to grey) divided by
+    255, 16-bit, 32-bit or float scaled from its own minimum and maximum.
+
+    Args:
+        path: the picture file.
+
+    Returns:
+        ``(H, W)`` float32 array.
+    """
     from PIL import Image, ImageOps
 
     with Image.open(path) as picture:

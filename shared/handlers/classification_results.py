@@ -57,14 +57,32 @@ class MultiLabelResultsSaver:
         self.auc: dict[str, float] = {}
 
     def attach(self, engine: Engine) -> None:
+        """Reset at each run's start, record every iteration's images and write the files at its end.
+
+        Args:
+            engine: the evaluator.
+        """
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
 
     def reset(self, engine: Engine | None = None) -> None:
+        """Forget the images of the previous run.
+
+        Args:
+            engine: the evaluator (unused).
+        """
         self.records = []
 
     def record(self, engine: Engine) -> None:
+        """Keep the path, the scores and the labels (when present) of each image of one iteration.
+
+        Args:
+            engine: the evaluator; ``engine.state.output`` is one item or the decollated list of items.
+
+        Raises:
+            ValueError: the number of scores is not the number of class names.
+        """
         output = engine.state.output
         items = output if isinstance(output, list) else [output]
         for item in items:
@@ -78,6 +96,12 @@ class MultiLabelResultsSaver:
             self.records.append((str(path), pred.tolist(), label))
 
     def write(self, engine: Engine) -> None:
+        """Gather every rank's images and, on rank 0, write the predictions and, with labels, the per-class AUCs;
+        nothing is written when no image was recorded.
+
+        Args:
+            engine: the evaluator (its logger reports what was written).
+        """
         records = [r for part in gather_objects(self.records) for r in part]
         if not is_main_process() or not records:
             return

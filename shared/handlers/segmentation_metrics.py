@@ -57,14 +57,33 @@ class SegmentationMetricsSaver:
         self.summary: dict[str, dict[str, float]] = {}
 
     def attach(self, engine: Engine) -> None:
+        """Reset at each evaluation's start, score every iteration's cases and write the files at its end.
+
+        Args:
+            engine: the evaluator.
+        """
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
 
     def reset(self, engine: Engine) -> None:
+        """Forget the cases of the previous evaluation.
+
+        Args:
+            engine: the evaluator (unused).
+        """
         self.cases, self.per_case = [], []
 
     def record(self, engine: Engine) -> None:
+        """Score the cases of one iteration: per-class Dice, HD95 and the missed and spurious flags, with the case's
+        name.
+
+        Args:
+            engine: the evaluator; ``engine.state.output`` is the decollated list of ``pred`` / ``label`` items.
+
+        Raises:
+            ValueError: the number of scored channels is not the number of class names.
+        """
         for item in engine.state.output:
             pred, label = item["pred"], item["label"]
             scores = case_metrics(pred, label, self._spacing(label), self.include_background)
@@ -75,6 +94,12 @@ class SegmentationMetricsSaver:
             self.cases.append(self.case_name(str(filename)) if filename else f"case{len(self.cases)}")
 
     def write(self, engine: Engine) -> None:
+        """Gather every rank's cases and, on rank 0, write ``metrics_per_case.csv`` and ``metrics_summary.json`` and
+        log the means; nothing is written when no case was scored.
+
+        Args:
+            engine: the evaluator (its logger reports the means).
+        """
         cases, per_case = self._gather()
         if not is_main_process() or not per_case:
             return
@@ -99,6 +124,14 @@ class SegmentationMetricsSaver:
 
     @staticmethod
     def _spacing(label: torch.Tensor) -> list[float] | None:
+        """The voxel spacing of ``label``: the lengths of its affine's spatial columns.
+
+        Args:
+            label: ``(C, *spatial)`` label, a ``MetaTensor`` with an affine.
+
+        Returns:
+            one spacing per spatial axis, or None when ``label`` has no affine (HD95 is then in voxels).
+        """
         affine = getattr(label, "affine", None)
         if affine is None:
             return None

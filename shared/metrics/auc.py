@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,15 @@ def per_class_auc(y_pred: torch.Tensor, y: torch.Tensor) -> list[float]:
     return [float(a) for a in np.atleast_1d(np.asarray(aucs, dtype=np.float64))]
 
 
-def _stack(values) -> torch.Tensor:
-    """A batch tensor from a ``(B, C)`` tensor or a list of ``(C,)`` tensors (decollated output)."""
+def _stack(values: torch.Tensor | Sequence[Any]) -> torch.Tensor:
+    """A batch tensor from a ``(B, C)`` tensor or a list of ``(C,)`` tensors (decollated output).
+
+    Args:
+        values: scores or labels of one iteration.
+
+    Returns:
+        ``(B, C)`` float32 tensor on the CPU.
+    """
     if isinstance(values, torch.Tensor):
         return values.detach().float().cpu().reshape(len(values), -1)
     return torch.stack([torch.as_tensor(v).detach().float().cpu().reshape(-1) for v in values])
@@ -60,15 +68,29 @@ class MultiLabelAUC(Metric):
         super().__init__(output_transform=output_transform)
 
     def reset(self) -> None:
+        """Forget the scores and labels gathered so far."""
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
-    def update(self, output) -> None:
+    def update(self, output: Sequence[Any]) -> None:
+        """Keep the scores and labels of one iteration.
+
+        Args:
+            output: ``(y_pred, y)``, each a ``(B, C)`` tensor or a list of ``(C,)`` tensors.
+        """
         y_pred, y = output
         self._preds.append(_stack(y_pred))
         self._labels.append(_stack(y))
 
     def compute(self) -> float:
+        """The mean per-class ROC-AUC over the data of every rank; each class's AUC is kept in ``per_class``.
+
+        Returns:
+            the mean over the classes whose AUC is defined (NaN when none is).
+
+        Raises:
+            ValueError: the number of score columns is not the number of class names.
+        """
         parts = gather_objects((self._preds, self._labels))
         preds = [p for ps, _ in parts for p in ps]
         labels = [y for _, ys in parts for y in ys]
