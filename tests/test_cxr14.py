@@ -434,6 +434,31 @@ def test_vit_classifier_returns_logits_and_is_a_plain_vit():
         ViTClassifier(num_classes=14, use_flash_attention=True, save_attn=True, **kwargs)
 
 
+def test_vit_classifier_head_runs_in_float32_under_autocast_in_eval_only():
+    """Under bfloat16 autocast (AutocastInferer) the head's Linear gave logits of ~3 significant digits: ties and
+    coarse ROC curves over a large test set. In eval it now runs in float32 on the same features; training keeps
+    autocast's bfloat16 head."""
+    torch.manual_seed(0)
+    net = ViTClassifier(1, (32, 32), 16, num_classes=14, hidden_size=48, mlp_dim=96, num_layers=2, num_heads=4,
+                        spatial_dims=2)
+    features = []
+    net.norm.register_forward_hook(lambda module, args, output: features.append(output[:, 0]))
+    x = torch.randn(8, 1, 32, 32)
+    net.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(x)
+    head = net.classification_head
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, torch.nn.functional.linear(features[-1].float(), head.weight, head.bias),
+                               rtol=0, atol=0)
+    assert not torch.equal(logits, logits.bfloat16().float())  # finer than bfloat16
+    net.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = net(x)
+        assert trained.dtype == torch.bfloat16
+        torch.testing.assert_close(trained, head(features[-1]), rtol=0, atol=0)
+
+
 def test_random_resized_crop_covers_the_scale_range():
     crop = RandResizedCropd("image", size=24, scale=(0.25, 0.5))
     crop.set_random_state(0)

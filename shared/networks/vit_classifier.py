@@ -58,10 +58,35 @@ class ViTClassifier(ViT):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """``ViT.forward`` without collecting the hidden states (written out, not through ``super()``, so that the
-        network can be scripted with TorchScript)."""
+        network can be scripted with TorchScript).
+
+        In eval mode the classification head runs in float32 with autocast off (:meth:`_head_in_float32`); in
+        training it runs as autocast chooses.
+        """
         x = self.patch_embedding(x)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return self.classification_head(x[:, 0])
+        if self.training or torch.jit.is_scripting():
+            return self.classification_head(x[:, 0])
+        return self._head_in_float32(x[:, 0])
+
+    @torch.jit.unused
+    def _head_in_float32(self, features: torch.Tensor) -> torch.Tensor:
+        """The classification head on ``features`` in float32, autocast disabled.
+
+        Under autocast (e.g. :class:`scripts.inferers.autocast.AutocastInferer`) the head's ``Linear`` would run in
+        bfloat16, whose 8-bit mantissa leaves the logits about three significant digits: over a large test set a
+        rare finding's probabilities take a few hundred distinct values, with ties in ``predictions.csv`` and coarse
+        ROC curves. Evaluation and inference call it; training keeps autocast's choice, so its numerics are those
+        of the runs already reported. (A TorchScript copy of the network runs its head as autocast chooses.)
+
+        Args:
+            features: ``(B, hidden_size)`` class-token features after the final norm.
+
+        Returns:
+            ``(B, num_classes)`` float32 logits.
+        """
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.classification_head(features.float())
