@@ -323,8 +323,8 @@ def brats_datalist(
         datalist_file: where to cache the datalist; not written when None or empty.
         val_fraction: fraction of the labelled cases held out for validation.
         seed: seed of the split.
-        val_fold: the fold held out for validation when a hand-made datalist has folds but no validation list (the
-            paper's: fold 0 of 5).
+        val_fold: the fold held out for validation when a hand-made datalist has folds but no validation list (as
+            MONAI's BraTS 2021 tutorial holds out one fold of ``brats21_folds.json``).
 
     Returns:
         ``{"training": [...], "validation": [...]}``, each item ``{"image": ..., "label": ...}`` with absolute paths;
