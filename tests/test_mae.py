@@ -220,3 +220,35 @@ def test_reconstruction_net_shows_the_masked_input_and_keeps_visible_patches_as_
     assert torch.equal(masked_input[~hidden], images[~hidden]) and (masked_input[hidden] == 0).all()
     assert torch.equal(reconstruction[~hidden], images[~hidden])
     torch.testing.assert_close(reconstruction[hidden], predicted[hidden])
+
+
+@pytest.mark.parametrize("spatial_dims,norm_pix_loss,cls_token", [(3, True, False), (3, False, True), (2, True, True)])
+def test_reconstruction_net_scripts_with_torchscript(spatial_dims, norm_pix_loss, cls_token):
+    """The model zoo's CI scripts ``network_def`` (``ckpt_export`` without tracing): the scripted network keeps the
+    parameter names (existing weights load) and gives exactly the eager outputs, which are the composition of
+    :class:`MaskedAutoencoderViT`'s outputs that the reconstruction network has always returned."""
+    img_size, patch = (32, 16) if spatial_dims == 3 else (48, 8)
+    args = dict(in_channels=2, img_size=img_size, patch_size=patch, num_layers=2, spatial_dims=spatial_dims,
+                norm_pix_loss=norm_pix_loss, cls_token=cls_token, **TINY_ENCODER, **TINY_DECODER)
+    net = MAEReconstructionNet(**args).eval()
+    MaskedAutoencoderViT(**args).load_state_dict(net.state_dict(), strict=True)  # the same weights, both ways
+    scripted = torch.jit.script(net)
+    assert list(scripted.state_dict()) == list(net.state_dict())
+    images = torch.rand(2, 2, *(img_size,) * spatial_dims)
+    mask = net.random_masking(2, "cpu")
+    with torch.no_grad():
+        for given in (mask, None):  # a given mask, and one drawn in the forward from the same seed
+            torch.manual_seed(7)
+            eager = net(images, given)
+            torch.manual_seed(7)
+            assert torch.equal(scripted(images, given), eager)
+            torch.manual_seed(7)
+            base = MaskedAutoencoderViT.forward(net, images, given)
+            hidden = expand_patch_mask(base["mask"], net.patch_size, net.img_size)
+            expected = torch.cat([images.masked_fill(hidden, 0.0), torch.where(hidden, base["reconstruction"], images)],
+                                 dim=1)
+            assert torch.equal(eager, expected)
+    with pytest.raises(torch.jit.Error, match=r"the mask is \(1, \d+\); expected \(2, \d+\)"):
+        scripted(images, mask[:1])
+    with pytest.raises(torch.jit.Error, match=r"the mask hides \[\d+\] of \d+ patches per image"):
+        scripted(images, torch.zeros_like(mask))

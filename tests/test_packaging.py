@@ -403,6 +403,54 @@ def test_zoo_checks_report_failures(staged_bundle: tuple[str, Path], tmp_path: P
     assert "FAIL" in check_bundles.format_table(list(rows.values()))
 
 
+_NETS = '''import torch
+
+
+class Scriptable(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class TraceOnly(Scriptable):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(*[x])  # a starred call: TorchScript cannot compile it, tracing records it
+'''
+
+
+def _export_bundle(root: Path, network: str) -> Path:
+    """A minimal bundle whose ``network_def`` is ``scripts.nets.<network>``, with its weights."""
+    (root / "scripts").mkdir(parents=True)
+    (root / "scripts" / "__init__.py").write_text("")
+    (root / "scripts" / "nets.py").write_text(_NETS)
+    (root / "configs").mkdir()
+    config = {"network_def": {"_target_": f"scripts.nets.{network}"}}
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    tensor = {"num_channels": 1, "spatial_shape": [8, 8], "dtype": "float32"}
+    meta = {"network_data_format": {"inputs": {"image": tensor}, "outputs": {"pred": {**tensor, "num_channels": 2}}}}
+    (root / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with bundle_importable(root):
+        check_bundles.create_random_weights(str(root))
+    return root
+
+
+def test_zoo_export_check_fails_a_network_that_only_traces(tmp_path: Path) -> None:
+    """The zoo's verify_torchscript scripts ``network_def`` and never traces: a network that only traces fails the
+    check (the row says tracing would work), unless the bundle is a documented exclusion; one that scripts passes."""
+    root = _export_bundle(tmp_path / "trace_only", "TraceOnly")
+    with bundle_importable(root):
+        status, detail = check_bundles._check_export(root, {}, None)
+        assert status == check_bundles.FAIL and "scripting fails" in detail and "tracing works" in detail, detail
+        status, detail = check_bundles._check_export(root, {}, "dynamic control flow")
+        assert status == check_bundles.EXCLUDED and "documented exclusion (dynamic control flow)" in detail, detail
+    root = _export_bundle(tmp_path / "scriptable", "Scriptable")
+    with bundle_importable(root):
+        assert check_bundles._check_export(root, {}, None) == (check_bundles.PASS, "ckpt_export by scripting")
+
+
 def test_fake_input_shape_entries() -> None:
     assert [check_bundles._shape_entry(e, n=2, p=3, any_size=5) for e in (96, "8*n", "2**p", "*")] == [96, 16, 8, 5]
     with pytest.raises(ValueError, match="unsupported"):

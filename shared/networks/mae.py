@@ -22,7 +22,7 @@ from monai.networks.blocks.pos_embed_utils import build_sincos_position_embeddin
 from monai.utils import ensure_tuple_rep
 
 from .attention import fused_attention
-from .patches import expand_patch_mask, grid_size, num_masked_patches, patchify, unpatchify
+from .patches import expand_patch_mask, grid_size, num_masked_patches, patchify, shape_text, unpatchify
 
 __all__ = ["MAEEncoder", "MaskedAutoencoderViT", "MAEReconstructionNet", "mae_loss"]
 
@@ -232,6 +232,7 @@ class MaskedAutoencoderViT(nn.Module):
         Returns:
             ``(B, N)`` bool, True where a patch is hidden; exactly ``self.num_masked`` per row.
         """
+        device = torch.device(device) if isinstance(device, str) else device  # one type for TorchScript
         noise = torch.rand(batch_size, self.num_patches, device=device)
         hidden = torch.argsort(noise, dim=1)[:, : self.num_masked]
         mask = torch.zeros(batch_size, self.num_patches, dtype=torch.bool, device=device)
@@ -293,12 +294,33 @@ class MaskedAutoencoderViT(nn.Module):
         Returns:
             scalar loss, computed in float32.
         """
-        target = patchify(images.float(), self.patch_size)
+        target = patchify(images.float(), list(self.patch_size))
         if self.norm_pix_loss:
             target = self.normalize_patches(target)
         per_patch = (pred.float() - target).pow(2).mean(dim=-1)
         mask = mask.to(per_patch.dtype)
         return (per_patch * mask).sum() / mask.sum()
+
+    def predict_patches(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hide patches, encode the visible ones and predict every patch: the part of :meth:`forward` that
+        :class:`MAEReconstructionNet` shares (a method, not ``super().forward``, so that both script with TorchScript).
+
+        Args:
+            images: ``(B, C, *img_size)``.
+            mask: optional ``(B, N)`` bool (True where hidden), see :meth:`forward`; drawn here when None.
+
+        Returns:
+            ``pred`` (``(B, N, C * prod(patch_size))``) and the ``(B, N)`` bool ``mask`` used.
+        """
+        if mask is None:
+            mask = self.random_masking(images.shape[0], images.device)
+        else:  # drawn elsewhere: its count is checked (one small host sync; a mask drawn here is right by construction)
+            self.check_mask(mask, images.shape[0])
+        mask = mask.to(device=images.device, dtype=torch.bool)
+        latent = self.forward_encoder(images, mask)
+        return self.forward_decoder(latent, mask), mask
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Hide patches, encode the visible ones, reconstruct all of them and score the hidden ones.
@@ -313,13 +335,7 @@ class MaskedAutoencoderViT(nn.Module):
             ``mask`` (``(B, N)`` bool) and ``reconstruction`` (``(B, C, *img_size)``, the prediction of every patch in
             image intensities, detached; for pictures).
         """
-        if mask is None:
-            mask = self.random_masking(images.shape[0], images.device)
-        else:  # drawn elsewhere: its count is checked (one small host sync; a mask drawn here is right by construction)
-            self.check_mask(mask, images.shape[0])
-        mask = mask.to(device=images.device, dtype=torch.bool)
-        latent = self.forward_encoder(images, mask)
-        pred = self.forward_decoder(latent, mask)
+        pred, mask = self.predict_patches(images, mask)
         loss = self.forward_loss(images, pred, mask)
         return {"loss": loss, "pred": pred, "mask": mask, "reconstruction": self.reconstruct(images, pred)}
 
@@ -327,16 +343,16 @@ class MaskedAutoencoderViT(nn.Module):
         """Raise a ``ValueError`` unless ``mask`` is ``(batch_size, N)`` with ``num_masked`` hidden patches per row:
         with any other count the encoder would see hidden patches, or visible ones would be replaced by mask tokens,
         without an error (e.g. a mask drawn with another ``mask_ratio`` than the network's)."""
-        if tuple(mask.shape) != (batch_size, self.num_patches):
-            raise ValueError(f"the mask is {tuple(mask.shape)}; expected {(batch_size, self.num_patches)} (one row of "
-                             "patches per image).")
+        if list(mask.shape) != [batch_size, self.num_patches]:
+            raise ValueError(f"the mask is {shape_text(list(mask.shape))}; expected "
+                             f"{shape_text([batch_size, self.num_patches])} (one row of patches per image).")
         counts = mask.to(torch.bool).sum(dim=1)
         if not bool((counts == self.num_masked).all()):
-            raise ValueError(f"the mask hides {sorted(set(counts.tolist()))} of {self.num_patches} patches per image; "
+            hidden_counts: list[int] = torch.unique(counts).tolist()  # sorted
+            raise ValueError(f"the mask hides {hidden_counts} of {self.num_patches} patches per image; "
                              f"this network hides {self.num_masked} (mask_ratio {self.mask_ratio}): give the masking "
                              "transform and the network the same mask_ratio.")
 
-    @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Turn predicted patches back into an image, undoing the per-patch normalisation of ``norm_pix_loss``.
 
@@ -347,13 +363,14 @@ class MaskedAutoencoderViT(nn.Module):
         Returns:
             ``(B, C, *img_size)`` float32.
         """
-        pred = pred.float()
-        if self.norm_pix_loss:
-            target = patchify(images.float(), self.patch_size)
-            mean, std = self.patch_statistics(target)
-            pred = self.split_channels(pred) * std + mean
-            pred = pred.flatten(2)
-        return unpatchify(pred, self.patch_size, self.img_size)
+        with torch.no_grad():  # a with block, not the decorator, which TorchScript cannot compile
+            pred = pred.float()
+            if self.norm_pix_loss:
+                target = patchify(images.float(), list(self.patch_size))
+                mean, std = self.patch_statistics(target)
+                pred = self.split_channels(pred) * std + mean
+                pred = pred.flatten(2)
+            return unpatchify(pred, list(self.patch_size), list(self.img_size))
 
     def normalize_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Normalise each channel of each patch to zero mean and unit variance."""
@@ -369,7 +386,7 @@ class MaskedAutoencoderViT(nn.Module):
 
     def split_channels(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, N, C * P)`` -> ``(B, N, C, P)``."""
-        return patches.reshape(*patches.shape[:2], self.in_channels, -1)
+        return patches.reshape(patches.shape[0], patches.shape[1], self.in_channels, -1)
 
     def shuffle_ids(self, mask: torch.Tensor) -> torch.Tensor:
         """Patch indices with the visible ones first, each group in grid order: ``(B, N)``."""
@@ -384,7 +401,8 @@ class MAEReconstructionNet(MaskedAutoencoderViT):
     """A :class:`MaskedAutoencoderViT` (same arguments, same weights) whose forward returns pictures, not a loss.
 
     For inference over whole volumes with a sliding-window inferer (use ``overlap=0`` so that windows, and their
-    masks, do not overlap) and for ``verify_net_in_out``/``ckpt_export``, which need a tensor output.
+    masks, do not overlap) and for ``verify_net_in_out``/``ckpt_export``, which need a tensor output. It compiles with
+    ``torch.jit.script`` (the model zoo's CI scripts ``network_def``), drawing the same masks from the same seed.
     """
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
@@ -398,10 +416,10 @@ class MAEReconstructionNet(MaskedAutoencoderViT):
             ``[C:]`` the reconstruction (predicted hidden patches, visible patches as given; with ``norm_pix_loss``
             each hidden patch at its true mean and standard deviation, see :meth:`reconstruct`).
         """
-        out = super().forward(images, mask)
-        hidden = expand_patch_mask(out["mask"], self.patch_size, self.img_size)
+        pred, mask = self.predict_patches(images, mask)
+        hidden = expand_patch_mask(mask, list(self.patch_size), list(self.img_size))
         masked_input = images.float().masked_fill(hidden, 0.0)
-        reconstruction = torch.where(hidden, out["reconstruction"], images.float())
+        reconstruction = torch.where(hidden, self.reconstruct(images, pred), images.float())
         return torch.cat([masked_input, reconstruction], dim=1)
 
 
