@@ -14,6 +14,7 @@ inference must write. A bundle without an entry fails these tests, so a new bund
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -279,6 +280,42 @@ def test_a_packaged_version_is_not_replaced_by_other_content(staged_bundle: tupl
     assert changed.checksum != first.checksum == json.loads(info)[f"{name}_v{first.version}"]["checksum"]
     assert json.loads((dist / "model_info.json").read_text())[f"{name}_v{first.version}"]["checksum"] == _sha1(
         changed.zip_path) == changed.checksum
+
+
+# distributions whose import name is not their name (lower case, "-" as "_"); the metadata names distributions
+IMPORT_NAMES = {"pytorch-ignite": "ignite", "pillow": "PIL", "scikit-learn": "sklearn", "scikit-image": "skimage",
+                "pyyaml": "yaml", "opencv-python": "cv2"}
+# what every bundle has through its monai_version, pytorch_version and numpy_version; scripts is the bundle itself
+BASE_MODULES = frozenset({"monai", "torch", "numpy", "scripts"})
+
+
+def _imported_modules(source: Path) -> set[str]:
+    """The top-level modules that ``source`` imports absolutely, anywhere (inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_packaged_modules_import_only_declared_packages(name: str) -> None:
+    """Every third-party package that the bundle's packaged Python files import is declared in its metadata, since
+    the zoo's CI installs the bundle's packages from ``required_packages_version`` (and ``optional_packages_version``)
+    alone: e.g. pydicom for the DICOM series reader of ``scripts/data/dicom_series.py``."""
+    bundle_dir = REPO / "bundles" / name
+    meta = package_bundles.read_metadata(bundle_dir)
+    declared = {**meta.get("required_packages_version", {}), **meta.get("optional_packages_version", {})}
+    importable = BASE_MODULES | {IMPORT_NAMES.get(d.lower(), d.lower().replace("-", "_")) for d in declared}
+    undeclared: dict[str, list[str]] = {}
+    for arc, source in package_bundles.collect_files(bundle_dir).items():
+        if arc.endswith(".py"):
+            for module in _imported_modules(source) - importable - set(sys.stdlib_module_names):
+                undeclared.setdefault(module, []).append(arc)
+    assert not undeclared, (f"{name}: packaged files import packages that configs/metadata.json does not declare in "
+                            f"required_packages_version: {undeclared}")
 
 
 def test_package_rejects_unlisted_version_and_bad_json(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
