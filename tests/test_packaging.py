@@ -224,6 +224,21 @@ def test_package_zip_layout_and_model_info(staged_bundle: tuple[str, Path], tmp_
                                            "source": f"https://host/bundles/{name}_v{version}.zip"}}
 
 
+def test_package_warns_about_local_file_sources(staged_bundle: tuple[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """Without a base URL each source in model_info.json is a local file:// URI that nobody else can download: the
+    packager warns on stderr (even quietly); with one it does not."""
+    name, bundles_dir = staged_bundle
+    (result,) = package_bundles.package(name, str(tmp_path / "local"), bundles_dir=str(bundles_dir), quiet=True)
+    source = json.loads((tmp_path / "local" / "model_info.json").read_text())[result.key]["source"]
+    assert source.startswith("file://")
+    warning = capsys.readouterr().err
+    assert "WARNING" in warning and "file://" in warning and "--base_url" in warning, warning
+    package_bundles.package(name, str(tmp_path / "published"), "https://host/bundles", bundles_dir=str(bundles_dir),
+                            quiet=True)
+    assert "WARNING" not in capsys.readouterr().err
+
+
 def test_package_is_deterministic(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
     name, bundles_dir = staged_bundle
     first = package_bundles.package_bundle(name, tmp_path / "a", bundles_dir)

@@ -29,7 +29,8 @@ Command line (python-fire)::
 
 ``weights_url`` is a URL template (``{name}`` and ``{version}`` are filled in per bundle) or, from Python, a dict
 ``{bundle name: URL}``. Without ``base_url`` the ``source`` in ``model_info.json`` is the zip's local ``file://``
-URI. From Python: ``package(bundles=["mae_pretrain_ct"], dist_dir="dist")`` returns one :class:`PackageResult` per
+URI, which nobody else can download: the tool warns, and a published ``model_info.json`` needs ``--base_url``. From
+Python: ``package(bundles=["mae_pretrain_ct"], dist_dir="dist")`` returns one :class:`PackageResult` per
 bundle.
 """
 
@@ -562,7 +563,8 @@ def update_model_info(
     Args:
         dist_dir: folder holding the zips and ``model_info.json``.
         results: what :func:`package_bundle` returned.
-        base_url: URL of the folder the zips will be served from; None gives each zip's local ``file://`` URI.
+        base_url: URL of the folder the zips will be served from; None gives each zip's local ``file://`` URI
+            (for trying a download on this machine only), with a warning.
 
     Returns:
         the path of ``model_info.json``.
@@ -580,6 +582,10 @@ def update_model_info(
             source = result.zip_path.resolve().as_uri()
         info[result.key] = {"checksum": result.checksum, "source": source}
     write_text_atomically(json.dumps(dict(sorted(info.items())), indent=4) + "\n", info_path)
+    if not base_url:
+        print(f"WARNING: {info_path}: no --base_url, so each source is a local file:// URI of this machine and "
+              "nobody else can download the zips; before publishing, package again with --base_url <the URL the zips "
+              "will be served from>", file=sys.stderr)
     return info_path
 
 
@@ -598,7 +604,8 @@ def package(
     Args:
         bundles: bundle names (comma-separated string or list); None packages every bundle.
         dist_dir: output folder (default ``<repo>/dist``).
-        base_url: URL the zips will be published under, for ``model_info.json``'s ``source``.
+        base_url: URL the zips will be published under, for ``model_info.json``'s ``source``; without it each
+            source is the zip's local ``file://`` URI, which only this machine can download (a warning says so).
         weights_url: where ``models/model.pt`` will be downloadable: a template with ``{name}`` and ``{version}``,
             or ``{bundle name: url}``. Without it the weights are packaged in the zip.
         large_file_threshold_mb: weights larger than this go to ``large_files.yml`` when a URL is known.
@@ -625,7 +632,7 @@ def package(
             print(f"{r.zip_path}  sha1 {r.checksum}\n    weights: {r.weights}")
             for note in r.notes:
                 print(f"    NOTE: {note}")
-        print(f"{info_path} updated" + ("" if base_url else " (no --base_url: sources are local file:// URIs)"))
+        print(f"{info_path} updated")
     return results
 
 
