@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import http_server
 from tools.zoo.download_bundle import download_bundle, main
-from tools.zoo.package_bundles import package
+from tools.zoo.package_bundles import package, write_deterministic_zip
 
 
 def test_a_tampered_bundle_zip_is_refused_and_nothing_is_extracted(tmp_path):
@@ -42,3 +44,33 @@ def test_a_bad_model_info_is_an_error_naming_the_file_and_the_problem(content, p
     message = capsys.readouterr().err.strip()
     assert message.startswith("download_bundle: error: ") and str(model_info) in message and problem in message
     assert not (tmp_path / "bundles").exists()
+
+
+def _published_bundle(folder: Path, weights_url: str) -> Path:
+    """A tiny bundle zip ``b_v0.1.0.zip`` whose ``large_files.yml`` lists ``weights_url``, and its model_info.json."""
+    large_files = (f'large_files:\n  - path: "models/model.pt"\n    url: "{weights_url}"\n'
+                   f'    hash_val: "{"0" * 64}"\n    hash_type: "sha256"\n')
+    zip_path = folder / "b_v0.1.0.zip"
+    entries = {"b/configs/metadata.json": b"{}", "b/large_files.yml": large_files.encode()}
+    sha1 = write_deterministic_zip(zip_path, entries)
+    model_info = folder / "model_info.json"
+    model_info.write_text(json.dumps({"b_v0.1.0": {"checksum": sha1, "source": zip_path.as_uri()}}))
+    return model_info
+
+
+@pytest.mark.parametrize("missing", ["weights", "zip"])
+def test_a_failed_download_is_a_one_line_error_and_leaves_no_bundle(missing, tmp_path, capsys):
+    """An unreachable file after the checksum (the weights of large_files.yml) or before it (the zip) is a one-line
+    error; nothing is left in the bundle folder, so that trying again is not refused as 'exists'."""
+    model_info = _published_bundle(tmp_path, (tmp_path / "no_such_model.pt").as_uri())
+    if missing == "zip":
+        (tmp_path / "b_v0.1.0.zip").unlink()
+    bundles = tmp_path / "bundles"
+    for _ in range(2):  # a retry fails the same way, not with "exists; remove it"
+        with pytest.raises(SystemExit) as exit_status:
+            main("b", str(bundles), model_info=str(model_info))
+        assert exit_status.value.code == 1
+        message = capsys.readouterr().err.strip()
+        assert message.startswith("download_bundle: error: ") and "\n" not in message, message
+        assert "No such file" in message and "exists" not in message, message
+        assert not bundles.exists() or not any(bundles.iterdir()), sorted(bundles.iterdir())

@@ -4,7 +4,10 @@
 server) is installed, and the code in its ``scripts/`` runs at the next training or inference. This tool reads the
 bundle's expected sha1 from a ``model_info.json`` (the file ``tools/zoo/package_bundles.py`` writes beside the zips, in
 the model zoo's format), downloads the zip, compares the checksum and extracts nothing when it differs; then it
-downloads the bundle's large files (their hashes are checked by MONAI). Command line (python-fire)::
+downloads the bundle's large files (their hashes are checked by MONAI). All of it goes to a temporary folder in
+``--bundle_dir`` that becomes the bundle folder only when every file arrived, so a failed download (a wrong checksum,
+an unreachable URL, HTTP 404 on the weights) leaves no half-installed bundle behind and can simply be retried.
+Command line (python-fire)::
 
     python -m tools.zoo.download_bundle --name unetr_btcv_seg --model_info https://host/bundles/model_info.json \\
         --bundle_dir bundles/
@@ -20,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sys
 import tempfile
 import urllib.request
@@ -34,6 +36,8 @@ from monai.bundle import download_large_files
 __all__ = ["published_entry", "download_bundle", "main"]
 
 
+LARGE_FILES_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
+"""The names MONAI's ``download_large_files`` looks for at a bundle's root."""
 URL_SCHEMES = ("http", "https", "ftp", "file")
 """The schemes a ``--model_info`` URL may have; anything else is taken for a local path."""
 
@@ -123,31 +127,72 @@ def download_bundle(
     Raises:
         ValueError: neither ``model_info`` nor ``url`` and ``sha1`` given, a ``model_info`` that cannot be read or
             lacks the bundle's checksum or source (naming it), or a zip without a ``<name>/`` folder.
-        RuntimeError: the checksum differs (nothing is extracted).
+        RuntimeError: the checksum differs (nothing is extracted), or a large file cannot be downloaded.
+        FileExistsError: the bundle folder exists already.
+        OSError: the zip cannot be downloaded (urllib's ``URLError``/``HTTPError``).
+
+    Nothing is left in ``bundle_dir`` when any step fails: the zip and the large files are downloaded into a
+    temporary folder there, which is renamed to ``<bundle_dir>/<name>`` when everything arrived.
     """
     if model_info:
         version, url, sha1 = published_entry(_read_json(model_info), name, version, model_info)
     if not url or not sha1:
         raise ValueError("give --model_info, or --url with --sha1: a bundle is only extracted after its checksum.")
     target = Path(bundle_dir) / name
-    with tempfile.TemporaryDirectory() as tmp:
-        zip_path = Path(tmp) / f"{name}.zip"
-        try:
-            download_url(url=url, filepath=zip_path, hash_val=sha1, hash_type="sha1", progress=False)
-        except HashCheckError as e:
-            raise RuntimeError(f"{url} does not have the published sha1 {sha1}: refused, nothing extracted.") from e
-        extracted = Path(tmp) / "extracted"
-        extractall(filepath=zip_path, output_dir=extracted, has_base=True)
-        if not (extracted / name).is_dir():
-            raise ValueError(f"{url} holds no {name}/ folder: not a bundle zip of {name}.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            raise FileExistsError(f"{target} exists; remove it or choose another --bundle_dir.")
-        shutil.move(str(extracted / name), str(target))
-    if large_files and any((target / f).is_file() for f in ("large_files.yml", "large_files.yaml", "large_files.json")):
-        download_large_files(bundle_path=str(target))
+    _check_free(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # everything is downloaded into a temporary folder beside the target, which becomes the bundle by a rename only
+    # when all of it arrived: a failure at any step leaves no bundle folder behind
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.download-") as tmp:
+        staged = _download_and_extract(name, url, sha1, Path(tmp))
+        if large_files:
+            _download_large_files(name, staged)
+        _check_free(target)
+        os.replace(staged, target)
     print(f"{name} {version or ''} verified (sha1 {sha1}) and extracted to {target}")
     return target
+
+
+def _check_free(target: Path) -> None:
+    """Raise ``FileExistsError`` when the bundle folder ``target`` exists already."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists; remove it or choose another --bundle_dir.")
+
+
+def _download_and_extract(name: str, url: str, sha1: str, tmp: Path) -> Path:
+    """Download the zip at ``url`` into ``tmp``, check its sha1 and extract it there; returns the bundle folder.
+
+    Raises:
+        RuntimeError: the checksum differs (nothing is extracted).
+        ValueError: the zip holds no ``<name>/`` folder.
+        OSError: the zip cannot be downloaded (urllib's ``URLError``/``HTTPError``).
+    """
+    zip_path = tmp / f"{name}.zip"
+    try:
+        download_url(url=url, filepath=zip_path, hash_val=sha1, hash_type="sha1", progress=False)
+    except HashCheckError as e:
+        raise RuntimeError(f"{url} does not have the published sha1 {sha1}: refused, nothing extracted.") from e
+    extracted = tmp / "extracted"
+    extractall(filepath=zip_path, output_dir=extracted, has_base=True)
+    zip_path.unlink()
+    if not (extracted / name).is_dir():
+        raise ValueError(f"{url} holds no {name}/ folder: not a bundle zip of {name}.")
+    return extracted / name
+
+
+def _download_large_files(name: str, bundle: Path) -> None:
+    """Download the files of the bundle's ``large_files.yml`` (if it has one) into ``bundle``, hashes checked.
+
+    Raises:
+        RuntimeError: a file cannot be downloaded (e.g. HTTP 404, an unreachable host) or has another hash.
+    """
+    if not any((bundle / f).is_file() for f in LARGE_FILES_NAMES):
+        return
+    try:
+        download_large_files(bundle_path=str(bundle))
+    except (OSError, ValueError) as e:  # urllib's URLError/HTTPError are OSErrors, MONAI's HashCheckError a ValueError
+        raise RuntimeError(f"{name}: a file listed in its large_files.yml cannot be downloaded ({e}); the bundle was "
+                           "not installed.") from e
 
 
 @functools.wraps(download_bundle)
@@ -155,8 +200,9 @@ def main(*args, **kwargs) -> None:
     """Command line entry: :func:`download_bundle`, with a one-line error and exit status 1 on failure."""
     try:
         download_bundle(*args, **kwargs)
-    except (ValueError, RuntimeError, KeyError, FileExistsError) as e:
-        print(f"download_bundle: error: {e}", file=sys.stderr)
+    except (ValueError, RuntimeError, KeyError, OSError) as e:  # OSError: FileExistsError, urllib's URLError/HTTPError
+        message = " ".join(str(e).split())  # one line
+        print(f"download_bundle: error: {message}", file=sys.stderr)
         sys.exit(1)
 
 
