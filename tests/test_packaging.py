@@ -503,6 +503,34 @@ def test_zoo_export_check_fails_a_network_that_only_traces(tmp_path: Path) -> No
         assert check_bundles._check_export(root, {}, None) == (check_bundles.PASS, "ckpt_export by scripting")
 
 
+def test_zoo_checks_fail_a_file_over_1_mb_in_the_zip(staged_bundle: tuple[str, Path], tmp_path: Path) -> None:
+    """The zoo's pre-commit check-added-large-files --maxkb=1024 refuses a file over 1 MB: one in the zip is a
+    ``file_sizes`` FAIL carrying the packager's advice; large weights behind --weights_url pass; other notes of the
+    packager are WARN rows."""
+    name, bundles_dir = staged_bundle
+    bundle = bundles_dir / name
+    (bundle / "models" / "mae.pt").write_bytes(os.urandom(3 * 2**20))  # pre-training's MAE weights, 3 MB
+    _, rows = check_bundles.package_and_extract(name, bundles_dir, tmp_path / "work")
+    assert [(r.check, r.status) for r in rows] == [("package", "PASS"), ("file_sizes", "FAIL")]
+    assert "models/mae.pt (3.00 MB)" in rows[1].detail and "check-added-large-files" in rows[1].detail
+    assert "large_files.yml" in rows[1].detail  # the packager's note: what to do
+
+    (bundle / "models" / "mae.pt").unlink()
+    (bundle / "models" / "model.pt").write_bytes(os.urandom(2 * 2**20))
+    _, rows = check_bundles.package_and_extract(name, bundles_dir, tmp_path / "work")
+    assert rows[1].status == check_bundles.FAIL and "models/model.pt (2.00 MB)" in rows[1].detail
+    root, rows = check_bundles.package_and_extract(name, bundles_dir, tmp_path / "work",
+                                                   "https://host/w/{name}_v{version}_model.pt")
+    assert [(r.check, r.status) for r in rows] == [("package", "PASS"), ("file_sizes", "PASS")]
+    assert (root / "large_files.yml").is_file() and not (root / "models" / "model.pt").exists()
+
+    (bundle / "models" / "model.pt").write_bytes(os.urandom(2048))
+    result = package_bundles.package_bundle(name, tmp_path / "notes", bundles_dir)
+    result.notes = ("something the user should know",)
+    assert check_bundles.package_rows(result)[2:] == [
+        check_bundles.CheckResult(name, "package_note", check_bundles.WARN, "something the user should know")]
+
+
 def test_fake_input_shape_entries() -> None:
     assert [check_bundles._shape_entry(e, n=2, p=3, any_size=5) for e in (96, "8*n", "2**p", "*")] == [96, 16, 8, 5]
     with pytest.raises(ValueError, match="unsupported"):

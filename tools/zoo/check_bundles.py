@@ -5,7 +5,10 @@ For every bundle (every folder under ``bundles/`` with a ``configs/metadata.json
 1. checks the sources: ``version`` is a key of ``changelog``, every JSON file is 4-space formatted (the zoo's
    pre-commit rule), and ``scripts`` links to the repository's single ``shared/`` module;
 2. packages the bundle with ``tools/zoo/package_bundles.py`` and extracts the zip into a temporary folder, so that the
-   remaining checks see the bundle as a user who downloaded it does (``scripts/`` a real copy, no run outputs);
+   remaining checks see the bundle as a user who downloaded it does (``scripts/`` a real copy, no run outputs); a
+   file over 1 MB in the zip fails (``file_sizes``: the zoo's pre-commit ``check-added-large-files --maxkb=1024``
+   refuses it; trained weights go to a ``large_files.yml`` with ``--weights_url``), other notes of the packager
+   are ``WARN`` rows;
 3. checks the required files (``configs/metadata.json``, ``LICENSE``, ``configs/inference.json``, and
    ``models/model.pt`` or a ``large_files.yml``); a bundle that ships no weights gets TEMPORARY random-initialised
    weights in the temporary copy (status ``TEMP``), which the export checks need and which are never packaged;
@@ -26,6 +29,7 @@ Command line (python-fire)::
     python -m tools.zoo.check_bundles --bundles mae_pretrain_ct --device cpu
     python -m tools.zoo.check_bundles --overrides '{"*": {"network_def#num_layers": 2}}'
     python -m tools.zoo.check_bundles --schema /path/to/meta_schema_20240725.json --work_dir /tmp/checked
+    python -m tools.zoo.check_bundles --weights_url "https://example.org/bundles/{name}_v{version}_model.pt"
 
 ``overrides`` maps a bundle name (or ``"*"`` for every bundle) to config overrides (``{"network_def#hidden_size":
 48, "_meta_#network_data_format#inputs#image#spatial_shape": [32, 32, 32]}``), applied to ``configs/inference.json``
@@ -70,6 +74,7 @@ __all__ = [
     "format_table",
     "has_failures",
     "package_and_extract",
+    "package_rows",
 ]
 
 REPO_ROOT = package_bundles.REPO_ROOT
@@ -153,12 +158,23 @@ def _check_scripts_link(name: str, bundle_dir: Path, shared_dir: Path) -> CheckR
 
 
 def package_and_extract(
-    name: str, bundles_dir: str | os.PathLike, work_dir: str | os.PathLike
-) -> tuple[Path, CheckResult]:
+    name: str,
+    bundles_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    weights_url: str | Mapping[str, str] | None = None,
+) -> tuple[Path, list[CheckResult]]:
     """Package a bundle into ``<work_dir>/dist`` and extract the zip into ``<work_dir>/bundles`` as a download would.
 
+    Args:
+        name: the bundle.
+        bundles_dir: folder holding the bundles.
+        work_dir: where the zip and the extracted copy go.
+        weights_url: passed to the packager: where ``models/model.pt`` will be published (it then goes to a
+            ``large_files.yml`` instead of the zip).
+
     Returns:
-        the extracted bundle root and the ``package`` result row.
+        the extracted bundle root, and the ``package`` row followed by the ``file_sizes`` row and a ``WARN`` row per
+        other note of the packager (:func:`package_rows`).
 
     Raises:
         ValueError: from the packaging checks.
@@ -166,14 +182,36 @@ def package_and_extract(
     work_dir = Path(work_dir)
     for stale in (work_dir / "dist", work_dir / "bundles" / name):  # left by an earlier run in the same work_dir
         shutil.rmtree(stale, ignore_errors=True)
-    result = package_bundles.package_bundle(name, work_dir / "dist", bundles_dir)
+    result = package_bundles.package_bundle(name, work_dir / "dist", bundles_dir, weights_url)
     with zipfile.ZipFile(result.zip_path) as zf:
         top = {n.split("/", 1)[0] for n in zf.namelist()}
         if top != {name}:
             raise ValueError(f"the zip's top-level entries are {sorted(top)}, expected only {name}/")
         zf.extractall(work_dir / "bundles")
-    detail = f"{result.zip_path.name} sha1 {result.checksum[:12]}; weights: {result.weights}"
-    return work_dir / "bundles" / name, CheckResult(name, "package", PASS, detail)
+    return work_dir / "bundles" / name, package_rows(result)
+
+
+def package_rows(result: package_bundles.PackageResult) -> list[CheckResult]:
+    """The rows of a packaged zip: ``package`` (PASS), ``file_sizes`` and the packager's other notes.
+
+    ``file_sizes`` fails when a file in the zip is larger than 1 MB: the zoo's pre-commit hook
+    ``check-added-large-files --maxkb=1024`` refuses it (weights belong in ``large_files.yml``); its detail carries
+    the packager's notes, which say what to do. Without such a file, each note of the packager is a ``WARN`` row.
+    """
+    name = result.name
+    rows = [CheckResult(name, "package", PASS, f"{result.zip_path.name} sha1 {result.checksum[:12]}; weights: "
+                                               f"{result.weights}")]
+    limit = package_bundles.LARGE_FILE_THRESHOLD_MB
+    with zipfile.ZipFile(result.zip_path) as zf:
+        large = [f"{info.filename.split('/', 1)[-1]} ({info.file_size / 2**20:.2f} MB)" for info in zf.infolist()
+                 if info.file_size > limit * 2**20]
+    if large:
+        detail = (f"files over {limit:g} MB in the zip, which the model zoo refuses (pre-commit "
+                  f"check-added-large-files --maxkb=1024): {', '.join(large)}")
+        notes = "; ".join(result.notes)
+        return rows + [CheckResult(name, "file_sizes", FAIL, f"{detail}. {notes}" if notes else detail)]
+    rows.append(CheckResult(name, "file_sizes", PASS, f"every file in the zip is at most {limit:g} MB"))
+    return rows + [CheckResult(name, "package_note", WARN, note) for note in result.notes]
 
 
 def check_required_files(name: str, bundle_root: str | os.PathLike) -> list[CheckResult]:
@@ -406,18 +444,19 @@ def check_bundle(
     device: str | None = None,
     torchscript_exclusions: Mapping[str, str] | None = None,
     download_large_files: bool = False,
+    weights_url: str | Mapping[str, str] | None = None,
 ) -> list[CheckResult]:
     """All checks of one bundle; the packaged copy goes to ``work_dir``. See :func:`check` for the arguments."""
     results = check_sources(name, bundles_dir)
     if has_failures(results):
         return results + [CheckResult(name, "package", SKIP, "source checks failed")]
     try:
-        bundle_root, row = package_and_extract(name, bundles_dir, work_dir)
+        bundle_root, rows = package_and_extract(name, bundles_dir, work_dir, weights_url)
     except (ValueError, OSError) as e:
         return results + [CheckResult(name, "package", FAIL, _short_error(e))]
-    results.append(row)
-    results += check_required_files(name, bundle_root)
-    if has_failures(results):
+    required = check_required_files(name, bundle_root)
+    results += rows + required
+    if has_failures(required):  # a file too large for the zoo does not keep the other checks from running
         return results
     exclusions = EXCLUDE_VERIFY_TORCHSCRIPT if torchscript_exclusions is None else torchscript_exclusions
     device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -448,6 +487,7 @@ def check(
     device: str | None = None,
     torchscript_exclusions: Mapping[str, str] | None = None,
     download_large_files: bool = False,
+    weights_url: str | None = None,
     work_dir: str | None = None,
     bundles_dir: str = str(package_bundles.BUNDLES_DIR),
     quiet: bool = False,
@@ -465,6 +505,9 @@ def check(
             ``EXCLUDE_VERIFY_TORCHSCRIPT``.
         download_large_files: download the files of a bundle's ``large_files.yml`` (needs the network); by default
             a bundle without ``models/model.pt`` is checked on temporary random weights.
+        weights_url: where the weights will be published, as for ``package_bundles --weights_url`` (a template with
+            ``{name}`` and ``{version}``): a ``models/model.pt`` over 1 MB is then packaged as a ``large_files.yml``
+            entry, as it would be published, instead of failing ``file_sizes``.
         work_dir: where the packaged copies go (kept); default a temporary folder, removed afterwards.
         bundles_dir: folder holding the bundles.
         quiet: do not print the table.
@@ -478,7 +521,7 @@ def check(
         for name in names:
             target = Path(work_dir or tmp) / name
             results += check_bundle(name, target, bundles_dir, schema, _overrides_for(name, overrides), device,
-                                    torchscript_exclusions, download_large_files)
+                                    torchscript_exclusions, download_large_files, weights_url)
     if not quiet:
         print(format_table(results))
         for r in (r for r in results if r.status in (FAIL, EXCLUDED, WARN) and len(r.detail) > 150):
