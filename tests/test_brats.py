@@ -240,6 +240,10 @@ def test_a_hand_made_datalist_without_validation_is_split_by_its_folds(tmp_path,
     folds_file.write_text(json.dumps({"training": items, "validation": []}))  # an empty validation list: the same
     assert brats_datalist(str(top), "brats2021", str(folds_file), val_fold=val_fold) == datalist
     assert json.loads(folds_file.read_text()) == {"training": items, "validation": []}  # never rewritten
+    as_text = [{**item, "fold": str(item["fold"])} for item in items]  # folds written as strings: the same split
+    folds_file.write_text(json.dumps({"training": as_text}))
+    split = brats_datalist(str(top), "brats2021", str(folds_file), val_fold=val_fold)
+    assert _case_names(split["validation"]) == _case_names(datalist["validation"])
 
 
 def test_the_bundle_configs_hold_out_val_fold_of_a_hand_made_datalist(tmp_path):

@@ -459,6 +459,16 @@ def test_vit_classifier_head_runs_in_float32_under_autocast_in_eval_only():
         torch.testing.assert_close(trained, head(features[-1]), rtol=0, atol=0)
 
 
+def test_vit_classifier_with_half_precision_weights_runs_its_head_in_their_dtype():
+    """A network converted to bfloat16 (``net.to(torch.bfloat16)``) keeps working in eval: its head gets features of
+    its weights' dtype, not float32 ones (a dtype mismatch in the Linear)."""
+    torch.manual_seed(0)
+    net = ViTClassifier(1, (32, 32), 16, num_classes=14, hidden_size=48, mlp_dim=96, num_layers=2, num_heads=4,
+                        spatial_dims=2).eval().to(torch.bfloat16)
+    logits = net(torch.randn(2, 1, 32, 32, dtype=torch.bfloat16))
+    assert logits.shape == (2, 14) and logits.dtype == torch.bfloat16
+
+
 def test_random_resized_crop_covers_the_scale_range():
     crop = RandResizedCropd("image", size=24, scale=(0.25, 0.5))
     crop.set_random_state(0)

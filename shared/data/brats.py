@@ -391,12 +391,13 @@ def _split_hand_made(data: dict, datalist_file: str, val_fold: int) -> dict:
                                         f"list needs a 'fold' in every training item, but {which}: pre-training would "
                                         "see every case. Add a 'validation' list or the folds, or delete the file to "
                                         "have the split made from dataset_dir.")
-    held_out = [item for item in training if item["fold"] == val_fold]
+    # folds compared as text: a datalist may write them as numbers or as strings ("fold": "1")
+    held_out = [item for item in training if str(item["fold"]) == str(val_fold)]
     if not held_out:
-        folds = sorted({str(item["fold"]) for item in training})
+        folds = sorted({str(item["fold"]) for item in training}, key=lambda f: (len(f), f))
         raise InputError(datalist_file, f"no training item of fold {val_fold!r} (val_fold) to validate on; its folds "
                                         f"are {', '.join(folds)}.")
-    kept = [item for item in training if item["fold"] != val_fold]
+    kept = [item for item in training if str(item["fold"]) != str(val_fold)]
     logger.info(f"{datalist_file} has no validation list: fold {val_fold} ({len(held_out)} cases) is the validation, "
                 f"the other folds ({len(kept)} cases) the training")
     return {"training": kept, "validation": held_out}

@@ -82,11 +82,15 @@ class ViTClassifier(ViT):
         ROC curves. Evaluation and inference call it; training keeps autocast's choice, so its numerics are those
         of the runs already reported. (A TorchScript copy of the network runs its head as autocast chooses.)
 
+        A head whose weights were converted to half precision (e.g. ``net.to(torch.bfloat16)``) runs as it is.
+
         Args:
             features: ``(B, hidden_size)`` class-token features after the final norm.
 
         Returns:
-            ``(B, num_classes)`` float32 logits.
+            ``(B, num_classes)`` logits, float32 unless the head's weights are in another dtype.
         """
+        if next(self.classification_head.parameters()).dtype != torch.float32:
+            return self.classification_head(features)
         with torch.autocast(device_type=features.device.type, enabled=False):
             return self.classification_head(features.float())
