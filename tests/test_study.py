@@ -453,7 +453,11 @@ def test_a_confirmatory_run_refuses_a_plan_in_its_output_folder_and_keeps_the_by
         return type("Result", (), {"output_dir": options.output_dir})()
 
     monkeypatch.setattr(run_experiment, "run_study", fake_study)
-    monkeypatch.setattr(run_experiment, "_write_outputs", lambda task, result, digest: None)
+    monkeypatch.setattr(run_experiment, "_write_outputs", lambda task, result, confirmatory: None)
+    # a copy of the committed plan, taken as committed and never run (both checked in the tests below)
+    monkeypatch.setattr(run_experiment, "committed_plan_state", lambda path: {"commit": "0" * 40,
+                                                                               "uncommitted_changes": False})
+    monkeypatch.setattr(run_experiment, "check_first_run", lambda digest, output_dir: None)
     with pytest.raises(ValueError, match=f"the plan file {out / 'plan.json'} lies inside the output folder"):
         run_experiment.study("btcv", output_dir=str(out), confirm=True, plan_file=str(out / "plan.json"))
     assert studies == [] and (out / "plan.json").read_bytes() == committed
@@ -461,6 +465,82 @@ def test_a_confirmatory_run_refuses_a_plan_in_its_output_folder_and_keeps_the_by
     (tmp_path / "plan.json").write_bytes(committed)
     run_experiment.study("btcv", output_dir=str(out), confirm=True, plan_file=str(tmp_path / "plan.json"))
     assert len(studies) == 1 and (out / "plan.json").read_bytes() == committed
+
+
+def _git_repo(folder: Path) -> Path:
+    """A git repository in ``folder`` whose first commit holds the committed btcv plan and a README."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder, check=True,
+                       capture_output=True)
+
+    folder.mkdir()
+    git("init", "-q")
+    (folder / "plan.json").write_bytes((PLANS / "btcv_confirm.json").read_bytes())
+    (folder / "README").write_text("a repository\n")
+    git("add", "plan.json", "README")
+    git("commit", "-q", "-m", "plan")
+    return folder
+
+
+def test_a_confirmatory_run_needs_its_plan_committed_and_unmodified(tmp_path):
+    """"Confirmatory run of the committed plan": a plan untracked, edited since its commit, or outside any git
+    repository is refused; a committed one gives its commit and whether anything else in the work tree changed."""
+    import subprocess
+
+    from tools.study.plan import committed_plan_state
+
+    repo = _git_repo(tmp_path / "repo")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert committed_plan_state(repo / "plan.json") == {"commit": head, "uncommitted_changes": False}
+    (repo / "README").write_text("changed\n")
+    assert committed_plan_state(repo / "plan.json") == {"commit": head, "uncommitted_changes": True}
+    (repo / "other_plan.json").write_bytes((repo / "plan.json").read_bytes())
+    with pytest.raises(ValueError, match="other_plan.json is not a file tracked by git.*needs a plan committed"):
+        committed_plan_state(repo / "other_plan.json")
+    (repo / "plan.json").write_text((repo / "plan.json").read_text().replace('"alpha": 0.05', '"alpha": 0.050'))
+    with pytest.raises(ValueError, match="plan.json differs from its committed version at HEAD"):
+        committed_plan_state(repo / "plan.json")
+    (tmp_path / "loose.json").write_text("{}")
+    with pytest.raises(ValueError, match="loose.json is not a file tracked by git"):
+        committed_plan_state(tmp_path / "loose.json")
+
+
+def test_a_plan_that_has_run_and_an_output_folder_holding_a_result_are_refused(tmp_path, monkeypatch):
+    """A plan runs once as a confirmatory study: the committed btcv plan, whose result unetr_btcv_seg publishes, is
+    refused before anything runs; so is an output folder that holds a confirmatory result (never replaced)."""
+    import tools.run_experiment as run_experiment
+    from tools.study.plan import REPO, check_first_run
+
+    monkeypatch.setattr(run_experiment, "run_study", lambda task, options: pytest.fail("the study ran"))
+    monkeypatch.setattr(run_experiment, "committed_plan_state", lambda path: {"commit": "0" * 40,
+                                                                               "uncommitted_changes": False})
+    published = REPO / "bundles/unetr_btcv_seg/docs/confirmatory_study/summary.json"
+    with pytest.raises(ValueError, match=f"has run; results in {re.escape(str(published))}; a re-run is not "
+                                         "confirmatory: write and commit a new plan"):
+        run_experiment.study("btcv", output_dir=str(tmp_path / "confirm"), confirm=True)
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"task": "btcv", "plan_sha256": "1" * 64}))
+    with pytest.raises(FileExistsError, match=f"output folder {out} holds a confirmatory result"):
+        check_first_run("2" * 64, out, root=tmp_path)
+    (out / "summary.json").write_text(json.dumps({"task": "btcv"}))  # a development study's: replaced as before
+    check_first_run("2" * 64, out, root=tmp_path)
+
+
+def test_a_plan_must_read_its_results_as_the_report_does():
+    """The plan's endpoint, contrasts, alpha, correction and positive-control rule are what report.py computes: the
+    committed plan passes; a plan that promises another level, correction, contrast or rule is refused."""
+    content, _, _ = load_plan(PLANS / "btcv_confirm.json")
+    task = TASKS["btcv"]
+    options = options_from_plan(content, Path("unused"))
+    check_plan(task, options, content)
+    changes = {"alpha": 0.01, "correction": "bonferroni", "contrasts": ["M - S"], "endpoint": "mean_dice_8: Dice",
+               "positive_control_rule": "the design can see a gain when M - S is above 0 at 8 labelled cases"}
+    for key, value in changes.items():
+        with pytest.raises(ValueError, match=f"not be the committed plan:\n  {key}: plan"):
+            check_plan(task, options, {**content, key: value})
 
 
 @pytest.mark.parametrize("task_name", ["btcv", "brats"])

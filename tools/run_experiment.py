@@ -30,15 +30,16 @@ import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import fire
 
 from shared.utils.atomic import write_text_atomically
 from tools.study import report
 from tools.study.arms import ARM_NAMES
-from tools.study.plan import PLANS, check_plan, load_plan, options_from_plan
+from tools.study.plan import PLANS, check_first_run, check_plan, committed_plan_state, load_plan, options_from_plan
 from tools.study.study import StudyOptions, StudyResult, run_study, save_runs
-from tools.study.tasks import TASKS
+from tools.study.tasks import TASKS, Task
 from tools.study.tune import load_tuning
 from tools.study.tune import tune as run_tuning
 
@@ -167,14 +168,19 @@ def _names(value) -> list[str] | None:
     return list(value)
 
 
-def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
+def _run_plan(task: Task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
     """The confirmatory run: the plan's settings only, checked against what the run resolves, its hash reported;
     ``parallel``: how its jobs run (``workers``, ``threads_per_run``).
 
+    The plan must be committed to git and unmodified (see :func:`tools.study.plan.committed_plan_state`; the commit,
+    and whether the work tree had other changes, go into ``summary.json`` and ``resolved_plan.json`` as ``git``), and
+    must not have run before (see :func:`tools.study.plan.check_first_run`).
+
     Raises:
         FileNotFoundError: no plan file ``plan_path`` (e.g. a task without a committed plan), listing those there are.
-        ValueError: the plan file lies inside the output folder (the study replaces that folder), or is another
-            task's plan.
+        ValueError: the plan file lies inside the output folder (the study replaces that folder), is another task's
+            plan, is not committed, has run (a published result records it) or is not what the run resolves.
+        FileExistsError: the output folder holds a confirmatory result.
     """
     if not plan_path.is_file():
         committed = sorted(p.name for p in PLANS.glob("*.json"))
@@ -187,25 +193,35 @@ def _run_plan(task, plan_path: Path, output_dir: Path, parallel: dict) -> None:
     content, digest, raw = load_plan(plan_path)
     if content["task"] != task.name:
         raise ValueError(f"plan {plan_path} is for task {content['task']!r}, not {task.name!r}.")
+    git = committed_plan_state(plan_path)
+    check_first_run(digest, output_dir)
     options = replace(options_from_plan(content, output_dir), **parallel)
-    resolved = check_plan(task, options, content)
-    print(f"confirmatory run of {plan_path} (sha256 {digest})", flush=True)
+    resolved = {**check_plan(task, options, content), "git": git}
+    print(f"confirmatory run of {plan_path} (sha256 {digest}, commit {git['commit']})", flush=True)
     result = run_study(task, options)
     (result.output_dir / "plan.json").write_bytes(raw)
     write_text_atomically(json.dumps(resolved, indent=2) + "\n", result.output_dir / "resolved_plan.json")
-    _write_outputs(task, result, digest)
+    _write_outputs(task, result, {"plan_sha256": digest, "git": git})
 
 
-def _write_outputs(task, result: StudyResult, plan_hash: str | None = None) -> None:
+def _write_outputs(task: Task, result: StudyResult, confirmatory: dict[str, Any] | None = None) -> None:
+    """Write a study's outputs into its folder: ``runs.json`` first (the raw scores survive a failing report), then
+    ``summary.json``, the pictures and ``report.md``.
+
+    Args:
+        task: the task studied.
+        result: what the study ran.
+        confirmatory: for a confirmatory run, ``{"plan_sha256": ..., "git": ...}``, added to ``summary.json``.
+    """
     out = result.output_dir
     summary = report.summarize(result)
-    if plan_hash:
-        summary["plan_sha256"] = plan_hash
+    summary.update(confirmatory or {})
     report.write_summary(summary, out / "summary.json")
     save_runs(result, out / "runs.json")
     report.plot_metric(summary, task.metric_label, out / "metric_vs_labelled.png")
     report.plot_losses(result, out / "loss_curves.png")
     report.copy_reconstruction(result, out / "reconstruction.png")
+    plan_hash = (confirmatory or {}).get("plan_sha256")
     print(report.write_report(result, summary, out / "report.md", plan_hash))
     print(f"report: {out / 'report.md'}")
 

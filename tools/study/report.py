@@ -26,6 +26,12 @@ SECONDARY = {
     "mean_hd95": "mean HD95 in mm (a missed class scores the image diagonal)",
     "misses": "classes missed (present in the reference, absent from the prediction), summed over cases",
 }
+ALPHA = 0.05
+"""The significance level of every contrast (its intervals are 95%)."""
+CORRECTION = "holm"
+"""How the p-values of the contrasts of a labelled size are adjusted (Holm's step-down)."""
+POSITIVE_CONTROL = "P - S"
+"""The contrast that says whether the design can see a gain (the positive control against scratch)."""
 LOWER_IS_BETTER = ("mean_hd95", "misses")
 """Metrics whose smaller values are the better ones (a negative difference favours the first arm)."""
 
@@ -34,7 +40,7 @@ def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _contrasts(values: dict[str, list[float]], alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+def _contrasts(values: dict[str, list[float]], alpha: float = ALPHA) -> dict[str, dict[str, Any]]:
     """Every contrast of ``tools.study.arms.CONTRASTS`` whose two arms ran: mean difference, sd, 95% CI, p-value,
     Holm-adjusted p-value (over the contrasts of this table) and the minimum detectable effect at 80% power."""
     rows = {}
@@ -161,7 +167,7 @@ def _difference_text(row: dict[str, Any], digits: int = 3) -> str:
     return f"{sign}{_fmt(row['mean'], digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
-def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = 0.05) -> str:
+def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = ALPHA) -> str:
     """The contrast in words: which arm is better when the interval excludes 0 (for ``lower_is_better`` metrics a
     negative difference favours the first arm)."""
     low, high = row["ci95"]
@@ -200,7 +206,7 @@ def _results_table(summary: dict[str, Any], key_rows: dict[str, Any], digits: in
 def _design_reading(summary: dict[str, Any]) -> list[str]:
     """What the positive control says about the design, at the smallest labelled size, in words."""
     smallest = summary["results"][str(min(summary["labelled_sizes"]))]
-    control = smallest["contrasts"].get("P - S")
+    control = smallest["contrasts"].get(POSITIVE_CONTROL)
     if control is None:
         return ["No positive control ran: nothing here says whether the design could see a gain of an encoder."]
     low = control["ci95"][0]
@@ -243,7 +249,7 @@ def write_report(result: StudyResult, summary: dict[str, Any], path: Path, plan_
         "",
         f"Intervals: Student's t over the {len(seeds)} paired seeds; p: paired t-test, Holm-adjusted over the "
         "contrasts of a labelled size in brackets; 'detectable': the smallest true difference that this many seeds "
-        "detect with 80% power at the observed spread (two-sided, alpha 0.05). They measure the spread of "
+        f"detect with 80% power at the observed spread (two-sided, alpha {ALPHA}). They measure the spread of "
         "fine-tuning seeds around one MAE pre-training, one supervised encoder and one untrained initialisation "
         "(each made once per study, from the data seed), on these evaluation cases: not how much another "
         "pre-training run would differ.",
