@@ -25,6 +25,7 @@ from tools.study.study import (
     OUTPUT_MARKER,
     Run,
     StudyOptions,
+    StudyResult,
     arm_overrides,
     labelled_subsets,
     replace_output_folder,
@@ -340,6 +341,30 @@ def test_summary_json_has_the_promised_schema(study):
     supervised = summary["configuration"]["supervised_network_scores"]  # the control's own strength, scored
     assert 0.0 <= supervised["mean_dice_13"] <= 1.0
     assert f"scores mean_dice_13 {supervised['mean_dice_13']:.3f} on the evaluation cases by itself" in text
+
+
+def fake_result(out: Path, scores: dict[str, list], **changes) -> StudyResult:
+    """A study's result without running it: 2 labelled cases, one run per seed and arm with the given primary scores
+    (``{arm: [score per seed]}``) and a per-class score."""
+    from tools.study.study import PositiveControl, Pretraining
+
+    task, arms = TASKS["btcv"], list(scores)
+    seeds = list(range(len(next(iter(scores.values())))))
+    runs = [Run(2, seed, arm, out, losses=[1.0, 0.5],
+                scores={task.metric: scores[arm][seed], "per_class": {"liver": 0.5}}) for seed in seeds for arm in arms]
+    options = replace(StudyOptions(output_dir=out, seeds=seeds, labelled_sizes=[2], arms=arms), **changes)
+    return StudyResult(task=task, options=options, dataset_dir=out / "data", sizes=[2], steps=10, arms=arms,
+                       num_training=5, num_evaluation=4, pretraining=Pretraining(losses=[1.0]), encoders={},
+                       control=PositiveControl(), runs=runs, output_dir=out, wall_seconds=1.0)
+
+
+def test_the_summary_records_how_the_jobs_ran(tmp_path):
+    """The figures depend on the threads of a job, so ``summary.json`` records them, and the workers."""
+    scores = {"scratch": [0.1, 0.2, 0.3], "mae": [0.2, 0.2, 0.5]}
+    config = report.summarize(fake_result(tmp_path, scores, workers=3, threads_per_run=2))["configuration"]
+    assert (config["workers"], config["threads_per_run"]) == (3, 2)
+    config = report.summarize(fake_result(tmp_path, scores, workers=None, threads_per_run=None))["configuration"]
+    assert (config["workers"], config["threads_per_run"]) == (1, 0)  # every core: one job at a time
 
 
 def test_every_task_defines_its_stages_and_metric():

@@ -115,7 +115,7 @@ def study(
             own; default: as many as fill the CPU cores, at most 8. The figures do not depend on it.
         threads_per_run: torch threads of each job: default 1 (0 with ``full_size``: every core, one job at a time).
             The figures depend on it (the order of a product's sums): earlier reports were made with 0 (two threads
-            on a 2-core CPU, one job at a time).
+            on a 2-core CPU, one job at a time). Both are recorded in ``summary.json``'s ``configuration``.
     """
     # the options given away from their defaults (the first statement: locals() holds the arguments only)
     given = {name: value for name, value in locals().items() if value != _DEFAULTS[name]}
@@ -196,7 +196,7 @@ def _run_plan(task: Task, plan_path: Path, output_dir: Path, parallel: dict) -> 
     git = committed_plan_state(plan_path)
     check_first_run(digest, output_dir)
     options = replace(options_from_plan(content, output_dir), **parallel)
-    resolved = {**check_plan(task, options, content), "git": git}
+    resolved = {**check_plan(task, options, content), **report.parallel_settings(options), "git": git}
     print(f"confirmatory run of {plan_path} (sha256 {digest}, commit {git['commit']})", flush=True)
     result = run_study(task, options)
     (result.output_dir / "plan.json").write_bytes(raw)

@@ -17,9 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from shared.utils.atomic import write_json_atomically, write_text_atomically  # noqa: E402
 from tools.study.arms import ARMS, CONTRASTS  # noqa: E402
 from tools.study.stats import holm, mean_sd, minimum_detectable_effect, paired_difference  # noqa: E402
-from tools.study.study import StudyResult  # noqa: E402
+from tools.study.study import StudyOptions, StudyResult  # noqa: E402
+from tools.study.workers import default_workers  # noqa: E402
 
-__all__ = ["summarize", "write_summary", "plot_metric", "plot_losses", "write_report"]
+__all__ = ["parallel_settings", "summarize", "write_summary", "plot_metric", "plot_losses", "write_report"]
 
 SECONDARY = {
     "mean_dice_8": "mean Dice over the 8 organs of the TransUNet protocol",
@@ -69,8 +70,23 @@ def _by_size(result: StudyResult, key: str) -> dict[str, dict[str, Any]]:
     return table
 
 
+def parallel_settings(options: StudyOptions) -> dict[str, int]:
+    """How a study's jobs ran, as ``summary.json`` and a confirmatory run's ``resolved_plan.json`` record it: the
+    figures depend on ``threads_per_run`` (the order of a product's sums), not on ``workers``.
+
+    Args:
+        options: the study's options.
+
+    Returns:
+        ``{"workers": jobs run at once (at most; its default resolved), "threads_per_run": torch threads of each job,
+        0 for torch's default, every core}``.
+    """
+    return {"workers": options.workers or default_workers(options.threads_per_run),
+            "threads_per_run": options.threads_per_run or 0}
+
+
 def summarize(result: StudyResult) -> dict[str, Any]:
-    """The content of ``summary.json``."""
+    """The content of ``summary.json`` (its ``configuration`` includes :func:`parallel_settings`)."""
     task, runs, options = result.task, result.runs, result.options
     secondary = {k: _by_size(result, k) for k in SECONDARY if runs and k in runs[0].scores}
     per_class = {}
@@ -102,6 +118,7 @@ def summarize(result: StudyResult) -> dict[str, Any]:
                         for arm in result.arms},
             "encoders": {arm: result.encoders.get(arm, "") for arm in result.arms},
             "supervised_network_scores": {k: v for k, v in result.control.scores.items() if k != "per_class"},
+            **parallel_settings(options),
         },
         "wall_seconds": round(result.wall_seconds, 1),
     }
