@@ -648,9 +648,14 @@ def test_a_contrast_is_read_in_its_metric_s_direction():
     row = {"first": "supervised", "second": "scratch", "ci95": (-395.6, -361.1), "p_holm": 0.0}
     assert report._verdict(row, lower_is_better=True) == "supervised better (CI below 0, Holm p = 0.000)"
     assert report._verdict(row) == "scratch better (CI below 0, Holm p = 0.000)"
-    above = {**row, "ci95": (0.3, 0.4), "p_holm": 0.2}
-    assert report._verdict(above) == "supervised better (CI above 0, Holm p = 0.200: not significant)"
+    above = {**row, "ci95": (0.3, 0.4), "p_holm": 0.05}
+    assert report._verdict(above) == "supervised better (CI above 0, Holm p = 0.050)"
     assert report._verdict(above, lower_is_better=True).startswith("scratch better (CI above 0")
+    # an interval that excludes 0 is not adjusted for the other contrasts: "better" only after Holm
+    unadjusted = {**row, "ci95": (0.01, 0.05), "p_holm": 0.078}
+    assert report._verdict(unadjusted) == ("unadjusted CI above 0, leaning to supervised; not significant after Holm "
+                                           "(p = 0.078)")
+    assert "better" not in report._verdict(unadjusted, lower_is_better=True)
     assert report._verdict({**row, "ci95": (-0.1, 0.4)}) == "no difference shown (CI contains 0)"
     assert set(report.LOWER_IS_BETTER) <= set(report.SECONDARY)
 

@@ -185,18 +185,32 @@ def _difference_text(row: dict[str, Any], digits: int = 3) -> str:
 
 
 def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = ALPHA) -> str:
-    """The contrast in words: which arm is better when the interval excludes 0 (for ``lower_is_better`` metrics a
-    negative difference favours the first arm)."""
+    """The contrast in words. An arm is called better only when the 95% interval excludes 0 *and* the Holm-adjusted
+    p-value is at most ``alpha``; an interval that excludes 0 while the Holm p-value is larger is read as not
+    significant after Holm (the interval is not adjusted for the other contrasts). For ``lower_is_better`` metrics a
+    negative difference favours the first arm.
+
+    Args:
+        row: a contrast of ``summary.json`` (``first``, ``second``, ``ci95``, ``p_holm``).
+        lower_is_better: the metric's smaller values are the better ones.
+        alpha: the significance level.
+
+    Returns:
+        the reading, e.g. ``"mae better (CI above 0, Holm p = 0.006)"``.
+    """
     low, high = row["ci95"]
     if low is None:
         return "one seed: no interval"
-    holm_note = "" if row["p_holm"] is None else (f", Holm p = {row['p_holm']:.3f}"
-                                                   + ("" if row["p_holm"] <= alpha else ": not significant"))
     if low <= 0 <= high:
         return "no difference shown (CI contains 0)"
     first_higher = low > 0
+    side = "above" if first_higher else "below"
     better = row["first"] if first_higher != lower_is_better else row["second"]
-    return f"{better} better (CI {'above' if first_higher else 'below'} 0{holm_note})"
+    p_holm = row["p_holm"]
+    if p_holm is not None and p_holm > alpha:
+        return f"unadjusted CI {side} 0, leaning to {better}; not significant after Holm (p = {p_holm:.3f})"
+    holm_note = "" if p_holm is None else f", Holm p = {p_holm:.3f}"
+    return f"{better} better (CI {side} 0{holm_note})"
 
 
 def _arm_header(arms: Sequence[str]) -> str:
