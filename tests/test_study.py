@@ -367,6 +367,35 @@ def test_the_summary_records_how_the_jobs_ran(tmp_path):
     assert (config["workers"], config["threads_per_run"]) == (1, 0)  # every core: one job at a time
 
 
+def test_a_run_that_scored_nothing_is_reported_as_such_and_its_runs_are_kept(tmp_path, monkeypatch):
+    """The evaluation writes a NaN score as null: the study's outputs treat it as NaN ("n/a"), its contrasts say that
+    a run scored nothing, and runs.json is written before anything that could fail on it."""
+    import tools.run_experiment as run_experiment
+    from tools.study.study import format_score
+
+    assert math.isnan(paired_difference([0.3, None, 0.2], [0.1, 0.2, 0.1]).mean)
+    assert all(math.isnan(v) for v in mean_sd([0.3, None]))
+    assert (format_score(None), format_score(float("nan")), format_score(0.12345)) == ("n/a", "n/a", "0.1235")
+    result = fake_result(replace_output_folder(tmp_path / "study"),
+                         {"scratch": [0.1, 0.2, 0.3], "mae": [0.2, None, 0.5], "supervised": [0.6, 0.7, 0.9]})
+    run_experiment._write_outputs(result.task, result)
+    contrasts = json.loads((result.output_dir / "summary.json").read_text())["results"]["2"]["contrasts"]
+    assert contrasts["M - S"]["mean"] is None and contrasts["P - S"]["mean"] == pytest.approx(0.5333333)
+    text = (result.output_dir / "report.md").read_text()
+    assert "| 2 | M - S | n/a [n/a, n/a] | n/a (n/a) | n/a | n/a: a run of this pair failed or scored nothing" in text
+    assert "| 2 | 0.200 ± 0.100 | n/a ± n/a | 0.733 ± 0.153 |" in text
+
+    def failing(result):
+        raise RuntimeError("the report failed")
+
+    monkeypatch.setattr(report, "summarize", failing)
+    (result.output_dir / "runs.json").unlink()
+    with pytest.raises(RuntimeError, match="the report failed"):
+        run_experiment._write_outputs(result.task, result)
+    assert [r["scores"]["mean_dice_13"] for r in json.loads((result.output_dir / "runs.json").read_text())][:3] == [
+        0.1, 0.2, 0.6]
+
+
 def test_every_task_defines_its_stages_and_metric():
     for name, task in TASKS.items():
         assert task.name == name and task.metric and task.labelled_sizes and task.num_seeds >= 3
@@ -645,7 +674,7 @@ def test_holm_and_the_minimum_detectable_effect():
 
 def test_a_contrast_is_read_in_its_metric_s_direction():
     """A lower HD95 or fewer misses is the better result: a negative difference then favours the first arm."""
-    row = {"first": "supervised", "second": "scratch", "ci95": (-395.6, -361.1), "p_holm": 0.0}
+    row = {"first": "supervised", "second": "scratch", "mean": -378.3, "ci95": (-395.6, -361.1), "p_holm": 0.0}
     assert report._verdict(row, lower_is_better=True) == "supervised better (CI below 0, Holm p = 0.000)"
     assert report._verdict(row) == "scratch better (CI below 0, Holm p = 0.000)"
     above = {**row, "ci95": (0.3, 0.4), "p_holm": 0.05}

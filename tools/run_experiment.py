@@ -214,10 +214,10 @@ def _write_outputs(task: Task, result: StudyResult, confirmatory: dict[str, Any]
         confirmatory: for a confirmatory run, ``{"plan_sha256": ..., "git": ...}``, added to ``summary.json``.
     """
     out = result.output_dir
+    save_runs(result, out / "runs.json")
     summary = report.summarize(result)
     summary.update(confirmatory or {})
     report.write_summary(summary, out / "summary.json")
-    save_runs(result, out / "runs.json")
     report.plot_metric(summary, task.metric_label, out / "metric_vs_labelled.png")
     report.plot_losses(result, out / "loss_curves.png")
     report.copy_reconstruction(result, out / "reconstruction.png")

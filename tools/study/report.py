@@ -37,7 +37,7 @@ LOWER_IS_BETTER = ("mean_hd95", "misses")
 """Metrics whose smaller values are the better ones (a negative difference favours the first arm)."""
 
 
-def _clean(value: float) -> float | None:
+def _clean(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
@@ -180,7 +180,7 @@ def _mean_sd_text(values: Sequence[float], digits: int = 3) -> str:
 
 def _difference_text(row: dict[str, Any], digits: int = 3) -> str:
     low, high = row["ci95"]
-    sign = "+" if (row["mean"] or 0) >= 0 else ""
+    sign = "+" if row["mean"] is not None and row["mean"] >= 0 else ""
     return f"{sign}{_fmt(row['mean'], digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
@@ -191,7 +191,8 @@ def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = 
     negative difference favours the first arm.
 
     Args:
-        row: a contrast of ``summary.json`` (``first``, ``second``, ``ci95``, ``p_holm``).
+        row: a contrast of ``summary.json`` (``first``, ``second``, ``mean``, ``ci95``, ``p_holm``); a ``mean`` of
+            ``None`` is a pair with a missing score.
         lower_is_better: the metric's smaller values are the better ones.
         alpha: the significance level.
 
@@ -199,6 +200,8 @@ def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = 
         the reading, e.g. ``"mae better (CI above 0, Holm p = 0.006)"``.
     """
     low, high = row["ci95"]
+    if row["mean"] is None:
+        return "n/a: a run of this pair failed or scored nothing (see runs.json)"
     if low is None:
         return "one seed: no interval"
     if low <= 0 <= high:
@@ -294,7 +297,7 @@ def write_report(result: StudyResult, summary: dict[str, Any], path: Path, plan_
         lines += ["MAE health check (held-out images, labels unused): " + result.pretraining.health, ""]
     if result.control.scores:
         lines += [f"Strength of the positive control: the supervised network whose encoder P fine-tunes scores "
-                  f"{task.metric} {result.control.scores[task.metric]:.3f} on the evaluation cases by itself "
+                  f"{task.metric} {_fmt(result.control.scores[task.metric])} on the evaluation cases by itself "
                   f"({result.control.cases or 'the'} labelled cases of a disjoint stream, "
                   f"{task.supervised_steps} iterations).", ""]
     for key, rows in summary["secondary"].items():

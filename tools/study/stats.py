@@ -33,8 +33,15 @@ class PairedDifference:
     p_value: float = float("nan")
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN for fewer than two values)."""
+def _as_float(value: float | None) -> float:
+    """A score as a float: NaN for a missing one (``None``: the evaluation wrote NaN as JSON null)."""
+    return float("nan") if value is None else float(value)
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for fewer than two values; a missing value, ``None`` or NaN, makes
+    both NaN)."""
+    values = [_as_float(v) for v in values]
     n = len(values)
     if n == 0:
         return float("nan"), float("nan")
@@ -43,18 +50,22 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, sd
 
 
-def paired_difference(first: Sequence[float], second: Sequence[float]) -> PairedDifference:
+def paired_difference(first: Sequence[float | None], second: Sequence[float | None]) -> PairedDifference:
     """The paired difference ``first[i] - second[i]`` of runs that share seed ``i``, its interval and p-value from
-    ``scipy.stats.ttest_rel``.
+    ``scipy.stats.ttest_rel``. A missing score (``None`` or NaN: a run that failed or scored nothing) makes every
+    figure NaN.
 
     Raises:
         ValueError: the two arms have a different number of runs, or none.
     """
     if len(first) != len(second) or not first:
         raise ValueError(f"paired runs needed: {len(first)} and {len(second)} values.")
-    differences = [float(a) - float(b) for a, b in zip(first, second)]
+    first, second = [_as_float(v) for v in first], [_as_float(v) for v in second]
+    differences = [a - b for a, b in zip(first, second)]
     mean, sd = mean_sd(differences)
     n = len(differences)
+    if any(math.isnan(d) for d in differences):
+        return PairedDifference(float("nan"), float("nan"), (float("nan"), float("nan")), n)
     if n < 2:
         return PairedDifference(mean, sd, (float("nan"), float("nan")), n)
     if sd == 0:

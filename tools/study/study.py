@@ -330,7 +330,7 @@ def positive_control(task: Task, options: StudyOptions, dataset_dir: Path, train
     scores = score_network(task, options, dataset_dir, datalist, encoder, out / "supervised_encoder",
                            out / "logs" / "supervised_encoder.log", options.data_seed)
     print(f"the positive control's supervised network itself on the {len(evaluation)} evaluation cases: "
-          f"{task.metric} {scores[task.metric]:.4f}", flush=True)
+          f"{task.metric} {format_score(scores[task.metric])}", flush=True)
     return PositiveControl(encoder, cases, scores, time.perf_counter() - start)
 
 
@@ -381,6 +381,19 @@ def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir:
     run.evaluation_seconds = time.perf_counter() - evaluate_start
     run.seconds = time.perf_counter() - start
     return run
+
+
+def format_score(value: float | None, digits: int = 4) -> str:
+    """A score for a progress line: ``"n/a"`` for a missing one (``None``: the evaluation wrote NaN as null) or NaN.
+
+    Args:
+        value: the score.
+        digits: decimals shown.
+
+    Returns:
+        the score as text.
+    """
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _foreign_output_message(out: Path) -> str:
@@ -548,7 +561,7 @@ def run_study(task: Task, options: StudyOptions) -> StudyResult:
                     runs[position[name]] = run = result
                     clock.finish(finetune_stages[name], run.seconds - run.evaluation_seconds)
                     clock.finish(evaluate_stages[name], run.evaluation_seconds)
-                    print(clock.line(f"evaluated {name}: {task.metric} {run.scores[task.metric]:.4f} "
+                    print(clock.line(f"evaluated {name}: {task.metric} {format_score(run.scores[task.metric])} "
                                      f"({format_seconds(run.seconds)})"), flush=True)
     finally:  # after an error, the jobs not started yet are dropped instead of awaited
         executor.shutdown(cancel_futures=True)
