@@ -67,6 +67,21 @@ def test_paired_difference_gives_the_figures_of_before():
     assert constant.ci95 == (constant.mean, constant.mean) and constant.p_value == 0.0
 
 
+def test_differences_constant_up_to_rounding_have_no_spread(recwarn):
+    """Differences equal but for rounding are constant: no spurious p of 1e-48 with scipy's precision warning, a
+    zero-width interval and no detectable difference (n/a, not 0); a real spread is untouched."""
+    for first, second in (([0.3, 0.6, 0.7], [0.2, 0.5, 0.6]), ([0.31, 0.62, 0.73, 0.11], [0.21, 0.52, 0.63, 0.01]),
+                          ([0.5, 0.5], [0.4, 0.4])):
+        d = paired_difference(first, second)
+        assert (d.sd, d.ci95, d.p_value) == (0.0, (d.mean, d.mean), 0.0), first
+        assert math.isnan(minimum_detectable_effect(d.sd, d.n))
+    same = paired_difference([0.1 + 0.2, 0.5], [0.3, 0.5])  # identical arms up to rounding
+    assert (same.sd, same.p_value) == (0.0, 1.0)
+    assert not [w for w in recwarn if "Precision loss" in str(w.message)]
+    spread = paired_difference([0.30, 0.35, 0.33, 0.41], [0.25, 0.31, 0.30, 0.32])  # as before
+    assert spread.sd == pytest.approx(0.026299556396765813) and spread.p_value == pytest.approx(0.028147028070252073)
+
+
 def test_labelled_sets_are_nested_and_follow_the_seed():
     cases = [{"image": f"img{i}"} for i in range(10)]
     subsets = labelled_subsets(cases, [2, 5, 10], seed=0)

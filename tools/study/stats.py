@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 from scipy import integrate, optimize, stats
 
-__all__ = ["PairedDifference", "paired_difference", "mean_sd", "holm", "paired_t_power", "minimum_detectable_effect"]
+__all__ = ["ZERO_SPREAD", "PairedDifference", "paired_difference", "mean_sd", "holm", "paired_t_power",
+           "minimum_detectable_effect"]
+
+
+ZERO_SPREAD = 1e-9
+"""Per-pair differences whose sd is at most this fraction of the scores' magnitude are constant (their spread is
+rounding): see :func:`paired_difference`."""
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,7 @@ class PairedDifference:
 
     Attributes:
         mean: mean of the per-seed differences.
-        sd: their sample standard deviation (NaN for one pair).
+        sd: their sample standard deviation (NaN for one pair, 0 for differences constant up to rounding).
         ci95: two-sided 95% confidence interval of the mean difference, from Student's t with ``n - 1`` degrees of
             freedom (``(nan, nan)`` for one pair).
         n: number of pairs.
@@ -55,6 +61,11 @@ def paired_difference(first: Sequence[float | None], second: Sequence[float | No
     ``scipy.stats.ttest_rel``. A missing score (``None`` or NaN: a run that failed or scored nothing) makes every
     figure NaN.
 
+    Differences constant up to rounding (their sd at most :data:`ZERO_SPREAD` times the largest score's magnitude,
+    e.g. ``[0.3, 0.6, 0.7]`` against ``[0.2, 0.5, 0.6]``) have no spread for the t-test to measure: their sd is 0,
+    the interval is the mean itself, and the p-value is 1 when the mean is 0 up to rounding too (identical arms),
+    else 0; :func:`minimum_detectable_effect` is then NaN. Real runs differ far more than this tolerance.
+
     Raises:
         ValueError: the two arms have a different number of runs, or none.
     """
@@ -68,8 +79,9 @@ def paired_difference(first: Sequence[float | None], second: Sequence[float | No
         return PairedDifference(float("nan"), float("nan"), (float("nan"), float("nan")), n)
     if n < 2:
         return PairedDifference(mean, sd, (float("nan"), float("nan")), n)
-    if sd == 0:
-        return PairedDifference(mean, sd, (mean, mean), n, 1.0 if mean == 0 else 0.0)
+    tolerance = ZERO_SPREAD * max(abs(v) for v in first + second)
+    if sd <= tolerance:
+        return PairedDifference(mean, 0.0, (mean, mean), n, 1.0 if abs(mean) <= tolerance else 0.0)
     test = stats.ttest_rel(first, second)
     low, high = test.confidence_interval(0.95)
     return PairedDifference(mean, sd, (float(low), float(high)), n, float(test.pvalue))
@@ -114,7 +126,8 @@ def paired_t_power(shift: float, n: int, alpha: float = 0.05) -> float:
 
 def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest true mean difference that a two-sided paired t-test on ``n`` pairs detects with ``power``, when
-    the per-pair differences have standard deviation ``sd`` (NaN for fewer than two pairs).
+    the per-pair differences have standard deviation ``sd`` (NaN for fewer than two pairs, and for an ``sd`` of 0:
+    without spread the t-test's power, and so this difference, is undefined).
 
     Solved exactly with :func:`paired_t_power`; the usual ``(t_{1-alpha/2} + t_{power}) * sd / sqrt(n)`` is 5 % too
     small at 3 pairs (its power is 0.77, not 0.80) and 14 % at 2.
@@ -124,7 +137,7 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     """
     if not alpha < power < 1:
         raise ValueError(f"power must lie between alpha ({alpha}) and 1, got {power}.")
-    if n < 2 or math.isnan(sd):
+    if n < 2 or math.isnan(sd) or sd == 0:
         return float("nan")
     return _detectable_shift(n, alpha, power) * sd / math.sqrt(n)
 
