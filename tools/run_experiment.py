@@ -47,8 +47,9 @@ CONFIRM_OPTIONS = ("task", "output_dir", "confirm", "plan_file", "workers", "thr
 """The options a confirmatory run takes besides its plan: where it writes and how its jobs run."""
 
 
-def _items(value) -> list | None:
-    """A list given on the command line: fire's list, or a string such as ``"[2,all]"``."""
+def _items(value: Any) -> list | None:
+    """A list given on the command line: fire's list or tuple, or a string such as ``"[2,all]"`` (an int: one item);
+    ``None`` when not given."""
     if value is None:
         return None
     if isinstance(value, (int, str)):
@@ -56,12 +57,13 @@ def _items(value) -> list | None:
     return list(value)
 
 
-def _ints(value) -> list[int] | None:
+def _ints(value: Any) -> list[int] | None:
+    """Integers given on the command line (see :func:`_items`), e.g. the seeds; ``None`` when not given."""
     items = _items(value)
     return None if items is None else [int(v) for v in items]
 
 
-def _sizes(value) -> list[int | str] | None:
+def _sizes(value: Any) -> list[int | str] | None:
     """Labelled-set sizes: numbers, or ``all`` (every training case)."""
     items = _items(value)
     return None if items is None else [v if v == "all" else int(v) for v in items]
@@ -158,7 +160,12 @@ def study(
 _DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(study).parameters.items()}
 
 
-def _names(value) -> list[str] | None:
+def _names(value: Any) -> list[str] | None:
+    """Arm names given on the command line (see :func:`_items`); ``None`` when not given.
+
+    Raises:
+        ValueError: a name is not an arm's, naming it and the arms.
+    """
     value = _items(value)
     if value is None:
         return None

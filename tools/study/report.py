@@ -38,6 +38,7 @@ LOWER_IS_BETTER = ("mean_hd95", "misses")
 
 
 def _clean(value: float | None) -> float | None:
+    """A figure for JSON: ``None`` for a missing one or NaN (JSON has no NaN), else the value."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
@@ -170,6 +171,7 @@ def plot_losses(result: StudyResult, path: Path) -> None:
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
+    """A figure for the report with ``digits`` decimals; ``"n/a"`` for a missing one or NaN."""
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -217,12 +219,25 @@ def _verdict(row: dict[str, Any], lower_is_better: bool = False, alpha: float = 
 
 
 def _arm_header(arms: Sequence[str]) -> str:
+    """A table header's arm cells, e.g. ``"S: scratch | M: mae"``."""
     letters = {arm.name: f"{arm.letter}: {arm.name}" for arm in ARMS}
     return " | ".join(letters[a] for a in arms)
 
 
 def _results_table(summary: dict[str, Any], key_rows: dict[str, Any], digits: int = 3,
                    lower_is_better: bool = False) -> list[str]:
+    """The report's two tables of a metric: mean ± sd per labelled size and arm, then every contrast with its
+    interval, p-values, detectable difference and reading.
+
+    Args:
+        summary: ``summary.json``'s content (its arms).
+        key_rows: the metric's rows, ``{size: {arm: [value per seed], "contrasts": {...}}}``.
+        digits: decimals shown.
+        lower_is_better: the metric's smaller values are the better ones (see :func:`_verdict`).
+
+    Returns:
+        the Markdown lines.
+    """
     arms = summary["arms"]
     lines = [f"| labelled cases | {_arm_header(arms)} |", "|---" * (1 + len(arms)) + "|"]
     for n, row in key_rows.items():

@@ -113,6 +113,7 @@ class Run:
 
     @property
     def name(self) -> str:
+        """The run's name in file and log names and progress lines, e.g. ``n2_seed0_mae``."""
         return f"n{self.labelled}_seed{self.seed}_{self.arm}"
 
 
@@ -213,6 +214,16 @@ def stage_overrides(task: Task, stage: str, options: StudyOptions) -> dict[str, 
 
 
 def _config_value(configs: Sequence[Path], key: str, overrides: dict[str, Any]) -> Any:
+    """The value of ``key`` in a stage: its override when given, else the bundle configs' (unparsed).
+
+    Args:
+        configs: the stage's config files, read in order.
+        key: a config id, e.g. ``epochs``.
+        overrides: the stage's overrides.
+
+    Returns:
+        the value.
+    """
     if key in overrides:
         return overrides[key]
     parser = ConfigParser()
@@ -233,6 +244,7 @@ def plan(task: Task, options: StudyOptions, num_training: int) -> tuple[list[int
 
 
 def _determinism(seed: int) -> list[str]:
+    """A bundle config's ``initialize`` expressions that seed MONAI, torch, numpy and random with ``seed``."""
     return [f"$monai.utils.set_determinism(seed={seed})"]
 
 
@@ -477,12 +489,19 @@ def replace_output_after_checks(task: Task, options: StudyOptions,
 
 
 def _check_seeds(seeds: Sequence[int]) -> None:
+    """Check that no seed is given twice.
+
+    Raises:
+        ValueError: a seed is repeated, naming those that are.
+    """
     repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
     if repeated:
         raise ValueError(f"the seeds {repeated} are given more than once: each seed is one independent pair of runs.")
 
 
 def _workers(options: StudyOptions, jobs: int) -> int:
+    """Workers to start: ``options.workers`` (default: see :func:`tools.study.workers.default_workers`), at least one
+    and no more than there are ``jobs``."""
     return max(1, min(options.workers or default_workers(options.threads_per_run), jobs))
 
 
