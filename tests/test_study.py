@@ -27,7 +27,10 @@ from tools.study.study import (
     StudyOptions,
     StudyResult,
     arm_overrides,
+    check_same_data,
+    data_digest,
     labelled_subsets,
+    load_runs,
     replace_output_folder,
     run_study,
     save_runs,
@@ -304,6 +307,10 @@ def test_every_arm_sees_the_same_cases_in_the_same_order_with_the_same_seed(stud
                 assert scratch.fingerprints and runs[f"n{n}_seed{seed}_{arm}"].fingerprints == scratch.fingerprints
     assert runs["n2_seed0_mae"].fingerprints != runs["n2_seed1_mae"].fingerprints  # another seed, other draws
     out = study["out"]
+    saved = {f"n{r['labelled']}_seed{r['seed']}_{r['arm']}": r["data_fingerprint"]
+             for r in json.loads((out / "runs.json").read_text())}
+    assert saved == {name: data_digest(run.fingerprints) for name, run in runs.items()}  # checked in every study
+    assert check_same_data(list(runs.values())) and "the data checked in this run" in (out / "report.md").read_text()
     for seed in (0, 1):  # nested labelled sets, shared by the arms through one datalist per size and seed
         small = json.loads((out / "datalists" / f"n1_seed{seed}.json").read_text())["training"]
         large = json.loads((out / "datalists" / f"n2_seed{seed}.json").read_text())["training"]
@@ -409,6 +416,70 @@ def test_a_run_that_scored_nothing_is_reported_as_such_and_its_runs_are_kept(tmp
         run_experiment._write_outputs(result.task, result)
     assert [r["scores"]["mean_dice_13"] for r in json.loads((result.output_dir / "runs.json").read_text())][:3] == [
         0.1, 0.2, 0.6]
+
+
+def _fingerprinted_result(out: Path, digests: dict[tuple[int, str], str]) -> StudyResult:
+    """A fake study's result of two seeds and two arms whose runs have the data fingerprints ``{(seed, arm): ...}``."""
+    result = fake_result(replace_output_folder(out), {"scratch": [0.1, 0.2], "mae": [0.3, 0.4]})
+    for run in result.runs:
+        run.data_fingerprint = digests[run.seed, run.arm]
+    return result
+
+
+def test_arms_that_saw_different_batches_stop_the_study_after_runs_json(tmp_path):
+    """The report's claim that the arms of a seed saw the same data is checked in every study: when two arms of one
+    labelled size and seed have different data fingerprints, runs.json (with the fingerprints) is written and the
+    study stops with an error that names them, writing no summary and no report."""
+    import tools.run_experiment as run_experiment
+
+    same, other = data_digest([1.0, 2.0]), data_digest([2.0, 1.0])  # the same batches in another order differ
+    assert len(same) == 16 and same != other and data_digest([]) == ""
+    result = _fingerprinted_result(tmp_path / "study", {(0, "scratch"): same, (0, "mae"): same,
+                                                        (1, "scratch"): same, (1, "mae"): other})
+    message = rf"labelled size 2, seed 1: scratch \(data fingerprint {same}\) vs mae \(data fingerprint {other}\)\."
+    with pytest.raises(RuntimeError, match=message):
+        run_experiment._write_outputs(result.task, result)
+    out = result.output_dir
+    rows = json.loads((out / "runs.json").read_text())
+    assert [(r["seed"], r["arm"], r["data_fingerprint"]) for r in rows] == [
+        (0, "scratch", same), (0, "mae", same), (1, "scratch", same), (1, "mae", other)]
+    assert not (out / "summary.json").exists() and not (out / "report.md").exists()
+    with pytest.raises(RuntimeError, match="seed 1"):  # nor can a report be written from these runs directly
+        report.write_report(result, report.summarize(result), out / "report.md")
+
+
+def test_arms_that_saw_the_same_batches_are_reported_as_checked(tmp_path):
+    """Matching data fingerprints pass, and the report says that the data were checked in this run."""
+    import tools.run_experiment as run_experiment
+
+    digest = data_digest([3.5, 1.25])
+    result = _fingerprinted_result(tmp_path / "study", dict.fromkeys([(0, "scratch"), (0, "mae"), (1, "scratch"),
+                                                                      (1, "mae")], digest))
+    assert check_same_data(result.runs)
+    run_experiment._write_outputs(result.task, result)
+    text = (result.output_dir / "report.md").read_text()
+    assert ("augmentation in every arm; the data checked in this run: every arm of a labelled size and seed trained on "
+            "the same batches") in text
+
+
+def test_a_runs_json_without_data_fingerprints_still_loads(tmp_path):
+    """A runs.json written before the data fingerprints were kept loads, its runs not checked (and reported so);
+    one written now keeps every run's fingerprint."""
+    result = fake_result(tmp_path, {"scratch": [0.1, 0.2], "mae": [0.3, 0.4]})
+    old = [{"labelled": r.labelled, "seed": r.seed, "arm": r.arm, "scores": r.scores, "losses": r.losses,
+            "seconds": 2.0} for r in result.runs]
+    (tmp_path / "runs.json").write_text(json.dumps(old))
+    runs = load_runs(tmp_path / "runs.json")
+    assert [(r.name, r.scores, r.losses, r.seconds, r.data_fingerprint) for r in runs] == [
+        (r.name, r.scores, r.losses, 2.0, "") for r in result.runs]
+    assert runs[0].root == tmp_path / "runs" / "n2_seed0_scratch" and not check_same_data(runs)
+    reloaded = replace(result, runs=runs)
+    text = report.write_report(reloaded, report.summarize(reloaded), tmp_path / "report.md")
+    assert "the data not checked in this run: not every run recorded its batch fingerprints" in text
+    for i, run in enumerate(result.runs):
+        run.data_fingerprint = data_digest([float(i)])
+    save_runs(result, tmp_path / "runs.json")
+    assert [r.data_fingerprint for r in load_runs(tmp_path / "runs.json")] == [r.data_fingerprint for r in result.runs]
 
 
 def test_every_task_defines_its_stages_and_metric():

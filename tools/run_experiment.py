@@ -38,7 +38,7 @@ from shared.utils.atomic import write_text_atomically
 from tools.study import report
 from tools.study.arms import ARM_NAMES
 from tools.study.plan import PLANS, check_first_run, check_plan, committed_plan_state, load_plan, options_from_plan
-from tools.study.study import StudyOptions, StudyResult, run_study, save_runs
+from tools.study.study import StudyOptions, StudyResult, check_same_data, run_study, save_runs
 from tools.study.tasks import TASKS, Task
 from tools.study.tune import load_tuning
 from tools.study.tune import tune as run_tuning
@@ -212,16 +212,22 @@ def _run_plan(task: Task, plan_path: Path, output_dir: Path, parallel: dict) -> 
 
 
 def _write_outputs(task: Task, result: StudyResult, confirmatory: dict[str, Any] | None = None) -> None:
-    """Write a study's outputs into its folder: ``runs.json`` first (the raw scores survive a failing report), then
-    ``summary.json``, the pictures and ``report.md``.
+    """Write a study's outputs into its folder: ``runs.json`` first (the raw scores survive a failing report), then,
+    once the arms of every labelled size and seed are checked to have seen the same batches, ``summary.json``, the
+    pictures and ``report.md``.
 
     Args:
         task: the task studied.
         result: what the study ran.
         confirmatory: for a confirmatory run, ``{"plan_sha256": ..., "git": ...}``, added to ``summary.json``.
+
+    Raises:
+        RuntimeError: arms of one labelled size and seed saw different batches (see
+            :func:`~tools.study.study.check_same_data`); only ``runs.json`` is written then.
     """
     out = result.output_dir
     save_runs(result, out / "runs.json")
+    check_same_data(result.runs)
     summary = report.summarize(result)
     summary.update(confirmatory or {})
     report.write_summary(summary, out / "summary.json")

@@ -7,12 +7,16 @@ The arms of one seed share everything but the encoder's initialisation and the a
 (nested: a smaller set is a prefix of a larger one, drawn per seed), the seed (so the decoder's random initialisation,
 the data order and the augmentation draws agree) and the budget (the same number of iterations at every labelled
 size). Each run trains for its whole budget and the last model is evaluated: no model selection on the reported cases.
+That the arms of one labelled size and seed saw the same batches is checked in every study: each run records a digest
+of its batch fingerprints (``runs.json``), and :func:`check_same_data` compares them before the report is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +42,8 @@ from tools.study.workers import default_workers, study_executor
 __all__ = ["StudyOptions", "Run", "Pretraining", "PositiveControl", "StudyResult", "labelled_subsets",
            "check_labelled_sizes", "plan", "run_study", "score_network", "stage_overrides", "finetune_and_score",
            "run_settings", "positive_control", "pretrain", "SUPERVISED_DATA_SEED_OFFSET", "OUTPUT_MARKER",
-           "check_output_folder", "replace_output_folder", "replace_output_after_checks"]
+           "check_output_folder", "replace_output_folder", "replace_output_after_checks", "data_digest",
+           "check_same_data", "save_runs", "load_runs"]
 
 OUTPUT_MARKER = ".study_output"
 """The file that marks a folder as a study's (or a tuning's) output, which the next run into it may replace."""
@@ -99,7 +104,13 @@ class StudyOptions:
 
 @dataclass
 class Run:
-    """One fine-tuning run and its evaluation."""
+    """One fine-tuning run and its evaluation.
+
+    Attributes:
+        fingerprints: one number per training batch (the sum of its images), in order.
+        data_fingerprint: :func:`data_digest` of ``fingerprints``, kept in ``runs.json``; "" when not recorded (a run
+            that saw no image batch, or one loaded from a ``runs.json`` written before digests were kept).
+    """
 
     labelled: int
     seed: int
@@ -107,6 +118,7 @@ class Run:
     root: Path
     losses: list[float] = field(default_factory=list)
     fingerprints: list[float] = field(default_factory=list)
+    data_fingerprint: str = ""
     scores: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     evaluation_seconds: float = 0.0
@@ -387,6 +399,7 @@ def finetune_and_score(task: Task, options: StudyOptions, run: Run, dataset_dir:
     progress = StageProgress(StudyClock([stage]), stage, f"fine-tuning {run.name}", max_lines=0)
     run_bundle(task.finetune.configs, run.root, log_file, overrides, progress)
     run.losses, run.fingerprints = progress.losses, progress.fingerprints
+    run.data_fingerprint = data_digest(progress.fingerprints)
     evaluate_start = time.perf_counter()
     run.scores = score_network(task, options, dataset_dir, datalist, str(run.root / "models" / "checkpoint.pt"),
                                run.root, log_file, run.seed)
@@ -592,8 +605,81 @@ def run_study(task: Task, options: StudyOptions) -> StudyResult:
     )
 
 
+def data_digest(fingerprints: Sequence[float]) -> str:
+    """A short digest of a run's batch fingerprints: two runs that saw the same batches in the same order agree.
+
+    Args:
+        fingerprints: one number per batch (see :class:`Run`), compared bit for bit.
+
+    Returns:
+        16 hex digits of the sha256 of the numbers as 64-bit floats; "" for no batch.
+    """
+    if not fingerprints:
+        return ""
+    return hashlib.sha256(struct.pack(f">{len(fingerprints)}d", *fingerprints)).hexdigest()[:16]
+
+
+def check_same_data(runs: Sequence[Run]) -> bool:
+    """Check that the arms of each labelled size and seed saw the same data: the same labelled cases, order and
+    augmentation draws give the same batches, hence the same :attr:`Run.data_fingerprint`. Runs without one are
+    left out of the comparison.
+
+    Args:
+        runs: the study's runs.
+
+    Returns:
+        whether every run had a fingerprint, so that the claim was checked for every run.
+
+    Raises:
+        RuntimeError: the arms of a labelled size and seed saw different batches (named in the message): their
+            paired comparison would not be the one the report describes.
+    """
+    groups: dict[tuple[int, int], dict[str, list[str]]] = {}
+    for run in runs:
+        if run.data_fingerprint:
+            arms = groups.setdefault((run.labelled, run.seed), {}).setdefault(run.data_fingerprint, [])
+            arms.append(run.arm)
+    differing = [
+        f"labelled size {n}, seed {seed}: " + " vs ".join(f"{', '.join(arms)} (data fingerprint {digest})"
+                                                          for digest, arms in by_digest.items())
+        for (n, seed), by_digest in sorted(groups.items()) if len(by_digest) > 1
+    ]
+    if differing:
+        raise RuntimeError("the arms of a labelled size and seed must see the same batches (labelled cases, order and "
+                           "augmentation), but their runs' batch fingerprints differ, so the paired comparisons are "
+                           f"not valid and no report is written: {'; '.join(differing)}. Every run's scores and "
+                           "fingerprint are in runs.json.")
+    return all(run.data_fingerprint for run in runs)
+
+
 def save_runs(result: StudyResult, path: Path) -> None:
-    """Every run's scores and losses as JSON (the raw material of the report)."""
+    """Every run's scores, losses and data fingerprint as JSON (the raw material of the report).
+
+    Args:
+        result: the study's result.
+        path: the file written (``runs.json``).
+    """
     rows = [{"labelled": r.labelled, "seed": r.seed, "arm": r.arm, "scores": r.scores, "losses": r.losses,
-             "seconds": r.seconds} for r in result.runs]
+             "seconds": r.seconds, "data_fingerprint": r.data_fingerprint} for r in result.runs]
     write_text_atomically(json.dumps(rows, indent=1), path)
+
+
+def load_runs(path: Path) -> list[Run]:
+    """The runs of a ``runs.json`` written by :func:`save_runs`, each with its root in the study's ``runs/`` folder.
+    A file written before data fingerprints were kept loads with ``data_fingerprint`` "" (not checked).
+
+    Args:
+        path: the ``runs.json`` file.
+
+    Returns:
+        the runs, in the file's order, without their per-batch fingerprints (only the digest is kept).
+    """
+    path = Path(path)
+    runs = []
+    for row in json.loads(path.read_text()):
+        run = Run(row["labelled"], row["seed"], row["arm"], Path(), losses=row.get("losses", []),
+                  scores=row.get("scores", {}), seconds=row.get("seconds", 0.0),
+                  data_fingerprint=row.get("data_fingerprint") or "")
+        run.root = path.parent / "runs" / run.name
+        runs.append(run)
+    return runs
