@@ -114,3 +114,20 @@ def test_ranks_above_zero_use_the_datalist_without_writing_it(tmp_path, monkeypa
     monkeypatch.setattr(idist, "get_rank", lambda: 0)
     cached_datalist(str(cache), {"cases": 2}, lambda: split)
     assert json.loads(cache.read_text())["validation"] == split["validation"]
+
+
+def test_a_test_list_of_bare_image_paths_is_read_as_monai_reads_it(tmp_path):
+    """BTCV's dataset_0.json lists its unlabelled test images as bare paths; MONAI's loader reads them as images, so
+    ``--datalist_key test`` (e.g. more images for MAE pre-training) works too."""
+    from shared.data.inputs import decathlon_datalist
+    from shared.utils.errors import InputError
+
+    datalist = tmp_path / "dataset_0.json"
+    datalist.write_text(json.dumps({"training": ["imagesTr/img0001.nii.gz"],
+                                    "test": ["imagesTs/img0061.nii.gz", "imagesTs/img0062.nii.gz"]}))
+    assert decathlon_datalist(str(datalist), "test") == [{"image": str(tmp_path / "imagesTs" / f"img006{i}.nii.gz")}
+                                                         for i in (1, 2)]
+    with pytest.raises(InputError, match=r"entry 0 of 'test' .* has no 'label'"):
+        decathlon_datalist(str(datalist), "test", required=("image", "label"))
+    with pytest.raises(InputError, match=r"entry 0 of 'training' \(\"imagesTr/img0001.nii.gz\"\) has no 'image'"):
+        decathlon_datalist(str(datalist), "training")

@@ -61,6 +61,8 @@ def decathlon_datalist(
     items = content.get(key) if isinstance(content, dict) else None
     if not isinstance(items, list):
         raise InputError(datalist_file, f"has no {key!r} list.")
+    if key == "test" and items and not isinstance(items[0], dict):
+        items = [{"image": item} for item in items]  # as MONAI reads it: a "test" list may hold bare image paths
     for index, item in enumerate(items):
         missing = [k for k in required if not isinstance(item, dict) or k not in item]
         if missing:
