@@ -129,5 +129,5 @@ def test_settings_differences_name_each_key_with_both_values():
                                        "depths": [2, 2]}})
     assert now.differences(saved.state_dict()) == {"network": [
         "network_def#_target_: 'UNETR' in the checkpoint, 'SwinUNETR' now",
-        "network_def#depths: not set in the checkpoint, [2, 2] now"], "optimizer": None}
+        "network_def#depths: not set in the checkpoint, [2, 2] now"], "optimizer": None, "encoder": None}
     assert settings_differences({"optimizer": {"lr": 0.1 * 3}}, {"optimizer": {"lr": 0.3}}) == []

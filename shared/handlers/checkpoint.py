@@ -29,6 +29,7 @@ from ..utils.dist import file_exists_on_all_ranks, is_main_process
 __all__ = [
     "AtomicCheckpointSaver",
     "BestMetricState",
+    "describe_encoder",
     "epochs_done",
     "ModelLoader",
     "ResumeLoader",
@@ -161,6 +162,14 @@ def settings_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -
         elif not _same(old[key], new[key]):
             problems.append(f"{key}: {old[key]!r} in the checkpoint, {new[key]!r} now")
     return problems
+
+
+def describe_encoder(identity: Any) -> str:
+    """An encoder's identity (:func:`~scripts.handlers.encoder_loader.encoder_identity`) in words, e.g. ``"no
+    pretrained encoder (from scratch)"`` or ``"the encoder file of sha256 3f2a..."``."""
+    if identity is None:
+        return "an unrecorded encoder"
+    return f"the encoder file of sha256 {identity}" if identity else "no pretrained encoder (from scratch)"
 
 
 def group_settings(optimizer: Any) -> list[dict[str, Any]]:
@@ -312,19 +321,26 @@ class RunSettings:
         "run_settings": {
             "_target_": "scripts.handlers.checkpoint.RunSettings",
             "network": {"_target_": "scripts.utils.config.resolved_configs", "ids": ["network_def"]},
-            "optimizer": {"_target_": "scripts.utils.config.resolved_configs", "ids": ["optimizer", "param_groups"]}
+            "optimizer": {"_target_": "scripts.utils.config.resolved_configs", "ids": ["optimizer", "param_groups"]},
+            "encoder": {"pretrained_encoder": {"_target_": "scripts.handlers.encoder_loader.encoder_identity",
+                                               "path": "@pretrained_encoder"}}
         }
 
     Args:
         network: ``{config id: settings}`` that define the network; resuming with others is refused.
         optimizer: ``{config id: settings}`` of the optimisation; others are applied, with a warning.
+        encoder: ``{config id: identity}`` of the weights the network was initialised from before training
+            (:func:`~scripts.handlers.encoder_loader.encoder_identity`: "" for none, else a hash of the file's
+            content); resuming with others is refused.
     """
 
-    KINDS = ("network", "optimizer")
+    KINDS = ("network", "optimizer", "encoder")
 
-    def __init__(self, network: Mapping[str, Any] | None = None, optimizer: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, network: Mapping[str, Any] | None = None, optimizer: Mapping[str, Any] | None = None,
+                 encoder: Mapping[str, str] | None = None) -> None:
         self.network = plain_value(dict(network or {}))
         self.optimizer = plain_value(dict(optimizer or {}))
+        self.encoder = plain_value(dict(encoder or {}))
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         return {kind: getattr(self, kind) for kind in self.KINDS}
@@ -333,9 +349,9 @@ class RunSettings:
         """Nothing to load: a run's settings are the ones it is configured with (:meth:`differences` compares)."""
 
     def differences(self, saved: Mapping[str, Any]) -> dict[str, list[str] | None]:
-        """``{"network": [...], "optimizer": [...]}``: :func:`settings_differences` between the ``saved`` settings
-        (:meth:`state_dict` of the run that wrote a checkpoint) and these; None for a kind that either side did not
-        record (nothing to compare)."""
+        """``{"network": [...], "optimizer": [...], "encoder": [...]}``: :func:`settings_differences` between the
+        ``saved`` settings (:meth:`state_dict` of the run that wrote a checkpoint) and these; None for a kind that
+        either side did not record (nothing to compare)."""
         found: dict[str, list[str] | None] = {}
         for kind in self.KINDS:
             old, new = saved.get(kind) if isinstance(saved, Mapping) else None, getattr(self, kind)
@@ -358,6 +374,10 @@ class ResumeLoader:
       the command line wins, as it does for ``epochs``. The optimizer's moments, the schedule's position and the
       network's weights come from the checkpoint. A checkpoint written before settings were saved resumes with a
       warning that they could not be compared (tensor names and shapes still are).
+    - A checkpoint whose run was initialised from another pretrained encoder (an MAE where this run has none, none
+      where it has one, or another MAE: compared by the file's content, not its path) is refused, naming both: the
+      resumed run would otherwise silently continue the other one. A checkpoint written before the encoder was
+      recorded resumes, saying that the encoder could not be compared.
     - A network whose tensors differ from the checkpoint's (names or shapes) is refused in a few lines, as is an
       optimizer whose parameters are grouped otherwise (e.g. ``layer_decay`` turned on or off).
     - Entries of ``load_dict`` missing from an older checkpoint are skipped with a warning.
@@ -458,8 +478,16 @@ class ResumeLoader:
                 f"{self.load_path} does not record the settings it was trained with (written by an earlier version): "
                 "this run's network definition and optimizer settings could not be compared with it (its tensor "
                 "names and shapes are); the resumed run trains with this run's settings.")
+        if found.get("encoder") is None and settings.encoder:
+            engine.logger.warning(
+                f"{self.load_path} does not record the pretrained encoder its run was initialised from (written by an "
+                "earlier version): this run's pretrained_encoder could not be compared with it; the resumed run "
+                "continues from the checkpoint's weights, whatever encoder they started from.")
         if found["network"]:
             self._refuse_network(found["network"], self._shape_differences(checkpoint))
+        if found.get("encoder"):
+            saved = checkpoint[self.settings_key]["encoder"]
+            self._refuse_encoder({k: saved.get(k) for k in settings.encoder}, settings.encoder)
         return found["optimizer"] or []
 
     def _refuse_network(self, changes: Sequence[str], shapes: Mapping[str, Sequence[str]]) -> None:
@@ -470,6 +498,18 @@ class ResumeLoader:
             f"{self.load_path} was trained with another network definition: {'; '.join(changes)}{also}. Its weights "
             "would be loaded into a different network. Resume with the settings it was trained with (the values "
             "'in the checkpoint' above), or run with --resume false to start over."
+        )
+
+    def _refuse_encoder(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+        """Raise the error of a checkpoint whose run was initialised from another pretrained encoder than this run
+        asks for, naming both (``{config id: identity}``, as :class:`RunSettings` records them)."""
+        changes = "; ".join(
+            f"{key}: {describe_encoder(saved.get(key))} in the checkpoint, {describe_encoder(value)} now"
+            for key, value in current.items() if saved.get(key) != value)
+        raise RuntimeError(
+            f"{self.load_path} was initialised from another pretrained encoder than this run asks for ({changes}): "
+            "resuming would silently continue that run. Give the same --pretrained_encoder as the run that wrote it, "
+            f"or move {self.load_path} away to start again from this run's encoder."
         )
 
     def _check_shapes(self, checkpoint: Mapping[str, Any]) -> None:
@@ -592,7 +632,15 @@ class ResumeLoader:
             self._apply_optimizer_settings(engine, configured, changes)
         self._continue_epoch_length(engine, epoch_length)
         self._continue_schedule(engine, length, max_epochs)
-        engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}")
+        engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}{self._weights_note()}")
+
+    def _weights_note(self) -> str:
+        """Said when the run records a pretrained encoder: the resumed network's weights are the checkpoint's, not
+        those the encoder loader put in when the trainer was built."""
+        settings = self.load_dict.get(self.settings_key)
+        if not isinstance(settings, RunSettings) or not any(settings.encoder.values()):
+            return ""
+        return " (the network's weights are the checkpoint's, not the pretrained encoder loaded before)"
 
 
 class ModelLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -13,9 +14,36 @@ from ..networks.encoder_transfer import TransferReport, load_mae_encoder
 from ..utils.dist import file_exists_on_all_ranks, is_main_process
 from .checkpoint import epochs_done
 
-__all__ = ["MAEEncoderLoader"]
+__all__ = ["MAEEncoderLoader", "encoder_identity"]
 
 logger = logging.getLogger(__name__)
+
+
+def encoder_identity(path: str, digits: int = 16) -> str:
+    """The identity of a pretrained encoder file, as a training checkpoint records it (``RunSettings``'s ``encoder``)
+    so that a resumed run can tell whether it starts from the same weights: the first ``digits`` hex digits of the
+    sha256 of the file's content (a moved or renamed copy is the same encoder), "" for none.
+
+    Args:
+        path: the encoder (an MAE checkpoint), or "" for none (training from scratch).
+        digits: how many hex digits of the sha256 to keep.
+
+    Returns:
+        "" when ``path`` is empty, else the hash prefix.
+
+    Raises:
+        FileNotFoundError: ``path`` is given but is no file.
+    """
+    if not path:
+        return ""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained_encoder {path}: no such file (give an MAE checkpoint, or \"\" to train "
+                                "from scratch)")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:digits]
 
 
 class MAEEncoderLoader:
