@@ -84,6 +84,16 @@ def test_a_run_resumes_on_every_rank_or_on_none(tmp_path, monkeypatch):
         ResumeLoader(str(checkpoint), {}).attach(Engine(lambda e, b: None))
 
 
+def test_the_encoder_recorded_for_resume_is_checked_on_every_rank_first(tmp_path, monkeypatch):
+    """``run_settings#encoder`` hashes the encoder when the trainer is built, before the encoder loader's check: a
+    rank that lacks the file must not fail alone (its peers would wait in a collective) but with every rank."""
+    from shared.handlers.encoder_loader import encoder_identity
+
+    ranks_see(monkeypatch, True, False)
+    with pytest.raises(dist_utils.RanksDisagreeError, match="disagree on whether /b/models/mae.pt is a file"):
+        encoder_identity("/b/models/mae.pt")
+
+
 def test_the_pre_trained_encoder_is_loaded_on_every_rank_or_on_none(tmp_path, monkeypatch):
     """``pretrained_encoder`` defaults to ``models/mae.pt`` when every rank sees it; a file given by name is loaded
     only where every rank sees it."""

@@ -33,10 +33,12 @@ def encoder_identity(path: str, digits: int = 16) -> str:
 
     Raises:
         FileNotFoundError: ``path`` is given but is no file.
+        RanksDisagreeError: under ``torch.distributed``, on every rank, when some ranks see the file and others do
+            not (nodes that do not share it): checked before any rank raises alone (a collective).
     """
     if not path:
         return ""
-    if not os.path.isfile(path):
+    if not file_exists_on_all_ranks(path):
         raise FileNotFoundError(f"pretrained_encoder {path}: no such file (give an MAE checkpoint, or \"\" to train "
                                 "from scratch)")
     digest = hashlib.sha256()
